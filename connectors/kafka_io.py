@@ -1,0 +1,68 @@
+"""Kafka on both sides of the flow: the event and catalog sources, the DLQ sink."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
+from bytewax.connectors.kafka import operators as kop
+from bytewax.dataflow import Dataflow, Stream
+
+from operators.messages import DeadLetter, Envelope
+
+__all__ = ["kafka_envelopes", "kafka_dead_letters", "source_config"]
+
+OFFSET_BEGINNING = -2
+OFFSET_END = -1
+
+
+def source_config(fetch_wait_ms: int, extra: Mapping[str, str]) -> dict[str, str]:
+    # The broker may hold a fetch open for fetch.wait.max.ms (500 ms by default): with a
+    # quiet topic that is pure latency, so keep it to a few ms.
+    cfg = {"fetch.wait.max.ms": str(fetch_wait_ms), "fetch.min.bytes": "1"}
+    cfg.update(extra)
+    return cfg
+
+
+def _ingested_at(msg: KafkaSourceMessage) -> float | None:
+    for name, value in msg.headers or ():
+        if name == "produced_at":
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                break
+    if msg.timestamp and msg.timestamp[1] > 0:
+        return msg.timestamp[1] / 1000.0
+    return None
+
+
+def kafka_envelopes(step_id: str, flow: Dataflow, *, brokers: list[str], topic: str,
+                    source: str, config: dict[str, str], batch_size: int,
+                    starting_offset: int = OFFSET_BEGINNING) -> tuple[Stream, Stream]:
+    """(envelopes, dead letters from consumer errors) read from one topic."""
+    kin = kop.input(step_id, flow, brokers=brokers, topics=[topic], tail=True,
+                    starting_offset=starting_offset, add_config=config, batch_size=batch_size)
+    envs = op.map(f"{step_id}_envelope", kin.oks,
+                  lambda m: Envelope(m.value, _ingested_at(m), source))
+    errs = op.map(
+        f"{step_id}_errors", kin.errs,
+        lambda e: DeadLetter("kafka:consumer_error", e.msg.value or b"", source, str(e.err)[:200]),
+    )
+    return envs, errs
+
+
+def kafka_dead_letters(step_id: str, dead: Stream, *, brokers: list[str], topic: str,
+                       config: dict[str, str]) -> None:
+    """Forward dead letters to ``{events topic}.dlq`` with the reason in headers."""
+
+    def to_message(dl: DeadLetter) -> KafkaSinkMessage:
+        return KafkaSinkMessage(
+            key=None,
+            value=dl.payload,
+            headers=[("reason", dl.reason.encode()), ("source", dl.source.encode()),
+                     ("detail", dl.detail[:200].encode())],
+        )
+
+    kop.output(step_id, op.map(f"{step_id}_message", dead, to_message), brokers=brokers,
+               topic=topic, add_config=dict(config))

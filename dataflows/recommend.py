@@ -1,0 +1,176 @@
+"""The recommend dataflow: wiring only.
+
+Run it with ``python -m bytewax.run dataflows.recommend`` (configuration from the
+environment, see ``streamrec.settings``), or build it with other sources and sinks via
+:func:`build_flow` (tests, ``streamrec eval``).
+
+events ─► parse ─► bad ─► dead letters (Redis stream, Kafka topic)
+            │ ok, keyed by user
+            ▼
+          user step ──► item questions, keyed by item ─► item step ◄── catalog
+            │                                              │ answers, keyed by rank shard
+            ▼ rank request, keyed by rank shard            ▼
+          rank step ◄──────────────────────────────────────┘
+            │ recommendation updates
+            ▼
+          Redis sink (recs stream, latest list, profile)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.outputs import Sink
+
+from connectors.catalog_file import catalog_file_envelopes
+from connectors.kafka_io import kafka_dead_letters, kafka_envelopes, source_config
+from connectors.redis_sink import RedisSink
+from operators.item_step import CatalogRecord, ItemLogic, ItemStepConfig
+from operators.messages import (
+    Availability, DeadLetter, EraseUser, ForgetUser, ItemAnswer, ItemQuery, ProfileWrite,
+    RankRequest, RecUpdate,
+)
+from operators.parse import EventParser, parse_catalog
+from operators.rank_step import RankLogic, RankStepConfig
+from operators.user_step import UserLogic, UserStepConfig
+from models.profile import ProfileConfig
+from models.ranking import RankConfig
+from streamrec.settings import Settings
+
+__all__ = ["build_flow", "step_configs", "wire"]
+
+log = logging.getLogger("streamrec")
+
+
+def step_configs(s: Settings) -> tuple[UserStepConfig, ItemStepConfig, RankStepConfig]:
+    profile = ProfileConfig(
+        long_half_life=s.long_half_life,
+        session_half_life=s.session_half_life,
+        session_gap=s.session_gap,
+        max_recent_items=s.max_recent_items,
+        max_categories=s.max_categories,
+        dedupe_window=s.max_dedupe_ids,
+        max_events_per_minute=s.max_events_per_minute,
+        event_weights=dict(s.event_weights),
+    )
+    user = UserStepConfig(profile=profile, rank_shards=s.rank_shards, query_items=s.query_items,
+                          write_profiles=s.write_profiles)
+    item = ItemStepConfig(covis_half_life=s.covis_half_life,
+                          popularity_half_life=s.trending_half_life,
+                          max_neighbours=s.max_neighbours, answer_neighbours=s.answer_neighbours,
+                          rank_shards=s.rank_shards)
+    ranking = RankConfig(k=s.top_k, repeat_policy=s.repeat_policy, diversity=s.diversity,
+                         max_per_category=s.max_per_category)
+    rank = RankStepConfig(ranking=ranking, trending_half_life=s.trending_half_life,
+                          conflate=s.conflate, model_version=s.model_version)
+    return user, item, rank
+
+
+def _route(msg) -> tuple[str, object]:
+    return (msg.route, msg)
+
+
+def wire(
+    flow: Dataflow,
+    envelopes: Stream,
+    catalog: Stream | None,
+    settings: Settings,
+    *,
+    now: Callable[[], float] | None = None,
+) -> tuple[Stream, Stream]:
+    """Add the recommend steps to ``flow``.
+
+    Returns ``(outputs, dead_letters)``: outputs are RecUpdate, ProfileWrite and EraseUser
+    messages for a sink; dead letters are DeadLetter messages.
+    """
+    user_cfg, item_cfg, rank_cfg = step_configs(settings)
+    parser = EventParser(settings.max_clock_skew if now is not None else None, now)
+    parsed = op.map("parse", envelopes, parser)
+    branch = op.branch("valid", parsed, lambda x: not isinstance(x, DeadLetter))
+    dead = [branch.falses]
+    by_user = op.key_on("key_user", branch.trues, lambda pair: pair[0].user_id)
+    user_out = op.stateful_batch(
+        "user", by_user, lambda resume: UserLogic(user_cfg, resume)
+    )
+    user_msgs = op.key_rm("user_msgs", user_out)
+
+    queries = op.filter("item_queries", user_msgs, lambda m: isinstance(m, ItemQuery))
+    to_item = [op.map("route_item", queries, _route)]
+    if catalog is not None:
+        cat_parsed = op.map("parse_catalog", catalog, parse_catalog)
+        cat_branch = op.branch("valid_catalog", cat_parsed, lambda x: not isinstance(x, DeadLetter))
+        dead.append(cat_branch.falses)
+        to_item.append(cat_branch.trues)
+    item_in = op.merge("item_in", *to_item) if len(to_item) > 1 else to_item[0]
+    item_out = op.stateful_batch("item", item_in, lambda resume: ItemLogic(item_cfg, resume))
+    answers = op.key_rm("item_msgs", item_out)
+
+    rank_bound = op.filter(
+        "rank_msgs", user_msgs, lambda m: isinstance(m, (RankRequest, ForgetUser))
+    )
+    rank_in = op.map("route_rank", op.merge("rank_merge", rank_bound, answers), _route)
+    rank_out = op.stateful_batch("rank", rank_in, lambda resume: RankLogic(rank_cfg, resume))
+    recs = op.key_rm("recs", rank_out)
+
+    sink_bound = op.filter(
+        "user_outputs", user_msgs, lambda m: isinstance(m, (ProfileWrite, EraseUser))
+    )
+    outputs = op.merge("outputs", recs, sink_bound)
+    dead_letters = op.merge("dead_letters", *dead) if len(dead) > 1 else dead[0]
+    return outputs, dead_letters
+
+
+def build_flow(
+    settings: Settings,
+    *,
+    sink: Sink | None = None,
+    kafka_dlq: bool = True,
+    flow_id: str = "streamrec",
+) -> Dataflow:
+    """The production flow: Kafka in, Redis (and the Kafka DLQ topic) out."""
+    flow = Dataflow(flow_id)
+    cfg = source_config(settings.kafka_fetch_wait_ms, settings.kafka_config)
+    envs, errs = kafka_envelopes("events_in", flow, brokers=settings.brokers,
+                                 topic=settings.events_topic, source="events", config=cfg,
+                                 batch_size=settings.kafka_batch_size)
+    catalog_streams = []
+    if settings.consume_items:
+        items, item_errs = kafka_envelopes("items_in", flow, brokers=settings.brokers,
+                                           topic=settings.items_topic, source="items", config=cfg,
+                                           batch_size=settings.kafka_batch_size)
+        catalog_streams.append(items)
+        errs = op.merge("consumer_errors", errs, item_errs)
+    if settings.catalog_file:
+        catalog_streams.append(catalog_file_envelopes("catalog_file", flow, settings.catalog_file))
+    catalog = None
+    if catalog_streams:
+        catalog = catalog_streams[0] if len(catalog_streams) == 1 else op.merge(
+            "catalog", *catalog_streams)
+    import time
+
+    outputs, dead = wire(flow, envs, catalog, settings, now=time.time)
+    dead = op.merge("all_dead", dead, errs)
+    redis_sink = sink or RedisSink(settings.redis_url, settings.prefix,
+                                   recs_maxlen=settings.recs_maxlen,
+                                   dlq_maxlen=settings.dlq_maxlen,
+                                   payload_limit=settings.dlq_payload_limit,
+                                   conflate=settings.conflate)
+    op.output("redis_out", op.merge("sink_in", outputs, dead), redis_sink)
+    if kafka_dlq:
+        kafka_dead_letters("dlq_kafka", dead, brokers=settings.brokers,
+                           topic=settings.dlq_topic, config=dict(settings.kafka_config))
+    return flow
+
+
+def _flow_from_env() -> Dataflow:
+    settings = Settings.from_env()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info("streamrec worker: topics %s/%s, prefix %r, top-k %d",
+             settings.events_topic, settings.items_topic, settings.prefix, settings.top_k)
+    return build_flow(settings)
+
+
+flow = _flow_from_env()

@@ -1,0 +1,91 @@
+"""Item-side state: decayed co-visitation (sequential rules), popularity and catalog data.
+
+One ``ItemState`` per item, keyed by item in the dataflow, so every update and every
+"who follows you?" question for an item meets in one place: exact at any worker count.
+
+>>> s = ItemState("p1")
+>>> s.learn_followers([("p2", 1.0), ("p3", 0.5)], ts=0.0, half_life=3600.0, capacity=10)
+>>> s.learn_followers([("p2", 1.0)], ts=0.0, half_life=3600.0, capacity=10)
+>>> s.followers(2, ts=0.0)
+[('p2', 0.8), ('p3', 0.2)]
+"""
+
+from __future__ import annotations
+
+from models.decay import DecayedCounter, DecayedScalar
+
+__all__ = ["ItemState"]
+
+
+class ItemState:
+    """What the flow knows about one item."""
+
+    __slots__ = ("item_id", "category", "tags", "available", "price", "popularity", "neighbours",
+                 "in_catalog")
+
+    def __init__(self, item_id: str) -> None:
+        self.item_id = item_id
+        self.category: str | None = None
+        self.tags: tuple[str, ...] = ()
+        self.available = True
+        self.price: float | None = None
+        self.popularity: DecayedScalar | None = None
+        self.neighbours: DecayedCounter | None = None
+        self.in_catalog = False
+
+    def __getstate__(self):
+        return tuple(getattr(self, s) for s in self.__slots__)
+
+    def __setstate__(self, state):
+        for s, v in zip(self.__slots__, state):
+            setattr(self, s, v)
+
+    def apply_catalog(self, record: dict) -> bool:
+        """Take catalog fields; return True when availability changed."""
+        was = self.available
+        cat = record.get("category")
+        if isinstance(cat, str) and cat:
+            self.category = cat
+        tags = record.get("tags")
+        if isinstance(tags, list):
+            self.tags = tuple(str(t)[:64] for t in tags[:32])
+        avail = record.get("available")
+        if isinstance(avail, bool):
+            self.available = avail
+        price = record.get("price")
+        if isinstance(price, (int, float)) and not isinstance(price, bool):
+            self.price = float(price)
+        self.in_catalog = True
+        return was != self.available
+
+    def learn_event(self, category: str | None, weight: float, ts: float, half_life: float) -> None:
+        """Count one interaction with this item (popularity) and learn its category."""
+        if category and self.category is None:
+            self.category = category
+        if self.popularity is None:
+            self.popularity = DecayedScalar(half_life)
+        if weight > 0:
+            self.popularity.add(weight, ts)
+
+    def learn_followers(
+        self, followers: list[tuple[str, float]], ts: float, half_life: float, capacity: int
+    ) -> None:
+        """Items seen after this one in a session, with their position weights."""
+        if self.neighbours is None:
+            self.neighbours = DecayedCounter(half_life, capacity)
+        for item, weight in followers:
+            if item != self.item_id:
+                self.neighbours.add(item, weight, ts)
+
+    def followers(self, n: int, ts: float) -> list[tuple[str, float]]:
+        """Top ``n`` followers with weights normalised to sum to 1 (a next-item distribution)."""
+        if self.neighbours is None:
+            return []
+        top = self.neighbours.top(n, ts)
+        total = sum(w for _, w in top)
+        if total <= 0.0:
+            return []
+        return [(item, round(w / total, 6)) for item, w in top]
+
+    def popularity_at(self, ts: float) -> float:
+        return self.popularity.value(ts) if self.popularity is not None else 0.0

@@ -1,0 +1,155 @@
+"""Exponential time decay in event time, with forward decay for bounded counters.
+
+A weight observed at time ``t`` is worth ``exp(-ln2 * (now - t) / half_life)`` at ``now``.
+Forward decay stores ``w * exp(ln2 * (t - landmark) / half_life)`` instead, so adding a new
+observation never touches the old ones; reading divides by the same factor at ``now``.
+The landmark moves forward (one pass over the entries) only when the factors would grow
+too large for floats.
+
+>>> c = DecayedCounter(half_life=10.0, capacity=3)
+>>> c.add("a", 1.0, ts=0.0); c.add("b", 1.0, ts=10.0)
+>>> round(c.value("a", ts=10.0), 3), round(c.value("b", ts=10.0), 3)
+(0.5, 1.0)
+>>> [k for k, _ in c.top(2, ts=10.0)]
+['b', 'a']
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+__all__ = ["LN2", "decayed_weight", "DecayedCounter", "DecayedScalar"]
+
+LN2 = math.log(2.0)
+# Rebase the landmark when scale factors pass e**40 (~2e17): far from float overflow,
+# and rare (every 40 / ln2 ~ 58 half-lives).
+_REBASE_EXPONENT = 40.0
+
+
+def decayed_weight(age: float, half_life: float) -> float:
+    """Weight of an observation ``age`` seconds old.
+
+    >>> decayed_weight(3600.0, 3600.0)
+    0.5
+    """
+    return math.exp(-LN2 * age / half_life)
+
+
+class DecayedScalar:
+    """One forward-decayed sum (e.g. an item's popularity)."""
+
+    __slots__ = ("half_life", "landmark", "scaled")
+
+    def __init__(self, half_life: float, landmark: float | None = None) -> None:
+        self.half_life = half_life
+        self.landmark = landmark
+        self.scaled = 0.0
+
+    def add(self, weight: float, ts: float) -> None:
+        if self.landmark is None:
+            self.landmark = ts
+        exponent = LN2 * (ts - self.landmark) / self.half_life
+        if exponent > _REBASE_EXPONENT:
+            self.scaled *= math.exp(-exponent)
+            self.landmark = ts
+            exponent = 0.0
+        self.scaled += weight * math.exp(exponent)
+
+    def value(self, ts: float) -> float:
+        if self.landmark is None:
+            return 0.0
+        return self.scaled * math.exp(-LN2 * (ts - self.landmark) / self.half_life)
+
+    def __getstate__(self):
+        return (self.half_life, self.landmark, self.scaled)
+
+    def __setstate__(self, state):
+        self.half_life, self.landmark, self.scaled = state
+
+
+class DecayedCounter:
+    """Forward-decayed weights per key, bounded to ``capacity`` keys.
+
+    When the key count passes ``capacity * 1.25`` the weakest keys are dropped down to
+    ``capacity``: amortised O(1) per add, and memory stays bounded.
+    """
+
+    __slots__ = ("half_life", "capacity", "landmark", "weights")
+
+    def __init__(self, half_life: float, capacity: int) -> None:
+        self.half_life = half_life
+        self.capacity = capacity
+        self.landmark: float | None = None
+        self.weights: dict[str, float] = {}
+
+    def _scale(self, ts: float) -> float:
+        if self.landmark is None:
+            self.landmark = ts
+        exponent = LN2 * (ts - self.landmark) / self.half_life
+        if exponent > _REBASE_EXPONENT:
+            factor = math.exp(-exponent)
+            self.weights = {k: v * factor for k, v in self.weights.items()}
+            self.landmark = ts
+            exponent = 0.0
+        return math.exp(exponent)
+
+    def add(self, key: str, weight: float, ts: float) -> None:
+        weights = self.weights
+        weights[key] = weights.get(key, 0.0) + weight * self._scale(ts)
+        if len(weights) > self.capacity + (self.capacity >> 2) + 1:
+            self._prune()
+
+    def set(self, key: str, value: float, ts: float) -> None:
+        """Store ``value`` as the key's weight as of ``ts``."""
+        self.weights[key] = value * self._scale(ts)
+        if len(self.weights) > self.capacity + (self.capacity >> 2) + 1:
+            self._prune()
+
+    def _prune(self) -> None:
+        keep = heapq.nlargest(self.capacity, self.weights.items(), key=lambda kv: kv[1])
+        self.weights = dict(keep)
+
+    def value(self, key: str, ts: float) -> float:
+        scaled = self.weights.get(key)
+        if scaled is None or self.landmark is None:
+            return 0.0
+        return scaled * math.exp(-LN2 * (ts - self.landmark) / self.half_life)
+
+    def factor(self, ts: float) -> float:
+        """Multiply a stored weight by this to read it at ``ts``."""
+        if self.landmark is None:
+            return 0.0
+        return math.exp(-LN2 * (ts - self.landmark) / self.half_life)
+
+    def top(self, n: int, ts: float) -> list[tuple[str, float]]:
+        """The ``n`` heaviest keys with their weights at ``ts``, heaviest first."""
+        if not self.weights:
+            return []
+        factor = self.factor(ts)
+        best = heapq.nlargest(n, self.weights.items(), key=lambda kv: kv[1])
+        return [(k, v * factor) for k, v in best if v > 0.0]
+
+    def total(self, ts: float) -> float:
+        return sum(self.weights.values()) * self.factor(ts)
+
+    def remove(self, key: str) -> None:
+        self.weights.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.weights
+
+    def __getstate__(self):
+        return (self.half_life, self.capacity, self.landmark, self.weights)
+
+    def __setstate__(self, state):
+        self.half_life, self.capacity, self.landmark, self.weights = state
+
+    def copy(self) -> "DecayedCounter":
+        c = DecayedCounter(self.half_life, self.capacity)
+        c.landmark = self.landmark
+        c.weights = dict(self.weights)
+        return c

@@ -1,0 +1,79 @@
+"""The item step: co-visitation learning, popularity and catalog data, keyed by item.
+
+It answers each user's question "who follows you?" with a message keyed by that user's
+rank shard (scatter-gather: exact at any worker count, no network round trip).
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from typing import Iterable
+
+from bytewax.operators import StatefulBatchLogic
+
+from models.covisitation import ItemState
+from operators.messages import Availability, ItemAnswer, ItemQuery
+
+__all__ = ["ItemStepConfig", "ItemLogic", "CatalogRecord"]
+
+
+@dataclass(frozen=True)
+class ItemStepConfig:
+    covis_half_life: float = 3 * 24 * 3600.0
+    popularity_half_life: float = 6 * 3600.0
+    max_neighbours: int = 80
+    answer_neighbours: int = 40
+    rank_shards: int = 32
+
+
+@dataclass(slots=True)
+class CatalogRecord:
+    """One catalog entry (already validated to have an ``item_id``)."""
+
+    item_id: str
+    record: dict
+
+
+class ItemLogic(StatefulBatchLogic):
+    def __init__(self, cfg: ItemStepConfig, resume: bytes | None) -> None:
+        self.cfg = cfg
+        # The builder does not get the key: a new state is named by its first message.
+        self.state: ItemState | None = pickle.loads(resume) if resume is not None else None
+
+    def on_batch(self, values: list) -> tuple[Iterable, bool]:
+        if self.state is None:
+            first = values[0]
+            self.state = ItemState(first.route if isinstance(first, ItemQuery) else first.item_id)
+        state, cfg = self.state, self.cfg
+        self.item_id = state.item_id
+        out: list = []
+        for msg in values:
+            if isinstance(msg, ItemQuery):
+                ts = msg.ts
+                if msg.interaction > 0.0 or msg.category:
+                    state.learn_event(msg.category, msg.interaction, ts, cfg.popularity_half_life)
+                if msg.followers:
+                    state.learn_followers(msg.followers, ts, cfg.covis_half_life, cfg.max_neighbours)
+                if msg.anchor_weight > 0.0:
+                    out.append(
+                        ItemAnswer(
+                            msg.reply_to, msg.user_id, msg.seq, self.item_id, msg.anchor_weight,
+                            state.category, state.popularity_at(ts) if state.available else 0.0,
+                            state.followers(cfg.answer_neighbours, ts),
+                        )
+                    )
+            elif isinstance(msg, CatalogRecord):
+                if state.apply_catalog(msg.record):
+                    # Rare: tell every rank shard, so no list shows an unavailable item.
+                    out.extend(
+                        Availability(f"rank-{s}", self.item_id, state.available)
+                        for s in range(cfg.rank_shards)
+                    )
+            else:  # a programming error, not bad input: fail loudly
+                msg = f"item step got an unexpected {type(msg).__name__}"
+                raise TypeError(msg)
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)

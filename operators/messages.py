@@ -1,0 +1,126 @@
+"""Messages that travel between the steps of the recommend dataflow.
+
+Each carries ``route``: the key of the step it goes to next (an item id for the item
+step, a rank-shard key for the rank step, a user id for the sink). All are small,
+slotted and picklable, since Bytewax serialises them between workers.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+__all__ = [
+    "Envelope", "DeadLetter", "ItemQuery", "ItemAnswer", "RankRequest", "Availability",
+    "ForgetUser", "RecUpdate", "ProfileWrite", "EraseUser", "rank_shard",
+]
+
+
+def rank_shard(user_id: str, shards: int) -> str:
+    """Stable shard key of a user's ranking state (same on every process and restart)."""
+    return f"rank-{zlib.crc32(user_id.encode()) % shards}"
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A raw event as it came in: bytes from Kafka, a line from a file, or a dict."""
+
+    payload: object
+    ingested_at: float | None = None  # when the event entered Kafka (create/append time)
+    source: str = "events"
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    reason: str
+    payload: bytes
+    source: str
+    detail: str = ""
+    route: str = "dlq"
+
+
+@dataclass(slots=True)
+class ItemQuery:
+    """To an item: learn from this event, and tell ``reply_to`` your best followers."""
+
+    route: str  # item id
+    user_id: str
+    seq: int
+    ts: float
+    reply_to: str
+    anchor_weight: float  # 0: update only, no answer expected
+    followers: list  # [(item_id, weight)] items that came after this one
+    interaction: float  # popularity increment for this item (0 when only an anchor)
+    category: str | None
+
+
+@dataclass(slots=True)
+class ItemAnswer:
+    route: str  # rank shard
+    user_id: str
+    seq: int
+    item_id: str
+    anchor_weight: float
+    category: str | None
+    popularity: float
+    followers: list  # [(item_id, probability)]
+
+
+@dataclass(slots=True)
+class RankRequest:
+    route: str  # rank shard
+    user_id: str
+    seq: int
+    ts: float
+    event_id: str
+    event_type: str
+    ingested_at: float | None
+    expected: int  # how many ItemAnswers to wait for
+    item_id: str | None
+    interaction: float
+    categories: list
+    session_categories: list
+    preferences: list | None
+    segment: str | None
+    seen: list
+    excluded: list
+
+
+@dataclass(slots=True)
+class Availability:
+    route: str  # rank shard
+    item_id: str
+    available: bool
+
+
+@dataclass(slots=True)
+class ForgetUser:
+    route: str  # rank shard
+    user_id: str
+
+
+@dataclass(slots=True)
+class RecUpdate:
+    route: str  # user id
+    user_id: str
+    seq: int
+    trigger_event_id: str
+    event_ts: float
+    ingested_at: float | None
+    items: list  # [(item_id, score)]
+    strategy: str
+    model_version: str
+
+
+@dataclass(slots=True)
+class ProfileWrite:
+    route: str  # user id
+    user_id: str
+    seq: int
+    profile: dict
+
+
+@dataclass(slots=True)
+class EraseUser:
+    route: str  # user id
+    user_id: str

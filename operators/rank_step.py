@@ -1,0 +1,147 @@
+"""The rank step: gathers a user's rank request and the item answers it waits for,
+then blends all signals into a top-K list.
+
+Keyed by rank shard (a stable hash of the user id), so that shared, slowly changing
+models (trending, segment popularity, item availability) live next to the users they
+serve without a global key.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from bytewax.operators import StatefulBatchLogic
+
+from models.ranking import RankConfig, RankInput, rank
+from models.trending import Trending
+from operators.messages import Availability, ForgetUser, ItemAnswer, RankRequest, RecUpdate
+
+__all__ = ["RankStepConfig", "RankShardState", "RankLogic"]
+
+
+@dataclass(frozen=True)
+class RankStepConfig:
+    ranking: RankConfig = field(default_factory=RankConfig)
+    trending_half_life: float = 6 * 3600.0
+    conflate: bool = True
+    model_version: str = "streamrec-0.1"
+    max_pending: int = 20_000
+    max_users: int = 200_000
+    max_item_categories: int = 50_000
+
+
+class RankShardState:
+    __slots__ = ("trending", "item_category", "unavailable", "pending", "last_seq")
+
+    def __init__(self, cfg: RankStepConfig) -> None:
+        self.trending = Trending(cfg.trending_half_life)
+        self.item_category: dict[str, str] = {}
+        self.unavailable: set[str] = set()
+        self.pending: dict[tuple[str, int], list] = {}  # (user, seq) -> [request, answers]
+        self.last_seq: dict[str, int] = {}
+
+    def __getstate__(self):
+        return tuple(getattr(self, s) for s in self.__slots__)
+
+    def __setstate__(self, state):
+        for s, v in zip(self.__slots__, state):
+            setattr(self, s, v)
+
+
+class RankLogic(StatefulBatchLogic):
+    def __init__(self, cfg: RankStepConfig, resume: bytes | None,
+                 now: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.now = now
+        self.state = pickle.loads(resume) if resume is not None else RankShardState(cfg)
+
+    def _learn_category(self, item: str, category: str | None) -> None:
+        if not category:
+            return
+        cats = self.state.item_category
+        if item not in cats and len(cats) >= self.cfg.max_item_categories:
+            del cats[next(iter(cats))]
+        cats[item] = category
+
+    def on_batch(self, values: list) -> tuple[Iterable, bool]:
+        st = self.state
+        done: list[list] = []
+        for msg in values:
+            if isinstance(msg, ItemAnswer):
+                slot = st.pending.setdefault((msg.user_id, msg.seq), [None, []])
+                slot[1].append(msg)
+                self._learn_category(msg.item_id, msg.category)
+            elif isinstance(msg, RankRequest):
+                slot = st.pending.setdefault((msg.user_id, msg.seq), [None, []])
+                slot[0] = msg
+                if msg.segment and msg.item_id and msg.interaction > 0:
+                    st.trending.observe_segment(msg.segment, msg.item_id, msg.interaction, msg.ts)
+            elif isinstance(msg, Availability):
+                if msg.available:
+                    st.unavailable.discard(msg.item_id)
+                else:
+                    st.unavailable.add(msg.item_id)
+                    st.trending.forget(msg.item_id)
+                continue
+            elif isinstance(msg, ForgetUser):
+                st.last_seq.pop(msg.user_id, None)
+                for key in [k for k in st.pending if k[0] == msg.user_id]:
+                    del st.pending[key]
+                continue
+            else:
+                err = f"rank step got an unexpected {type(msg).__name__}"
+                raise TypeError(err)
+            request, answers = slot
+            if request is not None and len(answers) >= request.expected:
+                del st.pending[(request.user_id, request.seq)]
+                done.append(slot)
+        if len(st.pending) > self.cfg.max_pending:
+            # Never expected in a healthy flow; bounds memory if a message was lost.
+            for key in list(st.pending)[: len(st.pending) - self.cfg.max_pending]:
+                del st.pending[key]
+        out = self._rank_all(done)
+        return out, StatefulBatchLogic.RETAIN
+
+    def _rank_all(self, done: list[list]) -> list[RecUpdate]:
+        st, cfg = self.state, self.cfg
+        if cfg.conflate:
+            latest: dict[str, list] = {}
+            for slot in done:
+                prev = latest.get(slot[0].user_id)
+                if prev is None or prev[0].seq < slot[0].seq:
+                    latest[slot[0].user_id] = slot
+            done = list(latest.values())
+        out = []
+        for request, answers in done:
+            if st.last_seq.get(request.user_id, 0) > request.seq:
+                continue  # an older request finished after a newer one: stale
+            for a in answers:
+                if a.popularity > 0.0:
+                    st.trending.observe(a.item_id, a.category, a.popularity, request.ts)
+            inp = RankInput(
+                ts=request.ts,
+                anchors=[(a.anchor_weight, a.followers) for a in answers],
+                categories=request.categories,
+                session_categories=request.session_categories,
+                preferences=request.preferences,
+                segment=request.segment,
+                seen=request.seen,
+                excluded=request.excluded,
+            )
+            items, strategy = rank(inp, st.trending, st.item_category, st.unavailable, cfg.ranking)
+            last = st.last_seq
+            last.pop(request.user_id, None)
+            last[request.user_id] = request.seq
+            if len(last) > cfg.max_users:
+                del last[next(iter(last))]
+            out.append(
+                RecUpdate(request.user_id, request.user_id, request.seq, request.event_id,
+                          request.ts, request.ingested_at, items, strategy, cfg.model_version)
+            )
+        return out
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)

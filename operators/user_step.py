@@ -1,0 +1,150 @@
+"""The user step: dedupe, guards, consent and erasure, decayed profile, and the
+scatter of one event into item questions plus one rank request.
+
+Keyed by user, so one user's events are handled in order by one worker.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from bytewax.operators import StatefulBatchLogic
+
+from models.events import Event, engagement
+from models.profile import ProfileConfig, UserProfile
+from operators.messages import EraseUser, ForgetUser, ItemQuery, ProfileWrite, RankRequest, rank_shard
+
+__all__ = ["UserStepConfig", "UserLogic", "scatter"]
+
+
+@dataclass(frozen=True)
+class UserStepConfig:
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    rank_shards: int = 32
+    query_items: int = 3  # recent items whose followers are asked for
+    covis_window: int = 5  # earlier session items that learn "this came after you"
+    anchor_decay: float = 0.5
+    history_anchor_weight: float = 0.3  # anchors from earlier sessions count less
+    write_profiles: bool = True
+
+
+def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: UserStepConfig,
+            ingested_at: float | None) -> list:
+    """Messages for one applied event: item questions/updates and the rank request."""
+    shard = rank_shard(profile.user_id, cfg.rank_shards)
+    item = event.item_id
+    ts = event.ts
+    weight = engagement(event.type, event.value, cfg.profile.event_weights) if item else 0.0
+    queries: dict[str, ItemQuery] = {}
+
+    def query(item_id: str) -> ItemQuery:
+        q = queries.get(item_id)
+        if q is None:
+            q = ItemQuery(item_id, profile.user_id, profile.seq, ts, shard, 0.0, [], 0.0, None)
+            queries[item_id] = q
+        return q
+
+    # Learn: the current item followed each of the last few session items (1/distance).
+    new_position = item is not None and (not prev_session or prev_session[-1] != item)
+    if new_position and event.type not in ("impression", "remove_from_cart"):
+        window = [p for p in prev_session if p != item][-cfg.covis_window :]
+        for distance, prev in enumerate(reversed(window), start=1):
+            query(prev).followers.append((item, 1.0 / distance))
+    if item is not None:
+        q = query(item)
+        q.interaction = max(weight, 0.0)
+        q.category = event.category
+    # Ask: followers of the most recent items, the newest weighted most.
+    anchors = list(reversed(profile.session_items[-cfg.query_items :]))
+    weights = [cfg.anchor_decay**i for i in range(len(anchors))]
+    if len(anchors) < cfg.query_items:
+        for old in reversed(profile.recent_items):
+            if len(anchors) >= cfg.query_items:
+                break
+            if old not in anchors:
+                weights.append(cfg.history_anchor_weight * cfg.anchor_decay ** len(anchors))
+                anchors.append(old)
+    for anchor, w in zip(anchors, weights):
+        query(anchor).anchor_weight = w
+    expected = sum(1 for q in queries.values() if q.anchor_weight > 0.0)
+    request = RankRequest(
+        route=shard,
+        user_id=profile.user_id,
+        seq=profile.seq,
+        ts=ts,
+        event_id=event.event_id,
+        event_type=event.type,
+        ingested_at=ingested_at,
+        expected=expected,
+        item_id=item,
+        interaction=max(weight, 0.0),
+        categories=profile.top_categories(4, ts),
+        session_categories=profile.session_top_categories(3, ts),
+        preferences=profile.preferences,
+        segment=profile.segment(),
+        seen=list(profile.session_items[-10:]),
+        excluded=list(profile.purchased),
+    )
+    out: list = list(queries.values())
+    out.append(request)
+    return out
+
+
+class UserLogic(StatefulBatchLogic):
+    """Per-user state machine around :class:`UserProfile`."""
+
+    def __init__(self, cfg: UserStepConfig, resume: bytes | None) -> None:
+        self.cfg = cfg
+        # The builder does not get the key: a new profile is named by its first event.
+        self.profile: UserProfile | None = pickle.loads(resume) if resume is not None else None
+
+    def on_batch(self, values: list) -> tuple[Iterable, bool]:
+        out: list = []
+        if self.profile is None:
+            self.profile = UserProfile(values[0][0].user_id)
+        self.user_id = self.profile.user_id
+        profile = self.profile
+        write = False
+        for event, ingested_at in values:
+            if event.type == "erase":
+                self.profile = profile = UserProfile(self.user_id)
+                out.append(EraseUser(self.user_id, self.user_id))
+                out.append(ForgetUser(rank_shard(self.user_id, self.cfg.rank_shards), self.user_id))
+                write = False
+                continue
+            if event.type == "consent" or event.consent is not None:
+                granted = (event.value == 1.0) if event.type == "consent" else bool(event.consent)
+                if not granted:
+                    # Withdrawal erases what we know; only the refusal itself is kept.
+                    self.profile = profile = UserProfile(self.user_id)
+                    profile.consent = False
+                    out.append(EraseUser(self.user_id, self.user_id))
+                    out.append(ForgetUser(rank_shard(self.user_id, self.cfg.rank_shards), self.user_id))
+                    write = False
+                    continue
+                profile.consent = True
+                if event.type == "consent":
+                    continue
+            if not profile.consent:
+                continue
+            prev_session = list(profile.session_items)
+            session_n = profile.session_n
+            status = profile.apply(event, self.cfg.profile)
+            if status != "applied":
+                continue
+            if profile.session_n != session_n:
+                prev_session = []  # a new session: no sequence learned across the gap
+            out.extend(scatter(profile, event, prev_session, self.cfg, ingested_at))
+            write = True
+        if write and self.cfg.write_profiles:
+            out.append(ProfileWrite(self.user_id, self.user_id, profile.seq, profile.to_json_dict()))
+        if profile.seq == 0 and profile.consent:
+            # Nothing learned (erased, or only duplicates): keep no state for this key.
+            return out, StatefulBatchLogic.DISCARD
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        # Bytes are immutable: the runtime may keep this while the profile moves on.
+        return pickle.dumps(self.profile, protocol=pickle.HIGHEST_PROTOCOL)

@@ -1,0 +1,234 @@
+"""One frozen settings object, parsed once from the environment at the entry point.
+
+Every knob has a default so that a bare `python -m bytewax.run dataflows.recommend`
+starts against a local broker and Redis. Kafka security settings pass straight through
+to confluent-kafka: any variable ``KAFKA_X_Y`` other than ``KAFKA_BOOTSTRAP_SERVERS``
+becomes the librdkafka property ``x.y`` (for example ``KAFKA_SASL_MECHANISM=PLAIN``,
+``KAFKA_SECURITY_PROTOCOL=SASL_SSL``, ``KAFKA_SASL_PASSWORD=...``). Secret values are
+never shown by ``repr`` or logs: see :meth:`Settings.redacted`.
+
+>>> s = Settings.from_env({"STREAMREC_TOP_K": "10", "KAFKA_SASL_PASSWORD": "hunter2"})
+>>> s.top_k, s.events_topic, s.kafka_config["sasl.password"]
+(10, 'events', 'hunter2')
+>>> "hunter2" in repr(s)
+False
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from streamrec.errors import ConfigError
+
+__all__ = ["Settings", "DEFAULT_EVENT_WEIGHTS"]
+
+# Engagement weight of one event of each type. hover and dwell are scaled by their
+# duration (value in ms, see ``models.events.engagement``); scroll by its depth.
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "click": 2.0,
+    "hover": 0.5,
+    "scroll": 0.5,
+    "dwell": 1.0,
+    "add_to_cart": 5.0,
+    "remove_from_cart": -2.0,
+    "wishlist": 4.0,
+    "purchase": 10.0,
+    "rating": 2.0,
+    "impression": 0.0,
+}
+
+_SECRET_HINTS = ("password", "secret", "token", "key")
+
+
+def _redact_url(url: str) -> str:
+    # redis://user:password@host -> redis://user:***@host
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0] if ":" in creds else ""
+    return f"{scheme}://{user}:***@{host}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the worker, the CLI and the tools need, from environment variables."""
+
+    kafka_bootstrap_servers: str = "localhost:9092"
+    events_topic: str = "events"
+    items_topic: str = "items"
+    redis_url: str = field(default="redis://localhost:6379/0", repr=False)
+    prefix: str = "streamrec"
+    top_k: int = 20
+    # Kafka
+    kafka_config: Mapping[str, str] = field(default_factory=dict, repr=False)
+    kafka_batch_size: int = 1000
+    kafka_fetch_wait_ms: int = 5
+    consume_items: bool = True
+    catalog_file: str | None = None
+    # Redis output
+    recs_maxlen: int = 100_000
+    dlq_maxlen: int = 100_000
+    dlq_payload_limit: int = 2048
+    conflate: bool = True
+    write_profiles: bool = True
+    # Profiles and decay (event time, seconds)
+    long_half_life: float = 7 * 24 * 3600.0
+    session_half_life: float = 1800.0
+    covis_half_life: float = 3 * 24 * 3600.0
+    trending_half_life: float = 6 * 3600.0
+    session_gap: float = 1800.0
+    event_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    # Bounds
+    max_recent_items: int = 30
+    max_dedupe_ids: int = 64
+    max_categories: int = 32
+    max_neighbours: int = 80
+    answer_neighbours: int = 40
+    query_items: int = 3
+    # Ranking
+    rank_shards: int = 32
+    repeat_policy: str = "demote"  # "allow" | "demote" | "exclude"
+    diversity: float = 0.3
+    max_per_category: int = 0  # 0: no hard cap, MMR only
+    # Guards
+    max_events_per_minute: int = 600
+    max_clock_skew: float = 24 * 3600.0
+    model_version: str = "streamrec-0.1"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Parse settings from ``env`` (default ``os.environ``); raise ConfigError with the fix."""
+        env = os.environ if env is None else env
+        kw: dict = {}
+
+        def text(var: str, attr: str) -> None:
+            if env.get(var):
+                kw[attr] = env[var]
+
+        def number(var: str, attr: str, kind: type, minimum: float) -> None:
+            raw = env.get(var)
+            if raw is None or raw == "":
+                return
+            try:
+                value = kind(raw)
+            except ValueError as ex:
+                msg = f"{var}={raw!r} is not a valid {kind.__name__}; set it like {var}={getattr(cls, attr)!r}"
+                raise ConfigError(msg) from ex
+            if isinstance(value, float) and not math.isfinite(value) or value < minimum:
+                msg = f"{var}={raw!r} must be a finite number >= {minimum}"
+                raise ConfigError(msg)
+            kw[attr] = value
+
+        def flag(var: str, attr: str) -> None:
+            raw = env.get(var)
+            if raw is None or raw == "":
+                return
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                kw[attr] = True
+            elif low in ("0", "false", "no", "off"):
+                kw[attr] = False
+            else:
+                msg = f"{var}={raw!r} must be one of 1/0, true/false, yes/no, on/off"
+                raise ConfigError(msg)
+
+        text("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers")
+        text("STREAMREC_EVENTS_TOPIC", "events_topic")
+        text("STREAMREC_ITEMS_TOPIC", "items_topic")
+        text("REDIS_URL", "redis_url")
+        text("STREAMREC_PREFIX", "prefix")
+        text("STREAMREC_CATALOG_FILE", "catalog_file")
+        text("STREAMREC_MODEL_VERSION", "model_version")
+        text("STREAMREC_REPEAT_POLICY", "repeat_policy")
+        number("STREAMREC_TOP_K", "top_k", int, 1)
+        number("STREAMREC_KAFKA_BATCH_SIZE", "kafka_batch_size", int, 1)
+        number("STREAMREC_KAFKA_FETCH_WAIT_MS", "kafka_fetch_wait_ms", int, 0)
+        number("STREAMREC_RECS_MAXLEN", "recs_maxlen", int, 1)
+        number("STREAMREC_DLQ_MAXLEN", "dlq_maxlen", int, 1)
+        number("STREAMREC_DLQ_PAYLOAD_LIMIT", "dlq_payload_limit", int, 16)
+        number("STREAMREC_LONG_HALF_LIFE", "long_half_life", float, 1.0)
+        number("STREAMREC_SESSION_HALF_LIFE", "session_half_life", float, 1.0)
+        number("STREAMREC_COVIS_HALF_LIFE", "covis_half_life", float, 1.0)
+        number("STREAMREC_TRENDING_HALF_LIFE", "trending_half_life", float, 1.0)
+        number("STREAMREC_SESSION_GAP", "session_gap", float, 1.0)
+        number("STREAMREC_MAX_RECENT_ITEMS", "max_recent_items", int, 1)
+        number("STREAMREC_MAX_NEIGHBOURS", "max_neighbours", int, 1)
+        number("STREAMREC_ANSWER_NEIGHBOURS", "answer_neighbours", int, 1)
+        number("STREAMREC_QUERY_ITEMS", "query_items", int, 1)
+        number("STREAMREC_RANK_SHARDS", "rank_shards", int, 1)
+        number("STREAMREC_DIVERSITY", "diversity", float, 0.0)
+        number("STREAMREC_MAX_PER_CATEGORY", "max_per_category", int, 0)
+        number("STREAMREC_MAX_EVENTS_PER_MINUTE", "max_events_per_minute", int, 1)
+        number("STREAMREC_MAX_CLOCK_SKEW", "max_clock_skew", float, 0.0)
+        flag("STREAMREC_CONFLATE", "conflate")
+        flag("STREAMREC_WRITE_PROFILES", "write_profiles")
+        flag("STREAMREC_CONSUME_ITEMS", "consume_items")
+
+        weights = dict(DEFAULT_EVENT_WEIGHTS)
+        raw_weights = env.get("STREAMREC_EVENT_WEIGHTS")
+        if raw_weights:
+            # "view=1,click=2,purchase=10"
+            for part in raw_weights.split(","):
+                name, _, val = part.partition("=")
+                name = name.strip()
+                if name not in weights:
+                    msg = f"STREAMREC_EVENT_WEIGHTS: unknown event type {name!r}; known: {', '.join(weights)}"
+                    raise ConfigError(msg)
+                try:
+                    weights[name] = float(val)
+                except ValueError as ex:
+                    msg = f"STREAMREC_EVENT_WEIGHTS: {part!r} is not name=number"
+                    raise ConfigError(msg) from ex
+        kw["event_weights"] = weights
+
+        kafka_config = {}
+        for var, value in env.items():
+            if var.startswith("KAFKA_") and var != "KAFKA_BOOTSTRAP_SERVERS":
+                kafka_config[var[len("KAFKA_") :].lower().replace("_", ".")] = value
+        kw["kafka_config"] = kafka_config
+
+        settings = cls(**kw)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.repeat_policy not in ("allow", "demote", "exclude"):
+            msg = f"STREAMREC_REPEAT_POLICY={self.repeat_policy!r} must be allow, demote or exclude"
+            raise ConfigError(msg)
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            msg = "REDIS_URL must start with redis://, rediss:// or unix:// (e.g. redis://localhost:6379/0)"
+            raise ConfigError(msg)
+        if not self.kafka_bootstrap_servers.strip():
+            msg = "KAFKA_BOOTSTRAP_SERVERS is empty; set it like localhost:9092"
+            raise ConfigError(msg)
+
+    @property
+    def brokers(self) -> list[str]:
+        return [b.strip() for b in self.kafka_bootstrap_servers.split(",") if b.strip()]
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.events_topic}.dlq"
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def redacted(self) -> dict:
+        """Settings as a dict safe to log: secrets masked."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "redis_url":
+                value = _redact_url(value)
+            elif f.name == "kafka_config":
+                value = {
+                    k: ("***" if any(h in k for h in _SECRET_HINTS) else v) for k, v in value.items()
+                }
+            out[f.name] = value
+        return out
