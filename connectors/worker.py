@@ -1,0 +1,128 @@
+"""Start and stop recommend workers as subprocesses, the way an operator would:
+``python -m bytewax.run dataflows.recommend`` with environment variables.
+
+Used by ``streamrec demo``, the integration tests and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Mapping
+
+from connectors.embedded import free_port
+
+__all__ = ["WorkerGroup"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class WorkerGroup:
+    """``processes`` bytewax processes (``-i/-a`` when more than one), each ``workers`` threads."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        processes: int = 1,
+        workers: int = 1,
+        recovery_dir: str | Path | None = None,
+        snapshot_secs: int = 10,
+        log_dir: str | Path | None = None,
+        module: str = "dataflows.recommend",
+    ) -> None:
+        self.env = dict(env)
+        self.processes = processes
+        self.workers = workers
+        self.recovery_dir = Path(recovery_dir) if recovery_dir else None
+        self.snapshot_secs = snapshot_secs
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.module = module
+        self.procs: list[subprocess.Popen] = []
+        self._logs: list = []
+
+    def command(self, index: int, addresses: str | None) -> list[str]:
+        cmd = [sys.executable, "-m", "bytewax.run", self.module]
+        if self.workers > 1:
+            cmd += ["-w", str(self.workers)]
+        if addresses:
+            cmd += ["-i", str(index), "-a", addresses]
+        if self.recovery_dir:
+            cmd += ["-r", str(self.recovery_dir), "-s", str(self.snapshot_secs)]
+        return cmd
+
+    def start(self) -> "WorkerGroup":
+        env = {**os.environ, **self.env}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        addresses = None
+        if self.processes > 1:
+            addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(self.processes))
+        for i in range(self.processes):
+            out = subprocess.DEVNULL
+            if self.log_dir:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                out = open(self.log_dir / f"worker-{i}.log", "ab")
+                self._logs.append(out)
+            self.procs.append(
+                subprocess.Popen(self.command(i, addresses), env=env, cwd=REPO_ROOT, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+            )
+        return self
+
+    def alive(self) -> bool:
+        return bool(self.procs) and all(p.poll() is None for p in self.procs)
+
+    def returncodes(self) -> list[int | None]:
+        return [p.poll() for p in self.procs]
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_dir:
+            return "(no log dir)"
+        chunks = []
+        for path in sorted(self.log_dir.glob("worker-*.log")):
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            chunks.append(f"--- {path.name}\n" + "\n".join(text))
+        return "\n".join(chunks)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+        for p in self.procs:
+            p.wait()
+        self._close_logs()
+        self.procs = []
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        self._close_logs()
+        self.procs = []
+
+    def _close_logs(self) -> None:
+        for f in self._logs:
+            f.close()
+        self._logs = []
+
+    def __enter__(self) -> "WorkerGroup":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
