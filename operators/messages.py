@@ -97,6 +97,7 @@ class Availability:
 class ForgetUser:
     route: str  # rank shard
     user_id: str
+    seq: int  # answers for requests up to this one may still arrive: drop them
 
 
 @dataclass(slots=True)

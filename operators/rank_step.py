@@ -34,7 +34,7 @@ class RankStepConfig:
 
 
 class RankShardState:
-    __slots__ = ("trending", "item_category", "unavailable", "pending", "last_seq")
+    __slots__ = ("trending", "item_category", "unavailable", "pending", "last_seq", "forgotten")
 
     def __init__(self, cfg: RankStepConfig) -> None:
         self.trending = Trending(cfg.trending_half_life)
@@ -42,6 +42,8 @@ class RankShardState:
         self.unavailable: set[str] = set()
         self.pending: dict[tuple[str, int], list] = {}  # (user, seq) -> [request, answers]
         self.last_seq: dict[str, int] = {}
+        # Erased users: answers to their requests up to this seq are dropped on arrival.
+        self.forgotten: dict[str, int] = {}
 
     def __getstate__(self):
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -71,10 +73,16 @@ class RankLogic(StatefulBatchLogic):
         done: list[list] = []
         for msg in values:
             if isinstance(msg, ItemAnswer):
+                if st.forgotten.get(msg.user_id, -1) >= msg.seq:
+                    continue
                 slot = st.pending.setdefault((msg.user_id, msg.seq), [None, []])
                 slot[1].append(msg)
                 self._learn_category(msg.item_id, msg.category)
             elif isinstance(msg, RankRequest):
+                if msg.seq == 1:
+                    st.forgotten.pop(msg.user_id, None)  # a new life after erasure
+                if st.forgotten.get(msg.user_id, -1) >= msg.seq:
+                    continue
                 slot = st.pending.setdefault((msg.user_id, msg.seq), [None, []])
                 slot[0] = msg
                 if msg.segment and msg.item_id and msg.interaction > 0:
@@ -90,6 +98,10 @@ class RankLogic(StatefulBatchLogic):
                 st.last_seq.pop(msg.user_id, None)
                 for key in [k for k in st.pending if k[0] == msg.user_id]:
                     del st.pending[key]
+                st.forgotten.pop(msg.user_id, None)
+                st.forgotten[msg.user_id] = msg.seq
+                if len(st.forgotten) > 10_000:
+                    del st.forgotten[next(iter(st.forgotten))]
                 continue
             else:
                 err = f"rank step got an unexpected {type(msg).__name__}"
@@ -116,7 +128,7 @@ class RankLogic(StatefulBatchLogic):
             done = list(latest.values())
         out = []
         for request, answers in done:
-            if st.last_seq.get(request.user_id, 0) > request.seq:
+            if cfg.conflate and st.last_seq.get(request.user_id, 0) > request.seq:
                 continue  # an older request finished after a newer one: stale
             for a in answers:
                 if a.popularity > 0.0:
@@ -133,8 +145,8 @@ class RankLogic(StatefulBatchLogic):
             )
             items, strategy = rank(inp, st.trending, st.item_category, st.unavailable, cfg.ranking)
             last = st.last_seq
-            last.pop(request.user_id, None)
-            last[request.user_id] = request.seq
+            seen = last.pop(request.user_id, 0)
+            last[request.user_id] = max(seen, request.seq)
             if len(last) > cfg.max_users:
                 del last[next(iter(last))]
             out.append(

@@ -109,19 +109,17 @@ class UserLogic(StatefulBatchLogic):
         write = False
         for event, ingested_at in values:
             if event.type == "erase":
+                out.extend(self._forget(profile))
                 self.profile = profile = UserProfile(self.user_id)
-                out.append(EraseUser(self.user_id, self.user_id))
-                out.append(ForgetUser(rank_shard(self.user_id, self.cfg.rank_shards), self.user_id))
                 write = False
                 continue
             if event.type == "consent" or event.consent is not None:
                 granted = (event.value == 1.0) if event.type == "consent" else bool(event.consent)
                 if not granted:
                     # Withdrawal erases what we know; only the refusal itself is kept.
+                    out.extend(self._forget(profile))
                     self.profile = profile = UserProfile(self.user_id)
                     profile.consent = False
-                    out.append(EraseUser(self.user_id, self.user_id))
-                    out.append(ForgetUser(rank_shard(self.user_id, self.cfg.rank_shards), self.user_id))
                     write = False
                     continue
                 profile.consent = True
@@ -144,6 +142,10 @@ class UserLogic(StatefulBatchLogic):
             # Nothing learned (erased, or only duplicates): keep no state for this key.
             return out, StatefulBatchLogic.DISCARD
         return out, StatefulBatchLogic.RETAIN
+
+    def _forget(self, profile: UserProfile) -> list:
+        shard = rank_shard(self.user_id, self.cfg.rank_shards)
+        return [EraseUser(self.user_id, self.user_id), ForgetUser(shard, self.user_id, profile.seq)]
 
     def snapshot(self) -> bytes:
         # Bytes are immutable: the runtime may keep this while the profile moves on.

@@ -1,0 +1,221 @@
+"""Contract tests for every model class: pickle after learning, reads do not mutate,
+memory stays bounded as data grows, inputs are not aliased."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import random
+
+import pytest
+
+from models.covisitation import ItemState
+from models.decay import DecayedCounter, DecayedScalar, decayed_weight
+from models.events import Event, InvalidEvent, parse_event, validate_event
+from models.profile import ProfileConfig, UserProfile
+from models.ranking import RankConfig, RankInput, rank
+from models.trending import Trending
+
+T0 = 1_732_680_000.0
+
+
+def _events(n: int, users: int = 1, items: int = 500, seed: int = 1):
+    rng = random.Random(seed)
+    types = ["view", "click", "add_to_cart", "purchase", "dwell", "hover", "scroll", "search"]
+    for i in range(n):
+        t = rng.choice(types)
+        yield Event(f"e{i}", T0 + i * 7.0, f"u{i % users}", t,
+                    None if t == "search" else f"p{rng.randrange(items)}",
+                    value=rng.random() * 5000 if t in ("dwell", "hover") else None,
+                    category=f"c{rng.randrange(50)}")
+
+
+# --- decay ----------------------------------------------------------------------
+
+def test_decay_halves_per_half_life():
+    assert decayed_weight(0.0, 10.0) == 1.0
+    assert decayed_weight(20.0, 10.0) == pytest.approx(0.25)
+
+
+def test_forward_decay_matches_direct_decay_across_rebases():
+    c = DecayedCounter(half_life=1.0, capacity=10)
+    direct = 0.0
+    for t in range(0, 400, 3):  # ~400 half-lives: several landmark moves
+        c.add("a", 1.0, float(t))
+        direct = direct * decayed_weight(3.0, 1.0) + 1.0 if t else 1.0
+    assert c.value("a", 399.0) == pytest.approx(direct, rel=1e-9)
+    s = DecayedScalar(1.0)
+    for t in range(0, 400, 3):
+        s.add(1.0, float(t))
+    assert s.value(399.0) == pytest.approx(direct, rel=1e-9)
+
+
+def test_counter_is_bounded_and_keeps_the_heaviest():
+    c = DecayedCounter(half_life=1e9, capacity=100)
+    for i in range(10_000):
+        c.add(f"k{i}", float(i), 0.0)
+        assert len(c) <= 126
+    assert [k for k, _ in c.top(3, 0.0)] == ["k9999", "k9998", "k9997"]
+
+
+def test_counter_pickles_and_reads_do_not_mutate():
+    c = DecayedCounter(100.0, 10)
+    for i in range(30):
+        c.add(f"k{i % 12}", 1.0, float(i))
+    before = pickle.dumps(c)
+    c.top(5, 1000.0), c.value("k1", 1000.0), c.total(1000.0)
+    assert pickle.dumps(c) == before
+    again = pickle.loads(before)
+    assert again.top(5, 40.0) == c.top(5, 40.0)
+
+
+# --- events ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b"{", "payload:not_json"),
+        (b"[1,2]", "event:not_object"),
+        (b'{"ts":1732680000,"user_id":"u","type":"view","item_id":"p"}', "event_id:missing"),
+        (b'{"event_id":1,"ts":1732680000,"user_id":"u","type":"view","item_id":"p"}', "event_id:not_string"),
+        (b'{"event_id":"e","ts":1732680000,"user_id":"u","type":"fly"}', "type:unknown"),
+        (b'{"event_id":"e","ts":"tomorrow","user_id":"u","type":"view","item_id":"p"}', "ts:bad_iso8601"),
+        (b'{"event_id":"e","ts":"2024-11-27T04:00:00","user_id":"u","type":"view","item_id":"p"}', "ts:iso8601_without_offset"),
+        (b'{"event_id":"e","ts":1732680000000,"user_id":"u","type":"view","item_id":"p"}', "ts:out_of_range"),
+        (b'{"event_id":"e","ts":NaN,"user_id":"u","type":"view","item_id":"p"}', "payload:not_json"),
+        (b'{"event_id":"e","ts":1732680000,"user_id":"u","type":"view"}', "item_id:missing"),
+        (b'{"event_id":"e","ts":1732680000,"user_id":"u","type":"rating","item_id":"p"}', "value:missing_for_rating"),
+        (b'{"event_id":"e","ts":1732680000,"user_id":"u","type":"view","item_id":"p","value":"x"}', "value:not_number"),
+        (b'{"event_id":"e","ts":true,"user_id":"u","type":"view","item_id":"p"}', "ts:not_number_or_iso8601"),
+        (b'{"event_id":"e","ts":1732680000,"user_id":"u","type":"view","item_id":"p","context":[]}', "context:not_object"),
+    ],
+)
+def test_bad_events_have_stable_reasons(payload, reason):
+    with pytest.raises(InvalidEvent) as info:
+        parse_event(payload)
+    assert info.value.reason == reason
+
+
+def test_huge_payload_and_future_timestamps_are_rejected():
+    with pytest.raises(InvalidEvent, match="payload:too_large"):
+        parse_event(b'{"event_id":"' + b"x" * 70_000 + b'"}')
+    with pytest.raises(InvalidEvent, match="ts:in_future"):
+        validate_event({"event_id": "e", "ts": T0 + 10_000, "user_id": "u", "type": "search"},
+                       now=T0, max_skew=60.0)
+
+
+def test_every_event_type_parses():
+    for t in ["view", "click", "hover", "scroll", "dwell", "add_to_cart", "remove_from_cart",
+              "wishlist", "purchase", "filter", "search", "impression", "erase"]:
+        e = validate_event({"event_id": "e", "ts": T0, "user_id": "u", "type": t, "item_id": "p"})
+        assert e.type == t
+    assert validate_event({"event_id": "e", "ts": T0, "user_id": "u", "type": "consent",
+                           "value": 0}).value == 0.0
+    assert pickle.loads(pickle.dumps(e)) == e
+
+
+# --- profile --------------------------------------------------------------------
+
+def test_profile_memory_is_bounded_as_history_grows():
+    cfg = ProfileConfig()
+    p = UserProfile("u0")
+    sizes = []
+    for i, e in enumerate(_events(20_000, items=5000)):
+        p.apply(e, cfg)
+        if i in (2_000, 19_999):
+            sizes.append(len(pickle.dumps(p)))
+    assert sizes[1] < sizes[0] * 1.5
+    assert len(p.recent_items) <= cfg.max_recent_items
+    assert len(p.purchased) <= cfg.max_purchased
+    assert len(p.categories) <= cfg.max_categories * 1.25 + 1
+
+
+def test_profile_pickle_roundtrip_and_reads_do_not_mutate():
+    cfg = ProfileConfig()
+    p = UserProfile("u0")
+    for e in _events(300):
+        p.apply(e, cfg)
+    snap = pickle.dumps(p)
+    p.to_json_dict(), p.top_categories(5, T0), p.segment()
+    assert pickle.dumps(p) == snap
+    q = pickle.loads(snap)
+    assert q == p and q.seq == p.seq
+
+
+def test_profile_sessions_split_on_gap_and_on_session_id():
+    cfg = ProfileConfig(session_gap=1800.0)
+    p = UserProfile("u")
+    p.apply(Event("1", T0, "u", "view", "a"), cfg)
+    p.apply(Event("2", T0 + 60, "u", "view", "b"), cfg)
+    assert p.session_items == ["a", "b"]
+    p.apply(Event("3", T0 + 60 + 3600, "u", "view", "c"), cfg)
+    assert p.session_items == ["c"] and p.recent_items == ["a", "b", "c"]
+    p.apply(Event("4", T0 + 60 + 3601, "u", "view", "d", session_id="s9"), cfg)
+    assert p.session_items == ["d"]
+
+
+def test_burst_guard_drops_the_excess():
+    cfg = ProfileConfig(max_events_per_minute=10)
+    p = UserProfile("bot")
+    results = [p.apply(Event(f"e{i}", T0 + i * 0.1, "bot", "view", f"p{i}"), cfg) for i in range(30)]
+    assert results.count("applied") == 10 and results.count("burst") == 20
+
+
+def test_profile_does_not_alias_event_context():
+    ctx = {"user_attrs": {"age_band": "25-34", "gender": "F"}, "preferences": ["shoes"]}
+    p = UserProfile("u")
+    p.apply(Event("1", T0, "u", "view", "a", context=ctx), ProfileConfig())
+    ctx["user_attrs"]["gender"] = "M"
+    ctx["preferences"].append("hats")
+    assert p.attrs["gender"] == "F" and p.preferences == ["shoes"]
+    assert p.segment() == "age_band=25-34|gender=F"
+
+
+# --- items, trending, ranking -----------------------------------------------------
+
+def test_item_state_bounded_and_pickles():
+    s = ItemState("p0")
+    for i in range(5000):
+        s.learn_followers([(f"p{i}", 1.0)], T0 + i, 3600.0, 50)
+        s.learn_event("c", 1.0, T0 + i, 3600.0)
+    assert len(s.neighbours) <= 63
+    again = pickle.loads(pickle.dumps(s))
+    assert again.followers(10, T0 + 5000) == s.followers(10, T0 + 5000)
+    assert sum(w for _, w in s.followers(10, T0 + 5000)) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_trending_bounded_across_many_categories():
+    t = Trending(3600.0, capacity=50, per_category=10, max_categories=20)
+    for i in range(10_000):
+        t.observe(f"p{i}", f"c{i % 500}", 1.0 + i % 7, T0)
+        t.observe_segment(f"s{i % 100}", f"p{i}", 1.0, T0)
+    assert len(t.by_category) <= 20 and len(t.by_segment) <= 20
+    assert len(t.overall) <= 63
+    pickle.loads(pickle.dumps(t))
+
+
+def test_rank_does_not_mutate_inputs_and_applies_rules():
+    t = Trending(3600.0)
+    for i in range(30):
+        t.observe(f"p{i}", "c1" if i % 2 else "c2", float(i), T0)
+    inp = RankInput(ts=T0, anchors=[(1.0, [("p1", 0.5), ("p2", 0.3), ("gone", 0.2)])],
+                    seen=["p2"], excluded=["p1"])
+    frozen = copy.deepcopy(inp)
+    snap = pickle.dumps(t)
+    items, strategy = rank(inp, t, {"p2": "c2"}, {"gone"}, RankConfig(k=10))
+    ids = [i for i, _ in items]
+    assert "p1" not in ids and "gone" not in ids and len(ids) == 10
+    assert strategy == "covis"
+    assert pickle.dumps(t) == snap and inp == frozen
+    only = rank(inp, t, {}, {"gone"}, RankConfig(k=10, repeat_policy="exclude"))[0]
+    assert "p2" not in [i for i, _ in only]
+
+
+def test_diversity_spreads_categories():
+    t = Trending(3600.0)
+    anchors = [(1.0, [(f"a{i}", 1.0 - i * 0.01) for i in range(10)] + [("b0", 0.85)])]
+    cats = {**{f"a{i}": "A" for i in range(10)}, "b0": "B"}
+    plain = rank(RankInput(ts=T0, anchors=anchors), t, cats, set(), RankConfig(k=5, diversity=0.0))[0]
+    mixed = rank(RankInput(ts=T0, anchors=anchors), t, cats, set(), RankConfig(k=5, diversity=0.5))[0]
+    assert "b0" not in [i for i, _ in plain]
+    assert "b0" in [i for i, _ in mixed]
