@@ -32,6 +32,7 @@ class WorkerGroup:
         workers: int = 1,
         recovery_dir: str | Path | None = None,
         snapshot_secs: int = 10,
+        backup_secs: int = 0,
         log_dir: str | Path | None = None,
         module: str = "dataflows.recommend",
     ) -> None:
@@ -40,6 +41,7 @@ class WorkerGroup:
         self.workers = workers
         self.recovery_dir = Path(recovery_dir) if recovery_dir else None
         self.snapshot_secs = snapshot_secs
+        self.backup_secs = backup_secs
         self.log_dir = Path(log_dir) if log_dir else None
         self.module = module
         self.procs: list[subprocess.Popen] = []
@@ -52,7 +54,10 @@ class WorkerGroup:
         if addresses:
             cmd += ["-i", str(index), "-a", addresses]
         if self.recovery_dir:
-            cmd += ["-r", str(self.recovery_dir), "-s", str(self.snapshot_secs)]
+            # -b: how long old snapshots are kept for a backup/restore of the recovery
+            # dir; 0 is fine when the directory itself is not backed up separately.
+            cmd += ["-r", str(self.recovery_dir), "-s", str(self.snapshot_secs),
+                    "-b", str(self.backup_secs)]
         return cmd
 
     def start(self) -> "WorkerGroup":

@@ -30,11 +30,12 @@ from connectors.kafka_io import kafka_dead_letters, kafka_envelopes, source_conf
 from connectors.redis_sink import RedisSink
 from operators.item_step import CatalogRecord, ItemLogic, ItemStepConfig
 from operators.messages import (
-    Availability, DeadLetter, EraseUser, ForgetUser, ItemAnswer, ItemQuery, ProfileWrite,
-    RankRequest, RecUpdate,
+    DeadLetter, EraseUser, ForgetUser, ItemQuery, PopularityReport, ProfileWrite, RankRequest,
+    SegmentHit,
 )
 from operators.parse import EventParser, parse_catalog
 from operators.rank_step import RankLogic, RankStepConfig
+from operators.trend_step import TrendLogic, TrendStepConfig
 from operators.user_step import UserLogic, UserStepConfig
 from models.profile import ProfileConfig
 from models.ranking import RankConfig
@@ -45,7 +46,9 @@ __all__ = ["build_flow", "step_configs", "wire"]
 log = logging.getLogger("streamrec")
 
 
-def step_configs(s: Settings) -> tuple[UserStepConfig, ItemStepConfig, RankStepConfig]:
+def step_configs(
+    s: Settings,
+) -> tuple[UserStepConfig, ItemStepConfig, RankStepConfig, TrendStepConfig]:
     profile = ProfileConfig(
         long_half_life=s.long_half_life,
         session_half_life=s.session_half_life,
@@ -57,16 +60,17 @@ def step_configs(s: Settings) -> tuple[UserStepConfig, ItemStepConfig, RankStepC
         event_weights=dict(s.event_weights),
     )
     user = UserStepConfig(profile=profile, rank_shards=s.rank_shards, query_items=s.query_items,
-                          write_profiles=s.write_profiles)
+                          write_profiles=s.write_profiles, trend_shards=s.trend_shards)
     item = ItemStepConfig(covis_half_life=s.covis_half_life,
                           popularity_half_life=s.trending_half_life,
                           max_neighbours=s.max_neighbours, answer_neighbours=s.answer_neighbours,
-                          rank_shards=s.rank_shards)
+                          rank_shards=s.rank_shards, trend_shards=s.trend_shards)
     ranking = RankConfig(k=s.top_k, repeat_policy=s.repeat_policy, diversity=s.diversity,
                          max_per_category=s.max_per_category)
     rank = RankStepConfig(ranking=ranking, trending_half_life=s.trending_half_life,
                           conflate=s.conflate, model_version=s.model_version)
-    return user, item, rank
+    trend = TrendStepConfig(half_life=s.trending_half_life, rank_shards=s.rank_shards)
+    return user, item, rank, trend
 
 
 def _route(msg) -> tuple[str, object]:
@@ -86,7 +90,7 @@ def wire(
     Returns ``(outputs, dead_letters)``: outputs are RecUpdate, ProfileWrite and EraseUser
     messages for a sink; dead letters are DeadLetter messages.
     """
-    user_cfg, item_cfg, rank_cfg = step_configs(settings)
+    user_cfg, item_cfg, rank_cfg, trend_cfg = step_configs(settings)
     parser = EventParser(settings.max_clock_skew if now is not None else None, now)
     parsed = op.map("parse", envelopes, parser)
     branch = op.branch("valid", parsed, lambda x: not isinstance(x, DeadLetter))
@@ -106,12 +110,19 @@ def wire(
         to_item.append(cat_branch.trues)
     item_in = op.merge("item_in", *to_item) if len(to_item) > 1 else to_item[0]
     item_out = op.stateful_batch("item", item_in, lambda resume: ItemLogic(item_cfg, resume))
-    answers = op.key_rm("item_msgs", item_out)
+    item_msgs = op.key_rm("item_msgs", item_out)
+    item_split = op.branch("item_reports", item_msgs, lambda m: isinstance(m, PopularityReport))
+    answers = item_split.falses  # answers and availability changes, for the rank shards
+
+    hits = op.filter("segment_hits", user_msgs, lambda m: isinstance(m, SegmentHit))
+    trend_in = op.map("route_trend", op.merge("trend_merge", item_split.trues, hits), _route)
+    trend_out = op.stateful_batch("trend", trend_in, lambda resume: TrendLogic(trend_cfg, resume))
+    deltas = op.key_rm("trend_msgs", trend_out)
 
     rank_bound = op.filter(
         "rank_msgs", user_msgs, lambda m: isinstance(m, (RankRequest, ForgetUser))
     )
-    rank_in = op.map("route_rank", op.merge("rank_merge", rank_bound, answers), _route)
+    rank_in = op.map("route_rank", op.merge("rank_merge", rank_bound, answers, deltas), _route)
     rank_out = op.stateful_batch("rank", rank_in, lambda resume: RankLogic(rank_cfg, resume))
     recs = op.key_rm("recs", rank_out)
 

@@ -21,7 +21,7 @@ class ItemState:
     """What the flow knows about one item."""
 
     __slots__ = ("item_id", "category", "tags", "available", "price", "popularity", "neighbours",
-                 "in_catalog")
+                 "in_catalog", "reported", "reported_ts")
 
     def __init__(self, item_id: str) -> None:
         self.item_id = item_id
@@ -32,6 +32,8 @@ class ItemState:
         self.popularity: DecayedScalar | None = None
         self.neighbours: DecayedCounter | None = None
         self.in_catalog = False
+        self.reported = 0.0  # popularity last sent to the trending aggregator
+        self.reported_ts = 0.0
 
     def __getstate__(self):
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -86,6 +88,17 @@ class ItemState:
         if total <= 0.0:
             return []
         return [(item, round(w / total, 6)) for item, w in top]
+
+    def report_due(self, ts: float, growth: float, half_life: float) -> float | None:
+        """Popularity to report when it grew by ``growth`` over the last report (decayed)."""
+        now = self.popularity_at(ts)
+        if now <= 0.0:
+            return None
+        last = self.reported * 2.0 ** (-(ts - self.reported_ts) / half_life) if self.reported else 0.0
+        if now < last * growth:
+            return None
+        self.reported, self.reported_ts = now, ts
+        return now
 
     def popularity_at(self, ts: float) -> float:
         return self.popularity.value(ts) if self.popularity is not None else 0.0

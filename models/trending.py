@@ -71,6 +71,16 @@ class Trending:
                               self.max_categories)
         bucket.add(item, weight, ts)
 
+    def set_segment(self, segment: str, item: str, value: float, ts: float) -> None:
+        """Store a segment's item weight as of ``ts`` (a value, not an increment)."""
+        bucket = self._bucket(self.by_segment, segment, self.half_life, self.per_category,
+                              self.max_categories)
+        bucket.set(item, value, ts)
+
+    def segment_value(self, segment: str, item: str, ts: float) -> float:
+        bucket = self.by_segment.get(segment)
+        return bucket.value(item, ts) if bucket is not None else 0.0
+
     def forget(self, item: str) -> None:
         self.overall.remove(item)
         for bucket in self.by_category.values():

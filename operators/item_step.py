@@ -13,7 +13,7 @@ from typing import Iterable
 from bytewax.operators import StatefulBatchLogic
 
 from models.covisitation import ItemState
-from operators.messages import Availability, ItemAnswer, ItemQuery
+from operators.messages import Availability, ItemAnswer, ItemQuery, PopularityReport, trend_shard
 
 __all__ = ["ItemStepConfig", "ItemLogic", "CatalogRecord"]
 
@@ -25,6 +25,8 @@ class ItemStepConfig:
     max_neighbours: int = 80
     answer_neighbours: int = 40
     rank_shards: int = 32
+    trend_shards: int = 4
+    report_growth: float = 1.25
 
 
 @dataclass(slots=True)
@@ -53,6 +55,11 @@ class ItemLogic(StatefulBatchLogic):
                 ts = msg.ts
                 if msg.interaction > 0.0 or msg.category:
                     state.learn_event(msg.category, msg.interaction, ts, cfg.popularity_half_life)
+                    if state.available and msg.interaction > 0.0:
+                        pop = state.report_due(ts, cfg.report_growth, cfg.popularity_half_life)
+                        if pop is not None:
+                            out.append(PopularityReport(trend_shard(self.item_id, cfg.trend_shards),
+                                                        self.item_id, state.category, pop, ts))
                 if msg.followers:
                     state.learn_followers(msg.followers, ts, cfg.covis_half_life, cfg.max_neighbours)
                 if msg.anchor_weight > 0.0:

@@ -12,13 +12,50 @@ from dataclasses import dataclass
 
 __all__ = [
     "Envelope", "DeadLetter", "ItemQuery", "ItemAnswer", "RankRequest", "Availability",
-    "ForgetUser", "RecUpdate", "ProfileWrite", "EraseUser", "rank_shard",
+    "ForgetUser", "RecUpdate", "ProfileWrite", "EraseUser", "rank_shard", "trend_shard",
+    "PopularityReport", "SegmentHit", "TrendDelta",
 ]
 
 
 def rank_shard(user_id: str, shards: int) -> str:
     """Stable shard key of a user's ranking state (same on every process and restart)."""
     return f"rank-{zlib.crc32(user_id.encode()) % shards}"
+
+
+def trend_shard(key: str, shards: int) -> str:
+    """Stable key of the trending aggregator that owns ``key`` (an item or a segment)."""
+    return f"trend-{zlib.crc32(key.encode()) % shards}"
+
+
+@dataclass(slots=True)
+class PopularityReport:
+    """From an item to its trending aggregator: my decayed popularity grew."""
+
+    route: str
+    item_id: str
+    category: str | None
+    popularity: float
+    ts: float
+
+
+@dataclass(slots=True)
+class SegmentHit:
+    """From the user step: a user of ``segment`` engaged with ``item_id``."""
+
+    route: str
+    segment: str
+    item_id: str
+    weight: float
+    ts: float
+
+
+@dataclass(slots=True)
+class TrendDelta:
+    """From a trending aggregator to every rank shard: new popularity values."""
+
+    route: str
+    items: list  # [(item_id, category, popularity, ts)]
+    segments: list  # [(segment, item_id, value, ts)]
 
 
 @dataclass(slots=True)

@@ -17,7 +17,9 @@ from bytewax.operators import StatefulBatchLogic
 
 from models.ranking import RankConfig, RankInput, rank
 from models.trending import Trending
-from operators.messages import Availability, ForgetUser, ItemAnswer, RankRequest, RecUpdate
+from operators.messages import (
+    Availability, ForgetUser, ItemAnswer, RankRequest, RecUpdate, TrendDelta,
+)
 
 __all__ = ["RankStepConfig", "RankShardState", "RankLogic"]
 
@@ -85,8 +87,15 @@ class RankLogic(StatefulBatchLogic):
                     continue
                 slot = st.pending.setdefault((msg.user_id, msg.seq), [None, []])
                 slot[0] = msg
-                if msg.segment and msg.item_id and msg.interaction > 0:
-                    st.trending.observe_segment(msg.segment, msg.item_id, msg.interaction, msg.ts)
+            elif isinstance(msg, TrendDelta):
+                trending = st.trending
+                for item, category, popularity, ts in msg.items:
+                    if item not in st.unavailable:
+                        trending.observe(item, category, popularity, ts)
+                        self._learn_category(item, category)
+                for segment, item, value, ts in msg.segments:
+                    trending.set_segment(segment, item, value, ts)
+                continue
             elif isinstance(msg, Availability):
                 if msg.available:
                     st.unavailable.discard(msg.item_id)
@@ -130,9 +139,6 @@ class RankLogic(StatefulBatchLogic):
         for request, answers in done:
             if cfg.conflate and st.last_seq.get(request.user_id, 0) > request.seq:
                 continue  # an older request finished after a newer one: stale
-            for a in answers:
-                if a.popularity > 0.0:
-                    st.trending.observe(a.item_id, a.category, a.popularity, request.ts)
             inp = RankInput(
                 ts=request.ts,
                 anchors=[(a.anchor_weight, a.followers) for a in answers],

