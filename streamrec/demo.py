@@ -68,25 +68,44 @@ def _events_and_catalog(opts: DemoOptions):
     return generate_events(cfg, opts.count), generate_catalog(cfg), opts.count
 
 
-def _live_timestamps(events, bad_share: float, seed: int):
-    """Re-stamp events to now (the demo is live traffic) and sprinkle in broken ones."""
-    import random
+BROKEN_EVENTS = [
+    b"not json at all",
+    b'{"event_id": 5, "user_id": "u1", "ts": 1732680000, "type": "view", "item_id": "p1"}',
+    b'{"event_id": "x", "user_id": "u1", "ts": "yesterday", "type": "view", "item_id": "p1"}',
+    b'{"event_id": "y", "user_id": "u1", "ts": 1732680000, "type": "teleport"}',
+    b'{"event_id": "z", "ts": 1732680000, "type": "view", "item_id": "p1"}',
+]
 
-    rng = random.Random(seed)
-    broken = [b"not json at all", b'{"event_id": 5, "user_id": "u1", "ts": 1, "type": "view"}',
-              b'{"event_id": "x", "user_id": "u1", "ts": "yesterday", "type": "view", "item_id": "p1"}',
-              b'{"event_id": "y", "user_id": "u1", "ts": 1732680000, "type": "teleport"}',
-              b'{"event_id": "z", "ts": 1732680000, "type": "view", "item_id": "p1"}']
+
+def _live_timestamps(events):
+    """Re-stamp events to now: the demo is live traffic, whatever the source's clock."""
     for ev in events:
-        if bad_share and rng.random() < bad_share:
-            yield rng.choice(broken)
         ev = dict(ev)
         ev["ts"] = time.time()
         yield ev
 
 
+def _wait_until_serving(bootstrap: str, topic: str, client, keys, workers, timeout=60.0) -> float:
+    """Send one probe event and wait for its list: the worker is up and consuming."""
+    from connectors.replay import produce_events
+
+    probe = {"event_id": f"probe-{time.time_ns()}", "ts": time.time(), "user_id": "streamrec-probe",
+             "type": "search", "context": {"query": "warm-up"}}
+    t0 = time.monotonic()
+    produce_events(bootstrap, topic, [probe])
+    while time.monotonic() - t0 < timeout:
+        raw = client.get(keys.latest("streamrec-probe"))
+        if raw and orjson.loads(raw)["trigger_event_id"] == probe["event_id"]:
+            client.delete(keys.latest("streamrec-probe"), keys.profile("streamrec-probe"))
+            return time.monotonic() - t0
+        if not workers.alive():
+            raise StreamrecError("the worker exited during start-up:\n" + workers.log_tail())
+        time.sleep(0.05)
+    raise StreamrecError(f"the worker did not answer within {timeout:.0f}s:\n" + workers.log_tail())
+
+
 def run_demo(opts: DemoOptions, out=sys.stdout) -> dict:
-    from connectors.replay import produce_catalog, produce_events
+    from connectors.replay import produce_catalog, produce_events, produce_raw
 
     workdir = Path(opts.keep_dir) if opts.keep_dir else Path(tempfile.mkdtemp(prefix="streamrec-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -121,24 +140,37 @@ def run_demo(opts: DemoOptions, out=sys.stdout) -> dict:
               f"{'es' if opts.processes > 1 else ''})", file=out)
         client = redis.Redis.from_url(store.url)
         keys = RedisKeys(opts.prefix)
+        startup = _wait_until_serving(kafka.bootstrap, events_topic, client, keys, workers)
+        print(f"worker serving after {startup:.1f}s", file=out)
+        start_id = (client.xinfo_stream(keys.recs)["last-generated-id"]
+                    if client.exists(keys.recs) else "0-0")
+        if opts.bad_share:
+            n_bad = max(1, int(count * opts.bad_share))
+            produce_raw(kafka.bootstrap, events_topic,
+                        [(b"broken", BROKEN_EVENTS[i % len(BROKEN_EVENTS)]) for i in range(n_bad)])
+            print(f"sent {n_bad} broken events: they must land in the dead-letter stream",
+                  file=out)
         recorder = LatencyRecorder()
-        reader = threading.Thread(target=recorder.follow, args=(store.url, keys.recs, stop),
+        reader = threading.Thread(target=recorder.follow, args=(store.url, keys.recs, stop, start_id),
                                   daemon=True)
         reader.start()
         produced = {"n": 0}
 
         def produce() -> None:
-            produced["n"] = produce_events(kafka.bootstrap, events_topic,
-                                           _live_timestamps(events, opts.bad_share, opts.seed),
+            try:
+                produced["n"] = produce_events(kafka.bootstrap, events_topic,
+                                           _live_timestamps(events),
                                            rate=opts.rate, stop=stop,
                                            on_progress=lambda n: produced.__setitem__("n", n))
+            except Exception as ex:  # surfaced by the watcher, not lost in a thread
+                produced["error"] = ex
 
         producer = threading.Thread(target=produce, daemon=True)
         t0 = time.monotonic()
         producer.start()
         _watch(opts, out, stop, producer, workers, recorder, client, keys, produced, count)
         elapsed = time.monotonic() - t0
-        dlq = client.xlen(keys.dlq)
+        dlq = client.xlen(keys.dlq) if client.exists(keys.dlq) else 0
         summary = {
             "events_in": produced["n"],
             "recs_out": recorder.count,
@@ -182,6 +214,8 @@ def _watch(opts, out, stop, producer, workers, recorder, client, keys, produced,
             if time.monotonic() - last_sample > opts.sample_every and recorder.last_user:
                 last_sample = time.monotonic()
                 _print_sample(client, keys, recorder.last_user, bar)
+            if "error" in produced:
+                raise StreamrecError(f"producing events failed: {produced['error']}")
             if not producer.is_alive():
                 # Done producing: wait until recommendations stop arriving.
                 seen = recorder.count
