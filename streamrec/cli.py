@@ -125,12 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     latest.add_argument("--json", action="store_true")
     latest.set_defaults(func=cmd_latest)
 
-    try:
-        from streamrec import eval_cli
+    from streamrec import eval_cli
 
-        eval_cli.register(sub)
-    except ImportError:  # pragma: no cover - eval extras missing
-        pass
+    eval_cli.register(sub)
     return parser
 
 

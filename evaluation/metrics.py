@@ -1,0 +1,151 @@
+"""Next-item accuracy under the DESIGN.md replay protocol, computed as a stream.
+
+For every event e with an ``item_id`` whose user has an earlier event and with
+``ts >= test_start``, the target is e's item and the prediction is the list
+emitted after that user's previous event (none emitted = a miss).
+
+>>> scorer = NextItemScorer(k_values=(1, 2), test_start=0.0)
+>>> scorer.on_event({"event_id": "a", "ts": 1.0, "user_id": "u", "item_id": "x"})
+False
+>>> scorer.predict("u", ["y", "z"])
+>>> scorer.on_event({"event_id": "b", "ts": 2.0, "user_id": "u", "item_id": "z"})
+True
+>>> r = scorer.result()
+>>> r["HR@1"], r["HR@2"], r["MRR@2"], r["scored"]
+(0.0, 1.0, 0.5, 1)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+
+import orjson
+
+__all__ = ["NextItemScorer", "event_ts", "recs_by_trigger_from_records", "score_stream"]
+
+
+def event_ts(event: Mapping) -> float:
+    """The event time in unix seconds (the contract allows a number or ISO-8601 with offset)."""
+    ts = event["ts"]
+    if isinstance(ts, str):
+        return datetime.fromisoformat(ts).timestamp()
+    return float(ts)
+
+
+class NextItemScorer:
+    """Streaming HR@K, MRR@K, NDCG@K and coverage@max(K) for next-item prediction.
+
+    Call ``on_event`` for every event in time order, then ``predict`` with the list
+    recommended after that event. ``catalog_size`` defaults to the number of distinct
+    item ids seen by ``on_event``.
+    """
+
+    def __init__(
+        self,
+        k_values: Sequence[int] = (10, 20),
+        test_start: float = -math.inf,
+        catalog_size: int | None = None,
+    ) -> None:
+        if not k_values or min(k_values) < 1:
+            raise ValueError(f"NextItemScorer: k_values must be positive integers, got {k_values!r}")
+        self.k_values = tuple(sorted(set(k_values)))
+        self.test_start = test_start
+        self.catalog_size = catalog_size
+        self._max_k = self.k_values[-1]
+        # user -> list predicted after the user's latest event (None: nothing emitted yet)
+        self._pending: dict[str, list[str] | None] = {}
+        self._items: set[str] = set()
+        self._covered: set[str] = set()
+        self._scored = 0
+        self._hits = dict.fromkeys(self.k_values, 0)
+        self._reciprocal = dict.fromkeys(self.k_values, 0.0)
+        self._gain = dict.fromkeys(self.k_values, 0.0)
+
+    def on_event(self, event: Mapping) -> bool:
+        """Score ``event`` against its user's pending prediction; return True if scored."""
+        user = event["user_id"]
+        item = event.get("item_id")
+        scored = False
+        if item is not None:
+            self._items.add(item)
+            if user in self._pending and event_ts(event) >= self.test_start:
+                self._score(item, self._pending[user])
+                scored = True
+        # The pending list belonged to the previous event; this event has none yet.
+        self._pending[user] = None
+        return scored
+
+    def predict(self, user_id: str, items: Iterable) -> None:
+        """Record the list recommended to ``user_id`` after their latest event."""
+        top: list[str] = []
+        for entry in items:
+            top.append(entry if isinstance(entry, str) else entry["item_id"])
+            if len(top) == self._max_k:
+                break
+        self._pending[user_id] = top
+
+    def result(self) -> dict:
+        """Metrics so far: HR@K, MRR@K, NDCG@K per K, coverage@max(K), scored."""
+        n = self._scored
+        out: dict = {}
+        for k in self.k_values:
+            out[f"HR@{k}"] = self._hits[k] / n if n else 0.0
+            out[f"MRR@{k}"] = self._reciprocal[k] / n if n else 0.0
+            out[f"NDCG@{k}"] = self._gain[k] / n if n else 0.0
+        catalog = self.catalog_size if self.catalog_size is not None else len(self._items)
+        out[f"coverage@{self._max_k}"] = len(self._covered) / catalog if catalog else 0.0
+        out["scored"] = n
+        return out
+
+    def _score(self, target: str, prediction: list[str] | None) -> None:
+        self._scored += 1
+        if not prediction:
+            return
+        self._covered.update(prediction)
+        try:
+            rank = prediction.index(target) + 1
+        except ValueError:
+            return
+        for k in self.k_values:
+            if rank <= k:
+                self._hits[k] += 1
+                self._reciprocal[k] += 1.0 / rank
+                self._gain[k] += 1.0 / math.log2(rank + 1)
+
+
+def score_stream(
+    events: Iterable[Mapping],
+    recs_by_trigger: Mapping[str, Sequence],
+    test_start: float,
+    catalog_size: int | None = None,
+    k_values: Sequence[int] = (10, 20),
+) -> dict:
+    """Score recommendations recorded by trigger event id (the dataflow output path).
+
+    The prediction for event e is the list with ``trigger_event_id`` equal to the
+    previous event of e's user; the numbers equal ``NextItemScorer`` fed the same lists.
+    """
+    scorer = NextItemScorer(k_values=k_values, test_start=test_start, catalog_size=catalog_size)
+    for event in events:
+        scorer.on_event(event)
+        recs = recs_by_trigger.get(event["event_id"])
+        if recs is not None:
+            scorer.predict(event["user_id"], recs)
+    return scorer.result()
+
+
+def recs_by_trigger_from_records(records: Iterable[Mapping]) -> dict[str, list[str]]:
+    """Index recommendation-update records (stream entries / output JSONL lines) by trigger.
+
+    ``items`` may be a list or its JSON text, of ids or of ``{"item_id", "score"}``;
+    a later record for the same trigger (a replay) replaces the earlier one.
+    """
+    out: dict[str, list[str]] = {}
+    for record in records:
+        items = record["items"]
+        if isinstance(items, (str, bytes)):
+            items = orjson.loads(items)
+        out[record["trigger_event_id"]] = [e if isinstance(e, str) else e["item_id"] for e in items]
+    return out

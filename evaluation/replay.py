@@ -1,0 +1,147 @@
+"""Replay a recorded event file through the production dataflow (not a second
+implementation) and collect every recommendation update.
+
+One process runs in-process with ``run_main``; several processes run as
+``python -m evaluation.replay`` children joined with ``cluster_main``, the way
+``bytewax.run -i/-a`` joins workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import bytewax.operators as op
+import orjson
+from bytewax.connectors.files import FileSource
+from bytewax.dataflow import Dataflow
+from bytewax.testing import cluster_main, run_main
+
+from connectors.embedded import free_port
+from connectors.rec_file_sink import RecFileSink
+from dataflows.recommend import wire
+from operators.messages import Envelope
+from streamrec.settings import Settings
+
+__all__ = ["replay_flow", "replay", "read_recs"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def eval_settings(base: Settings | None = None) -> Settings:
+    """Settings for replays: every update kept (no conflation), no profile writes."""
+    base = base or Settings.from_env()
+    return base.replace(conflate=False, write_profiles=False)
+
+
+def replay_flow(events_path: str | Path, out_dir: str | Path, settings: Settings,
+                catalog_path: str | Path | None = None, process: int = 0,
+                on_write=None) -> Dataflow:
+    flow = Dataflow("streamrec_eval")
+    lines = op.input("events_file", flow, FileSource(events_path, batch_size=500))
+    envs = op.map("events_envelope", lines, lambda line: Envelope(line, None, "events"))
+    catalog = None
+    if catalog_path:
+        items = op.input("catalog_file", flow, FileSource(catalog_path, batch_size=500))
+        catalog = op.map("catalog_envelope", items, lambda line: Envelope(line, None, "items"))
+    outputs, _dead = wire(flow, envs, catalog, settings, now=None)
+    op.output("recs_file", outputs, RecFileSink(out_dir, process, on_write))
+    return flow
+
+
+def read_recs(out_dir: str | Path) -> list[dict]:
+    records = []
+    for path in sorted(Path(out_dir).glob("recs-*.jsonl")):
+        with open(path, "rb") as f:
+            records.extend(orjson.loads(line) for line in f if line.strip())
+    return records
+
+
+def _count_lines(out_dir: Path) -> int:
+    total = 0
+    for path in out_dir.glob("recs-*.jsonl"):
+        with open(path, "rb") as f:
+            total += sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    return total
+
+
+def replay(events_path: str | Path, out_dir: str | Path, *, settings: Settings | None = None,
+           catalog_path: str | Path | None = None, processes: int = 1, total: int | None = None,
+           progress: bool = True) -> float:
+    """Run the replay; return its wall time in seconds. Records land in ``out_dir``."""
+    from tqdm import tqdm
+
+    settings = eval_settings(settings)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("recs-*.jsonl"):
+        old.unlink()
+    bar = tqdm(total=total, unit="rec", desc=f"dataflow ({processes} proc)", file=sys.stderr,
+               disable=not progress, mininterval=0.5)
+    started = time.perf_counter()
+    if processes == 1:
+        flow = replay_flow(events_path, out_dir, settings, catalog_path, 0, bar.update)
+        run_main(flow)
+    else:
+        addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+        env = {**os.environ, **_settings_env(settings)}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        procs = [
+            subprocess.Popen([sys.executable, "-m", "evaluation.replay", str(events_path),
+                              str(out_dir), "--process", str(i), "--addresses", addresses]
+                             + (["--catalog", str(catalog_path)] if catalog_path else []),
+                             env=env, cwd=REPO_ROOT)
+            for i in range(processes)
+        ]
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.wait(1.0):
+                bar.n = _count_lines(out_dir)
+                bar.refresh()
+
+        watcher = threading.Thread(target=poll, daemon=True)
+        watcher.start()
+        codes = [p.wait() for p in procs]
+        stop.set()
+        if any(codes):
+            raise RuntimeError(f"replay worker processes failed with exit codes {codes}")
+        bar.n = _count_lines(out_dir)
+    bar.close()
+    return time.perf_counter() - started
+
+
+def _settings_env(s: Settings) -> dict[str, str]:
+    # The child processes rebuild the same settings from the environment.
+    return {"STREAMREC_TOP_K": str(s.top_k), "STREAMREC_RANK_SHARDS": str(s.rank_shards),
+            "STREAMREC_TREND_SHARDS": str(s.trend_shards),
+            "STREAMREC_REPEAT_POLICY": s.repeat_policy, "STREAMREC_DIVERSITY": str(s.diversity),
+            "STREAMREC_LONG_HALF_LIFE": str(s.long_half_life),
+            "STREAMREC_SESSION_HALF_LIFE": str(s.session_half_life),
+            "STREAMREC_COVIS_HALF_LIFE": str(s.covis_half_life),
+            "STREAMREC_TRENDING_HALF_LIFE": str(s.trending_half_life),
+            "STREAMREC_SESSION_GAP": str(s.session_gap),
+            "STREAMREC_QUERY_ITEMS": str(s.query_items)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="one process of a multi-process replay")
+    parser.add_argument("events")
+    parser.add_argument("out_dir")
+    parser.add_argument("--process", type=int, required=True)
+    parser.add_argument("--addresses", required=True)
+    parser.add_argument("--catalog")
+    args = parser.parse_args(argv)
+    settings = eval_settings()
+    flow = replay_flow(args.events, args.out_dir, settings, args.catalog, args.process)
+    cluster_main(flow, args.addresses.split(";"), args.process)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
