@@ -60,13 +60,16 @@ def step_configs(
         event_weights=dict(s.event_weights),
     )
     user = UserStepConfig(profile=profile, rank_shards=s.rank_shards, query_items=s.query_items,
-                          write_profiles=s.write_profiles, trend_shards=s.trend_shards)
+                          write_profiles=s.write_profiles, trend_shards=s.trend_shards,
+                          covis_window=s.covis_window, backward_weight=s.backward_weight,
+                          anchor_decay=s.anchor_decay)
     item = ItemStepConfig(covis_half_life=s.covis_half_life,
                           popularity_half_life=s.trending_half_life,
                           max_neighbours=s.max_neighbours, answer_neighbours=s.answer_neighbours,
                           rank_shards=s.rank_shards, trend_shards=s.trend_shards)
     ranking = RankConfig(k=s.top_k, repeat_policy=s.repeat_policy, diversity=s.diversity,
-                         max_per_category=s.max_per_category)
+                         max_per_category=s.max_per_category, repeat_factor=s.repeat_factor,
+                         w_category=s.w_category, w_segment=s.w_segment, w_trending=s.w_trending)
     rank = RankStepConfig(ranking=ranking, trending_half_life=s.trending_half_life,
                           conflate=s.conflate, model_version=s.model_version)
     trend = TrendStepConfig(half_life=s.trending_half_life, rank_shards=s.rank_shards)

@@ -87,7 +87,7 @@ class _Sessions:
         self.max_items = max_items
         self.max_users = max_users
         self._users: OrderedDict[str, _Session] = OrderedDict()
-        self._counts: dict[str, int] = {}
+        self._started = 0  # sessions started, for unique keys of derived sessions
 
     def observe(self, user: str, ts: float, session_id: str | None, item: str) -> tuple[_Session, bool]:
         """Append ``item`` to the user's current session (a new one if it ended)."""
@@ -98,16 +98,14 @@ class _Sessions:
             or (session_id is None and ts - current.last_ts > self.gap)
         )
         if new:
-            number = self._counts.get(user, 0) + 1
-            self._counts[user] = number
-            key = f"{user}#{session_id}" if session_id is not None else f"{user}#{number}"
+            self._started += 1
+            key = f"{user}#{session_id}" if session_id is not None else f"{user}@{self._started}"
             current = _Session(key, session_id, ts, deque(maxlen=self.max_items))
         current.last_ts = ts
         current.items.append(item)
         self._users[user] = current
         if len(self._users) > self.max_users:
-            old_user, _ = self._users.popitem(last=False)
-            self._counts.pop(old_user, None)
+            self._users.popitem(last=False)
         return current, new
 
     def get(self, user: str) -> _Session | None:
@@ -418,6 +416,7 @@ def _predictions_needed(events: Sequence[Mapping], test_start: float) -> list[bo
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m evaluation.baselines [--data-root DIR] [--datasets ...] [--json FILE]``."""
     import argparse
+    from functools import partial
     from pathlib import Path
 
     import orjson
@@ -428,20 +427,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Score the POP, SR and V-SKNN baselines on the datasets.")
     parser.add_argument("--data-root", type=Path, default=root_default, help="folder holding the dataset folders")
     parser.add_argument("--datasets", nargs="+", default=list(DATASET_FOLDERS), choices=list(DATASET_FOLDERS))
+    parser.add_argument("--pop-half-life", type=float, default=3600.0, help="POP half-life in seconds")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
+    baselines = {**default_baselines(), "POP": partial(DecayedPopularity, half_life=args.pop_half_life)}
 
     table: dict[str, dict] = {}
-    header = f"{'dataset':<10} {'model':<7} {'HR@10':>7} {'MRR@10':>7} {'HR@20':>7} {'MRR@20':>7} {'NDCG@20':>7} {'cov@20':>7} {'scored':>7} {'secs':>6}"
+    columns = ("HR@10", "MRR@10", "HR@20", "MRR@20", "NDCG@20", "coverage@20")
+    header = f"{'dataset':<10} {'model':<7} " + " ".join(f"{c:>11}" for c in columns) + f" {'scored':>7} {'secs':>6}"
     lines = [header, "-" * len(header)]
     for name in args.datasets:
         dataset = load_dataset(name, args.data_root / DATASET_FOLDERS[name])
-        table[name] = run_baselines(dataset.events, dataset.test_start, catalog_size=dataset.catalog_size)
+        table[name] = run_baselines(
+            dataset.events, dataset.test_start, catalog_size=dataset.catalog_size, baselines=baselines
+        )
         for model, m in table[name].items():
-            lines.append(
-                f"{name:<10} {model:<7} {m['HR@10']:7.4f} {m['MRR@10']:7.4f} {m['HR@20']:7.4f} {m['MRR@20']:7.4f}"
-                f" {m['NDCG@20']:7.4f} {m['coverage@20']:7.4f} {m['scored']:7d} {m['seconds']:6.1f}"
-            )
+            values = " ".join(f"{m[c]:11.4f}" for c in columns)
+            lines.append(f"{name:<10} {model:<7} {values} {m['scored']:7d} {m['seconds']:6.1f}")
     print("\n".join(lines))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -126,7 +126,16 @@ def _settings_env(s: Settings) -> dict[str, str]:
             "STREAMREC_COVIS_HALF_LIFE": str(s.covis_half_life),
             "STREAMREC_TRENDING_HALF_LIFE": str(s.trending_half_life),
             "STREAMREC_SESSION_GAP": str(s.session_gap),
-            "STREAMREC_QUERY_ITEMS": str(s.query_items)}
+            "STREAMREC_QUERY_ITEMS": str(s.query_items),
+            "STREAMREC_REPEAT_FACTOR": str(s.repeat_factor),
+            "STREAMREC_COVIS_WINDOW": str(s.covis_window),
+            "STREAMREC_BACKWARD_WEIGHT": str(s.backward_weight),
+            "STREAMREC_ANCHOR_DECAY": str(s.anchor_decay),
+            "STREAMREC_W_CATEGORY": str(s.w_category),
+            "STREAMREC_W_SEGMENT": str(s.w_segment),
+            "STREAMREC_W_TRENDING": str(s.w_trending),
+            "STREAMREC_MAX_NEIGHBOURS": str(s.max_neighbours),
+            "STREAMREC_ANSWER_NEIGHBOURS": str(s.answer_neighbours)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ class UserStepConfig:
     covis_window: int = 5  # earlier session items that learn "this came after you"
     anchor_decay: float = 0.5
     history_anchor_weight: float = 0.3  # anchors from earlier sessions count less
+    backward_weight: float = 0.0  # the current item also learns what came before it
     write_profiles: bool = True
     trend_shards: int = 4
     segment_events: int = 50  # a user's first N item events teach segment popularity
@@ -54,8 +55,11 @@ def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: Us
     new_position = item is not None and (not prev_session or prev_session[-1] != item)
     if new_position and event.type not in ("impression", "remove_from_cart"):
         window = [p for p in prev_session if p != item][-cfg.covis_window :]
+        current = query(item)
         for distance, prev in enumerate(reversed(window), start=1):
             query(prev).followers.append((item, 1.0 / distance))
+            if cfg.backward_weight > 0.0:
+                current.followers.append((prev, cfg.backward_weight / distance))
     if item is not None:
         q = query(item)
         q.interaction = max(weight, 0.0)

@@ -95,7 +95,14 @@ class Settings:
     rank_shards: int = 32
     trend_shards: int = 4
     repeat_policy: str = "demote"  # "allow" | "demote" | "exclude"
+    repeat_factor: float = 0.6
     diversity: float = 0.3
+    covis_window: int = 5
+    backward_weight: float = 0.0
+    anchor_decay: float = 0.5
+    w_category: float = 0.25
+    w_segment: float = 0.25
+    w_trending: float = 0.05
     max_per_category: int = 0  # 0: no hard cap, MMR only
     # Guards
     max_events_per_minute: int = 600
@@ -165,6 +172,13 @@ class Settings:
         number("STREAMREC_RANK_SHARDS", "rank_shards", int, 1)
         number("STREAMREC_TREND_SHARDS", "trend_shards", int, 1)
         number("STREAMREC_DIVERSITY", "diversity", float, 0.0)
+        number("STREAMREC_REPEAT_FACTOR", "repeat_factor", float, 0.0)
+        number("STREAMREC_COVIS_WINDOW", "covis_window", int, 1)
+        number("STREAMREC_BACKWARD_WEIGHT", "backward_weight", float, 0.0)
+        number("STREAMREC_ANCHOR_DECAY", "anchor_decay", float, 0.0)
+        number("STREAMREC_W_CATEGORY", "w_category", float, 0.0)
+        number("STREAMREC_W_SEGMENT", "w_segment", float, 0.0)
+        number("STREAMREC_W_TRENDING", "w_trending", float, 0.0)
         number("STREAMREC_MAX_PER_CATEGORY", "max_per_category", int, 0)
         number("STREAMREC_MAX_EVENTS_PER_MINUTE", "max_events_per_minute", int, 1)
         number("STREAMREC_MAX_CLOCK_SKEW", "max_clock_skew", float, 0.0)
