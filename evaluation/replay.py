@@ -132,6 +132,7 @@ def _settings_env(s: Settings) -> dict[str, str]:
             "STREAMREC_BACKWARD_WEIGHT": str(s.backward_weight),
             "STREAMREC_ANCHOR_DECAY": str(s.anchor_decay),
             "STREAMREC_W_CATEGORY": str(s.w_category),
+            "STREAMREC_W_SESSION": str(s.w_session),
             "STREAMREC_W_SEGMENT": str(s.w_segment),
             "STREAMREC_W_TRENDING": str(s.w_trending),
             "STREAMREC_MAX_NEIGHBOURS": str(s.max_neighbours),

@@ -47,8 +47,9 @@ ITEM_REQUIRED_TYPES = frozenset(
 CONTROL_TYPES = frozenset({"consent", "erase"})
 MAX_EVENT_BYTES = 64 * 1024
 MAX_ID_CHARS = 256
-# Unix seconds accepted: 2000-01-01 .. 2100-01-01. Catches ms-instead-of-s mistakes.
-MIN_TS, MAX_TS = 946684800.0, 4102444800.0
+# Unix seconds accepted: 1973-03-03 .. 2100-01-01 (recorded datasets go back to the 1990s).
+# The upper bound catches milliseconds sent where seconds are expected.
+MIN_TS, MAX_TS = 1.0e8, 4102444800.0
 
 _intern = sys.intern
 

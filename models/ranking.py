@@ -24,13 +24,15 @@ from models.trending import Trending
 
 __all__ = ["RankConfig", "RankInput", "rank", "SIGNALS"]
 
-SIGNALS = ("covis", "category", "segment", "trending")
+SIGNALS = ("covis", "session", "category", "segment", "trending")
 
 
 @dataclass(frozen=True)
 class RankConfig:
     k: int = 20
     w_covis: float = 1.0
+    w_session: float = 0.0
+    session_decay: float = 0.6
     w_category: float = 0.25
     w_segment: float = 0.25
     w_trending: float = 0.05
@@ -80,8 +82,8 @@ def rank(
     weights: Mapping[str, float] | None = None,
 ) -> tuple[list[tuple[str, float]], str]:
     """Return (top-K ``(item, score)`` best first, name of the dominant signal)."""
-    w = {"covis": cfg.w_covis, "category": cfg.w_category, "segment": cfg.w_segment,
-         "trending": cfg.w_trending}
+    w = {"covis": cfg.w_covis, "session": cfg.w_session, "category": cfg.w_category,
+         "segment": cfg.w_segment, "trending": cfg.w_trending}
     if weights:
         w.update(weights)
     scores: dict[str, float] = {}
@@ -98,6 +100,12 @@ def rank(
     anchor_total = sum(a for a, _ in inp.anchors) or 1.0
     for anchor_weight, followers in inp.anchors:
         add("covis", followers, w["covis"] * anchor_weight / anchor_total)
+    if inp.seen:
+        # Re-finding: items of this session, the most recent first (repeat views are common).
+        recent = list(reversed(inp.seen))
+        weights = [cfg.session_decay**i for i in range(len(recent))]
+        total = sum(weights)
+        add("session", [(item, wt / total) for item, wt in zip(recent, weights)], w["session"])
     ts = inp.ts
     for cat, share in _category_mix(inp):
         add("category", _normalised(trending.top_in(cat, cfg.candidates_per_category, ts)),

@@ -100,6 +100,7 @@ class Settings:
     covis_window: int = 5
     backward_weight: float = 0.0
     anchor_decay: float = 0.5
+    w_session: float = 0.0
     w_category: float = 0.25
     w_segment: float = 0.25
     w_trending: float = 0.05
@@ -177,6 +178,7 @@ class Settings:
         number("STREAMREC_BACKWARD_WEIGHT", "backward_weight", float, 0.0)
         number("STREAMREC_ANCHOR_DECAY", "anchor_decay", float, 0.0)
         number("STREAMREC_W_CATEGORY", "w_category", float, 0.0)
+        number("STREAMREC_W_SESSION", "w_session", float, 0.0)
         number("STREAMREC_W_SEGMENT", "w_segment", float, 0.0)
         number("STREAMREC_W_TRENDING", "w_trending", float, 0.0)
         number("STREAMREC_MAX_PER_CATEGORY", "max_per_category", int, 0)
