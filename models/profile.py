@@ -22,6 +22,7 @@ from typing import Mapping
 
 from models.decay import DecayedCounter, DecayedScalar
 from models.events import Event, engagement
+from models.ranking import SeenFilter
 
 __all__ = ["ProfileConfig", "UserProfile"]
 
@@ -59,7 +60,7 @@ class UserProfile:
         "user_id", "seq", "first_ts", "last_ts", "session_id", "session_n", "session_start",
         "session_items", "recent_items", "categories", "session_categories", "purchased",
         "engagement", "counts", "attrs", "preferences", "consent", "_dedupe", "_dedupe_pos",
-        "_burst_start", "_burst_count",
+        "_burst_start", "_burst_count", "seen_bits",
     )
 
     def __init__(self, user_id: str) -> None:
@@ -84,6 +85,7 @@ class UserProfile:
         self._dedupe_pos = 0
         self._burst_start = 0.0
         self._burst_count = 0
+        self.seen_bits: bytearray | None = None  # Bloom filter of every item interacted with
 
     # --- pickling (Bytewax snapshots) -------------------------------------------
     def __getstate__(self):
@@ -147,6 +149,9 @@ class UserProfile:
             return "applied"
         weight = engagement(event.type, event.value, cfg.event_weights)
         item = event.item_id
+        if self.seen_bits is None:
+            self.seen_bits = SeenFilter.empty()
+        SeenFilter.add(self.seen_bits, item)
         if event.category is not None and weight > 0:
             self.categories.add(event.category, weight, ts)
             self.session_categories.add(event.category, weight, ts)
@@ -181,6 +186,9 @@ class UserProfile:
 
     def session_top_categories(self, n: int, ts: float) -> list[tuple[str, float]]:
         return self.session_categories.top(n, ts) if self.session_categories is not None else []
+
+    def item_events(self) -> int:
+        return sum(n for t, n in self.counts.items() if t not in _NON_ITEM_SIGNAL)
 
     def segment(self) -> str | None:
         """A coarse segment key from user attributes, for cold-start popularity."""

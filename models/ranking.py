@@ -1,46 +1,108 @@
-"""Hybrid ranking: candidates from every signal, one blended score, rules, diversity, top-K.
+"""Hybrid ranking: candidates from every signal, one learned blend, rules, diversity, top-K.
 
-Signals (each normalised to a distribution so weights are comparable):
-- ``covis``: the followers of the user's recent session items (sequential rules), the
-  most recent anchor weighted most;
-- ``category``: trending items of the user's preferred categories (session taste
-  first, long-term taste after);
+Signals (each a distribution over candidates, so weights are comparable):
+- ``covis``: followers (and, weaker, predecessors) of the user's recent items,
+  the most recent anchor weighted most (sequential rules / co-visitation);
+- ``session``: the items of the current session, most recent first (re-finding);
+- ``category``: trending items of the user's categories (session taste, then long-term,
+  then onboarding preferences);
 - ``segment``: what users of the same segment (age band, gender) engage with;
-- ``trending``: decayed popularity overall, a small prior and the cold-start fallback.
+- ``trending``: decayed popularity overall, the cold-start fallback;
+- ``seen``: 1 for items the user has already interacted with (its learned weight is the
+  adaptive repeat policy), and two cold-start interactions.
 
 >>> from models.trending import Trending
 >>> t = Trending(3600.0); t.observe("p9", "hats", 3.0, 0.0)
 >>> req = RankInput(ts=0.0, anchors=[(1.0, [("p2", 0.7), ("p3", 0.3)])])
->>> [i for i, _ in rank(req, t, {}, frozenset(), RankConfig(k=3))[0]]
+>>> [i for i, _ in rank(req, t, {}, frozenset(), RankConfig(k=3)).items]
 ['p2', 'p3', 'p9']
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Mapping
 
+import numpy as np
+
+from models.blend import OnlineBlend
 from models.trending import Trending
 
-__all__ = ["RankConfig", "RankInput", "rank", "SIGNALS"]
+__all__ = ["RankConfig", "RankInput", "RankResult", "rank", "FEATURES", "prior_weights",
+           "SeenFilter"]
 
-SIGNALS = ("covis", "session", "category", "segment", "trending")
+FEATURES = ("covis", "session", "category", "segment", "trending", "seen", "covis_cold",
+            "trending_cold")
+_F = {name: i for i, name in enumerate(FEATURES)}
+SIGNALS = FEATURES[:5]
 
 
 @dataclass(frozen=True)
 class RankConfig:
     k: int = 20
     w_covis: float = 1.0
-    w_session: float = 0.0
-    session_decay: float = 0.6
+    w_session: float = 0.3
     w_category: float = 0.25
     w_segment: float = 0.25
     w_trending: float = 0.05
+    w_seen: float = 0.0
+    session_decay: float = 0.6
     candidates_per_category: int = 30
-    repeat_policy: str = "demote"  # allow | demote | exclude
+    repeat_policy: str = "allow"  # allow (the learned `seen` weight decides) | demote | exclude
     repeat_factor: float = 0.6
-    diversity: float = 0.3
+    diversity: float = 0.0
     max_per_category: int = 0
+    learn_blend: bool = True
+    learning_rate: float = 0.05
+    feedback_candidates: int = 30
+
+
+def prior_weights(cfg: RankConfig) -> np.ndarray:
+    w = np.zeros(len(FEATURES))
+    w[_F["covis"]] = cfg.w_covis
+    w[_F["session"]] = cfg.w_session
+    w[_F["category"]] = cfg.w_category
+    w[_F["segment"]] = cfg.w_segment
+    w[_F["trending"]] = cfg.w_trending
+    w[_F["seen"]] = cfg.w_seen
+    return w
+
+
+class SeenFilter:
+    """A 4096-bit Bloom filter of items a user interacted with (512 bytes, 3 hashes).
+
+    Bounded memory for "has this user seen it?" over long histories; false positives
+    (an unseen item taken as seen) stay under 1% up to ~250 items.
+
+    >>> f = SeenFilter.empty(); f = SeenFilter.add(f, "p1")
+    >>> SeenFilter.contains(f, "p1"), SeenFilter.contains(f, "p2")
+    (True, False)
+    """
+
+    BITS = 4096
+
+    @staticmethod
+    def empty() -> bytearray:
+        return bytearray(SeenFilter.BITS // 8)
+
+    @staticmethod
+    def _slots(item: str) -> tuple[int, int, int]:
+        raw = item.encode()
+        h = zlib.crc32(raw)
+        return h & 0xFFF, (h >> 12) & 0xFFF, zlib.adler32(raw) & 0xFFF
+
+    @staticmethod
+    def add(bits: bytearray, item: str) -> bytearray:
+        for s in SeenFilter._slots(item):
+            bits[s >> 3] |= 1 << (s & 7)
+        return bits
+
+    @staticmethod
+    def contains(bits: bytes | bytearray | None, item: str) -> bool:
+        if not bits:
+            return False
+        return all(bits[s >> 3] & (1 << (s & 7)) for s in SeenFilter._slots(item))
 
 
 @dataclass
@@ -51,8 +113,18 @@ class RankInput:
     session_categories: list[tuple[str, float]] = field(default_factory=list)
     preferences: list[str] | None = None
     segment: str | None = None
-    seen: list[str] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)  # this session's items, oldest first
     excluded: list[str] = field(default_factory=list)
+    seen_filter: bytes | None = None  # the user's whole history
+    cold: bool = False
+
+
+@dataclass
+class RankResult:
+    items: list[tuple[str, float]]
+    strategy: str
+    candidates: list[str]  # best first, for feedback
+    features: np.ndarray  # rows of ``candidates``
 
 
 def _normalised(pairs: list[tuple[str, float]]) -> list[tuple[str, float]]:
@@ -73,92 +145,109 @@ def _category_mix(inp: RankInput) -> list[tuple[str, float]]:
     return sorted(mix.items(), key=lambda kv: -kv[1])[:4]
 
 
+def _signals(inp: RankInput, trending: Trending, cfg: RankConfig) -> dict[str, list]:
+    """Per-candidate signal values: item -> [covis, session, category, segment, trending]."""
+    table: dict[str, list] = {}
+
+    def add(col: int, pairs: list[tuple[str, float]], scale: float) -> None:
+        for item, p in pairs:
+            row = table.get(item)
+            if row is None:
+                row = table[item] = [0.0, 0.0, 0.0, 0.0, 0.0]
+            row[col] += scale * p
+
+    anchor_total = sum(a for a, _ in inp.anchors) or 1.0
+    for anchor_weight, followers in inp.anchors:
+        add(0, followers, anchor_weight / anchor_total)
+    if inp.seen:
+        recent = list(reversed(inp.seen))
+        weights = [cfg.session_decay**i for i in range(len(recent))]
+        total = sum(weights)
+        add(1, [(item, wt / total) for item, wt in zip(recent, weights)], 1.0)
+    ts = inp.ts
+    for cat, share in _category_mix(inp):
+        add(2, _normalised(trending.top_in(cat, cfg.candidates_per_category, ts)), share)
+    if inp.segment:
+        add(3, _normalised(trending.top_segment(inp.segment, cfg.candidates_per_category, ts)), 1.0)
+    add(4, _normalised(trending.top(cfg.candidates_per_category * 2, ts)), 1.0)
+    return table
+
+
 def rank(
     inp: RankInput,
     trending: Trending,
     item_category: Mapping[str, str],
     unavailable: frozenset[str] | set[str],
     cfg: RankConfig,
-    weights: Mapping[str, float] | None = None,
-) -> tuple[list[tuple[str, float]], str]:
-    """Return (top-K ``(item, score)`` best first, name of the dominant signal)."""
-    w = {"covis": cfg.w_covis, "session": cfg.w_session, "category": cfg.w_category,
-         "segment": cfg.w_segment, "trending": cfg.w_trending}
-    if weights:
-        w.update(weights)
-    scores: dict[str, float] = {}
-    by_signal = dict.fromkeys(SIGNALS, 0.0)
-
-    def add(signal: str, pairs: list[tuple[str, float]], scale: float) -> None:
-        if scale <= 0.0 or not pairs:
-            return
-        by_signal[signal] += scale
-        get = scores.get
-        for item, p in pairs:
-            scores[item] = get(item, 0.0) + scale * p
-
-    anchor_total = sum(a for a, _ in inp.anchors) or 1.0
-    for anchor_weight, followers in inp.anchors:
-        add("covis", followers, w["covis"] * anchor_weight / anchor_total)
-    if inp.seen:
-        # Re-finding: items of this session, the most recent first (repeat views are common).
-        recent = list(reversed(inp.seen))
-        weights = [cfg.session_decay**i for i in range(len(recent))]
-        total = sum(weights)
-        add("session", [(item, wt / total) for item, wt in zip(recent, weights)], w["session"])
-    ts = inp.ts
-    for cat, share in _category_mix(inp):
-        add("category", _normalised(trending.top_in(cat, cfg.candidates_per_category, ts)),
-            w["category"] * share)
-    if inp.segment:
-        add("segment", _normalised(trending.top_segment(inp.segment, cfg.candidates_per_category, ts)),
-            w["segment"])
-    add("trending", _normalised(trending.top(cfg.candidates_per_category * 2, ts)), w["trending"])
-
+    blend: OnlineBlend | None = None,
+) -> RankResult:
+    """Score every candidate with the blend, apply the rules, diversify, keep the top K."""
+    table = _signals(inp, trending, cfg)
     for item in inp.excluded:
-        scores.pop(item, None)
-    for item in unavailable.intersection(scores) if unavailable else ():
-        scores.pop(item, None)
-    if inp.seen and cfg.repeat_policy != "allow":
-        for item in inp.seen:
-            if item in scores:
-                if cfg.repeat_policy == "exclude":
-                    del scores[item]
-                else:
-                    scores[item] *= cfg.repeat_factor
-    strategy = max(by_signal, key=by_signal.get) if any(by_signal.values()) else "empty"
-    return _diversify(scores, item_category, cfg), strategy
+        table.pop(item, None)
+    if unavailable:
+        for item in unavailable.intersection(table):
+            del table[item]
+    session = set(inp.seen)
+    seen_filter = inp.seen_filter
+    if cfg.repeat_policy == "exclude":
+        for item in [i for i in table if i in session or SeenFilter.contains(seen_filter, i)]:
+            del table[item]
+    if not table:
+        return RankResult([], "empty", [], np.zeros((0, len(FEATURES))))
+    items = list(table)
+    X = np.zeros((len(items), len(FEATURES)))
+    X[:, :5] = np.array(list(table.values()))
+    X[:, _F["seen"]] = [1.0 if (i in session or SeenFilter.contains(seen_filter, i)) else 0.0
+                        for i in items]
+    if inp.cold:
+        X[:, _F["covis_cold"]] = X[:, _F["covis"]]
+        X[:, _F["trending_cold"]] = X[:, _F["trending"]]
+    weights = blend.weights if blend is not None else prior_weights(cfg)
+    scores = X @ weights
+    if cfg.repeat_policy == "demote":
+        scores = np.where(X[:, _F["seen"]] > 0, scores * cfg.repeat_factor, scores)
+    order = np.argsort(-scores, kind="stable")
+    keep = order[: max(cfg.k * 4, cfg.feedback_candidates)]
+    ranked = [(items[i], float(scores[i])) for i in keep]
+    top = _diversify(ranked, item_category, cfg)
+    contrib = (X[keep[: cfg.k]] * weights).sum(axis=0)[:5]
+    strategy = SIGNALS[int(np.argmax(contrib))] if contrib.max() > 0 else "trending"
+    fb = keep[: cfg.feedback_candidates]
+    return RankResult(top, strategy, [items[i] for i in fb], X[fb].astype(np.float32))
 
 
-def _diversify(
-    scores: dict[str, float], item_category: Mapping[str, str], cfg: RankConfig
-) -> list[tuple[str, float]]:
-    """Greedy MMR-style selection: each pick from a category already shown is damped by
-    ``(1 - diversity)`` per earlier pick of that category; optional hard cap per category."""
+def _diversify(ranked: list[tuple[str, float]], item_category: Mapping[str, str],
+               cfg: RankConfig) -> list[tuple[str, float]]:
+    """Greedy MMR-style selection: each pick from a category already in the list is damped
+    by ``(1 - diversity)`` per earlier pick of it; optional hard cap per category."""
     k = cfg.k
-    ordered = sorted(scores.items(), key=lambda kv: -kv[1])
     if cfg.diversity <= 0.0 and cfg.max_per_category <= 0:
-        return [(i, round(s, 6)) for i, s in ordered[:k]]
-    pool = ordered[: k * 4]
+        return [(i, round(s, 6)) for i, s in ranked[:k]]
+    # Damping is multiplicative, so scores must be positive; a negative learned weight
+    # (e.g. for already-seen items) can push some below zero: shift only then.
+    low = min(0.0, min(s for _, s in ranked))
+    pool = [(i, s - low + 1e-9) for i, s in ranked]
     picked: list[tuple[str, float]] = []
     shown: dict[str, int] = {}
     damp = 1.0 - cfg.diversity
     while pool and len(picked) < k:
-        best_i, best_adj = 0, -1.0
+        best_i, best_adj = -1, -1.0
         for idx, (item, s) in enumerate(pool):
             if s <= best_adj:
                 break  # sorted by raw score: nothing further can beat best_adj
-            n = shown.get(item_category.get(item, ""), 0)
-            if cfg.max_per_category and n >= cfg.max_per_category and item_category.get(item):
+            cat = item_category.get(item)
+            n = shown.get(cat, 0) if cat else 0
+            if cfg.max_per_category and cat and n >= cfg.max_per_category:
                 continue
-            adj = s * (damp ** n) if n else s
+            adj = s * (damp**n) if n else s
             if adj > best_adj:
                 best_i, best_adj = idx, adj
-        if best_adj < 0.0:
+        if best_i < 0:
             break
         item, _ = pool.pop(best_i)
-        cat = item_category.get(item, "")
+        cat = item_category.get(item)
         if cat:
             shown[cat] = shown.get(cat, 0) + 1
-        picked.append((item, round(best_adj, 6)))
+        picked.append((item, round(best_adj + low, 6)))
     return picked

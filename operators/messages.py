@@ -121,6 +121,8 @@ class RankRequest:
     segment: str | None
     seen: list
     excluded: list
+    seen_filter: bytes | None = None
+    cold: bool = False
 
 
 @dataclass(slots=True)

@@ -15,7 +15,10 @@ from typing import Callable, Iterable
 
 from bytewax.operators import StatefulBatchLogic
 
-from models.ranking import RankConfig, RankInput, rank
+import numpy as np
+
+from models.blend import OnlineBlend
+from models.ranking import RankConfig, RankInput, prior_weights, rank
 from models.trending import Trending
 from operators.messages import (
     Availability, ForgetUser, ItemAnswer, RankRequest, RecUpdate, TrendDelta,
@@ -33,10 +36,12 @@ class RankStepConfig:
     max_pending: int = 20_000
     max_users: int = 200_000
     max_item_categories: int = 50_000
+    max_feedback_users: int = 5_000
 
 
 class RankShardState:
-    __slots__ = ("trending", "item_category", "unavailable", "pending", "last_seq", "forgotten")
+    __slots__ = ("trending", "item_category", "unavailable", "pending", "last_seq", "forgotten",
+                 "blend", "shown")
 
     def __init__(self, cfg: RankStepConfig) -> None:
         self.trending = Trending(cfg.trending_half_life)
@@ -46,6 +51,10 @@ class RankShardState:
         self.last_seq: dict[str, int] = {}
         # Erased users: answers to their requests up to this seq are dropped on arrival.
         self.forgotten: dict[str, int] = {}
+        self.blend = OnlineBlend(prior_weights(cfg.ranking), cfg.ranking.learning_rate)
+        # user -> (candidates best first, their feature rows): what the blend learns from
+        # when the user's next item event shows which one they chose.
+        self.shown: dict[str, tuple[list[str], np.ndarray]] = {}
 
     def __getstate__(self):
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -105,6 +114,7 @@ class RankLogic(StatefulBatchLogic):
                 continue
             elif isinstance(msg, ForgetUser):
                 st.last_seq.pop(msg.user_id, None)
+                st.shown.pop(msg.user_id, None)
                 for key in [k for k in st.pending if k[0] == msg.user_id]:
                     del st.pending[key]
                 st.forgotten.pop(msg.user_id, None)
@@ -139,6 +149,8 @@ class RankLogic(StatefulBatchLogic):
         for request, answers in done:
             if cfg.conflate and st.last_seq.get(request.user_id, 0) > request.seq:
                 continue  # an older request finished after a newer one: stale
+            if cfg.ranking.learn_blend and request.item_id is not None:
+                self._learn(request.user_id, request.item_id)
             inp = RankInput(
                 ts=request.ts,
                 anchors=[(a.anchor_weight, a.followers) for a in answers],
@@ -148,8 +160,18 @@ class RankLogic(StatefulBatchLogic):
                 segment=request.segment,
                 seen=request.seen,
                 excluded=request.excluded,
+                seen_filter=request.seen_filter,
+                cold=request.cold,
             )
-            items, strategy = rank(inp, st.trending, st.item_category, st.unavailable, cfg.ranking)
+            result = rank(inp, st.trending, st.item_category, st.unavailable, cfg.ranking,
+                          st.blend)
+            items, strategy = result.items, result.strategy
+            if cfg.ranking.learn_blend and result.candidates:
+                shown = st.shown
+                shown.pop(request.user_id, None)
+                shown[request.user_id] = (result.candidates, result.features)
+                if len(shown) > cfg.max_feedback_users:
+                    del shown[next(iter(shown))]
             last = st.last_seq
             seen = last.pop(request.user_id, 0)
             last[request.user_id] = max(seen, request.seq)
@@ -160,6 +182,22 @@ class RankLogic(StatefulBatchLogic):
                           request.ts, request.ingested_at, items, strategy, cfg.model_version)
             )
         return out
+
+    def _learn(self, user_id: str, chosen: str) -> None:
+        """The user chose ``chosen``: teach the blend to rank it above what outranked it."""
+        previous = self.state.shown.pop(user_id, None)
+        if previous is None:
+            return
+        candidates, features = previous
+        try:
+            idx = candidates.index(chosen)
+        except ValueError:
+            return  # no signal proposed it: nothing to learn about their balance
+        if idx == 0:
+            negatives = features[1:4]
+        else:
+            negatives = features[max(0, idx - 5) : idx]
+        self.state.blend.learn(features[idx].astype(np.float64), negatives.astype(np.float64))
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)

@@ -33,6 +33,7 @@ class UserStepConfig:
     write_profiles: bool = True
     trend_shards: int = 4
     segment_events: int = 50  # a user's first N item events teach segment popularity
+    cold_events: int = 2  # up to this many item events a user counts as cold
 
 
 def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: UserStepConfig,
@@ -94,6 +95,8 @@ def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: Us
         segment=profile.segment(),
         seen=list(profile.session_items[-10:]),
         excluded=list(profile.purchased),
+        seen_filter=bytes(profile.seen_bits) if profile.seen_bits is not None else None,
+        cold=profile.item_events() <= cfg.cold_events,
     )
     out: list = list(queries.values())
     out.append(request)

@@ -94,13 +94,16 @@ class Settings:
     # Ranking
     rank_shards: int = 32
     trend_shards: int = 4
-    repeat_policy: str = "demote"  # "allow" | "demote" | "exclude"
+    repeat_policy: str = "allow"  # "allow" (learned `seen` weight) | "demote" | "exclude"
     repeat_factor: float = 0.6
-    diversity: float = 0.3
+    diversity: float = 0.1
     covis_window: int = 5
-    backward_weight: float = 0.0
+    backward_weight: float = 0.5
     anchor_decay: float = 0.5
-    w_session: float = 0.0
+    w_session: float = 0.3
+    w_seen: float = 0.0
+    learn_blend: bool = True
+    blend_learning_rate: float = 0.05
     w_category: float = 0.25
     w_segment: float = 0.25
     w_trending: float = 0.05
@@ -179,6 +182,9 @@ class Settings:
         number("STREAMREC_ANCHOR_DECAY", "anchor_decay", float, 0.0)
         number("STREAMREC_W_CATEGORY", "w_category", float, 0.0)
         number("STREAMREC_W_SESSION", "w_session", float, 0.0)
+        number("STREAMREC_W_SEEN", "w_seen", float, -1e9)
+        number("STREAMREC_BLEND_LEARNING_RATE", "blend_learning_rate", float, 0.0)
+        flag("STREAMREC_LEARN_BLEND", "learn_blend")
         number("STREAMREC_W_SEGMENT", "w_segment", float, 0.0)
         number("STREAMREC_W_TRENDING", "w_trending", float, 0.0)
         number("STREAMREC_MAX_PER_CATEGORY", "max_per_category", int, 0)

@@ -202,12 +202,13 @@ def test_rank_does_not_mutate_inputs_and_applies_rules():
                     seen=["p2"], excluded=["p1"])
     frozen = copy.deepcopy(inp)
     snap = pickle.dumps(t)
-    items, strategy = rank(inp, t, {"p2": "c2"}, {"gone"}, RankConfig(k=10))
+    result = rank(inp, t, {"p2": "c2"}, {"gone"}, RankConfig(k=10))
+    items, strategy = result.items, result.strategy
     ids = [i for i, _ in items]
     assert "p1" not in ids and "gone" not in ids and len(ids) == 10
     assert strategy == "covis"
     assert pickle.dumps(t) == snap and inp == frozen
-    only = rank(inp, t, {}, {"gone"}, RankConfig(k=10, repeat_policy="exclude"))[0]
+    only = rank(inp, t, {}, {"gone"}, RankConfig(k=10, repeat_policy="exclude")).items
     assert "p2" not in [i for i, _ in only]
 
 
@@ -215,7 +216,39 @@ def test_diversity_spreads_categories():
     t = Trending(3600.0)
     anchors = [(1.0, [(f"a{i}", 1.0 - i * 0.01) for i in range(10)] + [("b0", 0.85)])]
     cats = {**{f"a{i}": "A" for i in range(10)}, "b0": "B"}
-    plain = rank(RankInput(ts=T0, anchors=anchors), t, cats, set(), RankConfig(k=5, diversity=0.0))[0]
-    mixed = rank(RankInput(ts=T0, anchors=anchors), t, cats, set(), RankConfig(k=5, diversity=0.5))[0]
+    plain = rank(RankInput(ts=T0, anchors=anchors), t, cats, set(), RankConfig(k=5, diversity=0.0)).items
+    mixed = rank(RankInput(ts=T0, anchors=anchors), t, cats, set(), RankConfig(k=5, diversity=0.5)).items
     assert "b0" not in [i for i, _ in plain]
     assert "b0" in [i for i, _ in mixed]
+
+
+def test_blend_learns_from_feedback_and_pickles():
+    import numpy as np
+
+    from models.blend import OnlineBlend
+    from models.ranking import FEATURES, prior_weights
+
+    blend = OnlineBlend(prior_weights(RankConfig()), learning_rate=0.2)
+    session, seen = FEATURES.index("session"), FEATURES.index("seen")
+    chosen = np.zeros(len(FEATURES)); chosen[seen] = 1.0  # users keep choosing seen items
+    other = np.zeros(len(FEATURES)); other[0] = 0.5
+    for _ in range(200):
+        blend.learn(chosen, other[None, :])
+    assert blend.weights[seen] > 0.5
+    again = pickle.loads(pickle.dumps(blend))
+    assert np.array_equal(again.weights, blend.weights)
+    # no feedback: stays at the prior
+    fresh = OnlineBlend(prior_weights(RankConfig()))
+    fresh.learn(chosen, np.zeros((0, len(FEATURES))))
+    assert np.array_equal(fresh.weights, prior_weights(RankConfig())) and session == 1
+
+
+def test_seen_filter_has_few_false_positives():
+    from models.ranking import SeenFilter
+
+    bits = SeenFilter.empty()
+    for i in range(250):
+        SeenFilter.add(bits, f"seen-{i}")
+    assert all(SeenFilter.contains(bits, f"seen-{i}") for i in range(250))
+    false = sum(SeenFilter.contains(bits, f"other-{i}") for i in range(10_000))
+    assert false < 100  # < 1%
