@@ -14,7 +14,7 @@ river's model cannot start from per-feature prior weights through its public API
 pairwise loss optimises the ranking directly.
 
 >>> b = OnlineBlend(np.array([1.0, 0.0]), learning_rate=0.5)
->>> for _ in range(50):
+>>> for _ in range(3000):
 ...     b.learn(np.array([0.0, 1.0]), np.array([[1.0, 0.0]]))
 >>> bool(b.weights[1] > b.weights[0])
 True
@@ -28,20 +28,24 @@ __all__ = ["OnlineBlend"]
 
 
 class OnlineBlend:
-    __slots__ = ("prior", "weights", "learning_rate", "l2", "updates")
+    __slots__ = ("prior", "raw", "weights", "learning_rate", "l2", "smoothing", "updates")
 
-    def __init__(self, prior: np.ndarray, learning_rate: float = 0.05, l2: float = 1e-3) -> None:
+    def __init__(self, prior: np.ndarray, learning_rate: float = 0.05, l2: float = 1e-3,
+                 smoothing: float = 0.002) -> None:
         self.prior = np.asarray(prior, dtype=np.float64).copy()
-        self.weights = self.prior.copy()
+        self.raw = self.prior.copy()  # the SGD iterate: noisy, one step per feedback
+        self.weights = self.prior.copy()  # what ranks: an exponential average of ``raw``
         self.learning_rate = learning_rate
         self.l2 = l2
+        self.smoothing = smoothing
         self.updates = 0
 
     def __getstate__(self):
-        return (self.prior, self.weights, self.learning_rate, self.l2, self.updates)
+        return tuple(getattr(self, s) for s in self.__slots__)
 
     def __setstate__(self, state):
-        self.prior, self.weights, self.learning_rate, self.l2, self.updates = state
+        for s, v in zip(self.__slots__, state):
+            setattr(self, s, v)
 
     def score(self, features: np.ndarray) -> np.ndarray:
         return features @ self.weights
@@ -51,10 +55,12 @@ class OnlineBlend:
         if len(negatives) == 0:
             return
         diff = positive[None, :] - negatives  # (n, F)
-        margin = diff @ self.weights
+        margin = diff @ self.raw
         # d/dw of -log(sigmoid(margin)), averaged over the pairs
         coeff = 1.0 / (1.0 + np.exp(np.clip(margin, -30.0, 30.0)))
         grad = (coeff[:, None] * diff).mean(axis=0)
         # L2 pulls towards the prior, not towards zero: no feedback keeps the prior.
-        self.weights += self.learning_rate * (grad - self.l2 * (self.weights - self.prior))
+        self.raw += self.learning_rate * (grad - self.l2 * (self.raw - self.prior))
+        # Averaging the iterates keeps one user's odd choice from swinging every list.
+        self.weights += self.smoothing * (self.raw - self.weights)
         self.updates += 1

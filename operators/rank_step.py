@@ -8,6 +8,7 @@ serve without a global key.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import time
 from dataclasses import dataclass, field
@@ -18,13 +19,15 @@ from bytewax.operators import StatefulBatchLogic
 import numpy as np
 
 from models.blend import OnlineBlend
-from models.ranking import RankConfig, RankInput, prior_weights, rank
+from models.ranking import FEATURES, RankConfig, RankInput, prior_weights, rank
 from models.trending import Trending
 from operators.messages import (
     Availability, ForgetUser, ItemAnswer, RankRequest, RecUpdate, TrendDelta,
 )
 
 __all__ = ["RankStepConfig", "RankShardState", "RankLogic"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -194,10 +197,14 @@ class RankLogic(StatefulBatchLogic):
         except ValueError:
             return  # no signal proposed it: nothing to learn about their balance
         if idx == 0:
-            negatives = features[1:4]
+            negatives = features[1:6]
         else:
-            negatives = features[max(0, idx - 5) : idx]
-        self.state.blend.learn(features[idx].astype(np.float64), negatives.astype(np.float64))
+            negatives = features[max(0, idx - 10) : idx]
+        blend = self.state.blend
+        blend.learn(features[idx].astype(np.float64), negatives.astype(np.float64))
+        if blend.updates % 2000 == 0:
+            log.debug("blend after %d updates: %s", blend.updates,
+                      dict(zip(FEATURES, np.round(blend.weights, 3))))
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)

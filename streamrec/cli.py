@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     from streamrec import eval_cli
 
     eval_cli.register(sub)
+    from streamrec import bench_cli; bench_cli.register(sub)  # noqa: E702
+    from streamrec import gateway_cli; gateway_cli.register(sub)  # noqa: E702
     return parser
 
 

@@ -96,7 +96,7 @@ class Settings:
     trend_shards: int = 4
     repeat_policy: str = "allow"  # "allow" (learned `seen` weight) | "demote" | "exclude"
     repeat_factor: float = 0.6
-    diversity: float = 0.1
+    diversity: float = 0.05
     covis_window: int = 5
     backward_weight: float = 0.5
     anchor_decay: float = 0.5

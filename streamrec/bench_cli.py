@@ -1,0 +1,53 @@
+"""`streamrec bench`: throughput against a bare ceiling flow, latency, memory, recovery cost.
+
+See :mod:`bench.harness` for the phases; results go to stdout as a markdown table and,
+on request, to JSON and markdown files.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["register", "cmd_bench"]
+
+
+def register(sub) -> None:
+    from bench import PHASES
+
+    p = sub.add_parser("bench", help="benchmark the worker (throughput, latency, memory, recovery)")
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes (20k generated events, 3 s per latency rate) for a first look")
+    p.add_argument("--events", type=int,
+                   help="generated events (default 1,000,000; users = N/10, items = N/20); "
+                        "also caps the taobao file")
+    p.add_argument("--json", help="write the report as JSON here")
+    p.add_argument("--markdown", help="write the report as markdown here")
+    p.add_argument("--skip", default="",
+                   help=f"comma-separated phases to leave out: {','.join(PHASES)}")
+    p.add_argument("--latency-seconds", type=float, help="seconds of traffic per rate (default 20)")
+    p.add_argument("--memory-events", type=int, help="events for the memory phase (default min(N, 300k))")
+    p.add_argument("--data-dir", help="the taobao_2h folder (default ../shared/datasets/taobao_2h)")
+    p.add_argument("--profile", metavar="DIR",
+                   help="also run the full pipeline under py-spy (1 and 2 processes), raw stacks here")
+    p.add_argument("--keep-dir", help="keep worker and service logs in this folder")
+    p.add_argument("--run-timeout", type=float, help="seconds one throughput run may take")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    from bench.harness import BenchOptions, run_bench
+    from bench.report import to_markdown
+
+    skip = frozenset(s.strip() for s in args.skip.split(",") if s.strip())
+    opts = BenchOptions(quick=args.quick, events=args.events, skip=skip, json_path=args.json,
+                        markdown_path=args.markdown, latency_seconds=args.latency_seconds,
+                        memory_events=args.memory_events, taobao_dir=args.data_dir,
+                        profile_dir=args.profile, keep_dir=args.keep_dir,
+                        run_timeout=args.run_timeout)
+    report = run_bench(opts)
+    print(to_markdown(report))
+    incomplete = [r for r in report.get("throughput", []) if not r["complete"]]
+    if incomplete:
+        print(f"warning: {len(incomplete)} run(s) timed out before every user was answered",
+              file=sys.stderr)
+    return 0
