@@ -16,6 +16,7 @@ samples anywhere on the stack ("total"), plus the share of samples per project m
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -25,6 +26,9 @@ from pathlib import Path
 __all__ = ["Profiler", "summarise", "summarise_text"]
 
 _PROJECT_DIRS = ("operators/", "models/", "connectors/", "dataflows/", "bench/", "streamrec/")
+# py-spy runs with --full-filenames (else bytewax's connectors/ looks like ours); for
+# reading, paths are cut back to the repository or site-packages.
+_PATH_PREFIX = re.compile(r"\((?:[^()]*/site-packages/|[^()]*/lib/python3\.\d+/)")
 
 
 class Profiler:
@@ -47,7 +51,7 @@ class Profiler:
         for i, proc in enumerate(group.procs):
             path = self.out_dir / f"{self.label}-p{i}.txt"
             cmd = ["py-spy", "record", "--pid", str(proc.pid), "--format", "raw", "-o", str(path),
-                   "--rate", str(self.rate), "--nonblocking"]
+                   "--rate", str(self.rate), "--nonblocking", "--full-filenames"]
             if self.native:
                 cmd.append("--native")
             log = open(self.out_dir / f"{self.label}-p{i}.log", "wb")
@@ -80,6 +84,8 @@ def _function(frame: str) -> str:
 def _module(frame: str) -> str | None:
     start = frame.rfind("(")
     path = frame[start + 1 :].split(":")[0] if start >= 0 else ""
+    if "site-packages/" in path or "/lib/python3" in path:
+        return None
     for d in _PROJECT_DIRS:
         at = path.find(d)
         if at >= 0 and (at == 0 or path[at - 1] == "/"):
@@ -87,7 +93,11 @@ def _module(frame: str) -> str | None:
     return None
 
 
-def summarise_text(text: str, top: int = 15) -> dict:
+def _short(frame: str, root: str) -> str:
+    return _PATH_PREFIX.sub("(", frame.replace(f"({root}/", "(")) if root else _PATH_PREFIX.sub("(", frame)
+
+
+def summarise_text(text: str, top: int = 15, root: str = "") -> dict:
     own: Counter = Counter()
     total: Counter = Counter()
     modules: Counter = Counter()
@@ -101,10 +111,11 @@ def summarise_text(text: str, top: int = 15) -> dict:
         if not frames:
             continue
         samples += n
-        own[_function(frames[-1])] += n
-        for fn in {_function(f) for f in frames}:
+        own[_short(_function(frames[-1]), root)] += n
+        for fn in {_short(_function(f), root) for f in frames}:
             total[fn] += n
-        owner = next((m for m in map(_module, reversed(frames)) if m), "(runtime: bytewax/other)")
+        owner = next((m for m in map(_module, reversed(frames)) if m),
+                     "(no project frame: bytewax runtime, Kafka poll, ...)")
         modules[owner] += n
 
     def table(counter: Counter, key: str) -> list[dict]:
@@ -119,4 +130,7 @@ def summarise_text(text: str, top: int = 15) -> dict:
 
 def summarise(paths: list[Path], top: int = 15) -> dict:
     """One summary over the raw py-spy files of all processes of a run."""
-    return summarise_text("\n".join(p.read_text(errors="replace") for p in paths), top)
+    from connectors.worker import REPO_ROOT
+
+    text = "\n".join(p.read_text(errors="replace") for p in paths)
+    return summarise_text(text, top, str(REPO_ROOT))

@@ -123,7 +123,7 @@ def to_markdown(report: dict) -> str:
         out += _table(
             ["dataset", "flow", "proc", "recovery", "events", "users", "seconds", "events/s",
              "steady events/s", "start-up s", "CPU us/event", "RSS MiB", "complete"],
-            [[r["dataset"], r["flow"], r["processes"], r.get("recovery", False), r["events"],
+            [[r["dataset"], r["flow"], r["processes"], "-r -s 10" if r.get("recovery") else "", r["events"],
               r["users"], r["seconds"], r["events_per_s"], r["steady_events_per_s"], r["startup_s"],
               r["cpu_us_per_event"], r["rss_mib"], r["complete"]] for r in report["throughput"]])
     if report.get("ratios"):

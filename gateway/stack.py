@@ -70,7 +70,9 @@ class LocalPipeline:
                                   f"{self.topic}.dlq": 1})
         cfg = TrafficConfig(n_users=options.n_users, n_items=options.n_items,
                             n_categories=options.n_categories, seed=options.seed,
-                            start_ts=time.time() - 3600.0)
+                            start_ts=time.time() - 3600.0,
+                            # the warm-up spans the last ~50 minutes of event time
+                            event_rate=options.warm_events / 3000.0)
         self.catalog = generate_catalog(cfg)
         self.categories = sorted({i["category"] for i in self.catalog})
         produce_catalog(bootstrap, self.items_topic, self.catalog)

@@ -187,3 +187,43 @@ def test_state_survives_pickle_under_recovery(tmp_path):
     run_main(flow, recovery_config=RecoveryConfig(str(tmp_path)))
     assert _by_type(out, RecUpdate)
     pickle.dumps(out)
+
+
+def _population(prefix: str, attrs: dict, items: list[str], users: int, t0: float) -> list[dict]:
+    events = []
+    for u in range(users):
+        for step, item in enumerate(items):
+            events.append({"event_id": f"{prefix}-{u}-{step}", "ts": t0 + u * 60 + step,
+                           "user_id": f"{prefix}{u}", "type": "click", "item_id": item,
+                           "category": "books" if item.startswith("b") else "toys",
+                           "context": {"user_attrs": attrs}})
+    return events
+
+
+def test_a_user_known_only_by_attributes_gets_segment_recommendations(entry_point):
+    young = {"age_band": "18-24", "gender": "F"}
+    old = {"age_band": "55-64", "gender": "M"}
+    events = (_population("y", young, ["t1", "t2", "t3"], 15, T0)
+              + _population("o", old, ["b1", "b2", "b3"], 25, T0 + 5))
+    events.sort(key=lambda e: e["ts"])
+    newcomer = {"event_id": "n-1", "ts": T0 + 9000, "user_id": "newbie", "type": "search",
+                "context": {"query": "gift", "user_attrs": young}}
+    flow, out, _ = build_test_flow(events + [newcomer])
+    entry_point(flow)
+    rec = [r for r in _by_type(out, RecUpdate) if r.user_id == "newbie"][-1]
+    top3 = {i for i, _ in rec.items[:3]}
+    # Overall the "b" items are more popular; the segment says "t".
+    assert top3 == {"t1", "t2", "t3"}, rec.items
+    assert rec.strategy == "segment"
+
+
+def test_onboarding_preferences_drive_a_cold_list():
+    events = (_population("y", {}, ["t1", "t2"], 20, T0)
+              + _population("o", {}, ["b1", "b2"], 10, T0 + 5))
+    events.sort(key=lambda e: e["ts"])
+    newcomer = {"event_id": "n-1", "ts": T0 + 9000, "user_id": "reader", "type": "filter",
+                "context": {"facets": {"size": "m"}, "preferences": ["books"]}}
+    flow, out, _ = build_test_flow(events + [newcomer])
+    run_main(flow)
+    rec = [r for r in _by_type(out, RecUpdate) if r.user_id == "reader"][-1]
+    assert {i for i, _ in rec.items[:2]} == {"b1", "b2"}, rec.items
