@@ -176,14 +176,14 @@ def _run_phases(b: _Bench, report: dict) -> None:
     if "taobao" not in skip:
         tb = taobao_workload(n if opts.events or opts.quick else None, opts.taobao_dir)
         workloads.append(tb)
-    if "generated" not in skip or "recovery" not in skip or opts.profile_dir:
+    if "generated" not in skip or "recovery" not in skip:
         workloads.append(gen)
     baseline: dict[str, RunResult] = {}
     topics: dict[str, dict[int, str]] = {}
     for w in workloads:
         topics[w.name] = b.load(w, processes)
         if w.name == "generated" and "generated" in skip:
-            continue  # loaded only for the recovery or profile runs
+            continue  # loaded only for the recovery run
         for p in processes:
             for flow in flows:
                 result = b.run(flow, w, topics[w.name][p], p)
@@ -233,20 +233,22 @@ def _run_phases(b: _Bench, report: dict) -> None:
             delete_prefix(b.client, env["STREAMREC_PREFIX"])
         _say(opts, f"  memory: {report['memory']['kib_per_user']} KiB/user, "
                    f"{report['memory']['kib_per_item']} KiB/item")
-    if opts.profile_dir and gen is not None:
-        report["profile"] = _profile(b, gen, topics["generated"], processes)
+    if opts.profile_dir:
+        report["profile"] = _profile(b, workloads, topics, processes)
 
 
-def _profile(b: _Bench, gen: Workload, topics: dict[int, str], processes: list[int]) -> dict:
+def _profile(b: _Bench, workloads: list[Workload], topics: dict, processes: list[int]) -> dict:
+    """Unmeasured extra runs of the full pipeline under py-spy, one per dataset and size."""
     if not Profiler.available():
         _say(b.opts, "profile: py-spy not found (pip install py-spy); skipped")
         return {}
     out = {}
-    for p in processes:
-        prof = Profiler(Path(b.opts.profile_dir), f"full-generated-{p}p")
-        paths: list[Path] = []
-        b.run("full", gen, topics[p], p, label="-profiled", on_start=prof.attach,
-              finish=lambda: paths.extend(prof.finish()))
-        if paths:
-            out[f"full generated {p}p"] = summarise(paths)
+    for w in workloads:
+        for p in processes:
+            prof = Profiler(Path(b.opts.profile_dir), f"full-{w.name}-{p}p")
+            paths: list[Path] = []
+            b.run("full", w, topics[w.name][p], p, label="-profiled", on_start=prof.attach,
+                  finish=lambda: paths.extend(prof.finish()))
+            if paths:
+                out[f"full {w.name} {p}p"] = summarise(paths)
     return out

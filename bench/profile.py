@@ -123,9 +123,11 @@ def summarise_text(text: str, top: int = 15, root: str = "") -> dict:
                 for name, n in counter.most_common(top)]
 
     if not samples:
-        return {"samples": 0, "self": [], "total": [], "by_module": []}
+        return {"samples": 0, "self": [], "total": [], "project_total": [], "by_module": []}
+    # Names are already cut back to the repository, so project frames read "(operators/...".
+    ours = Counter({fn: n for fn, n in total.items() if any(f"({d}" in fn for d in _PROJECT_DIRS)})
     return {"samples": samples, "self": table(own, "function"), "total": table(total, "function"),
-            "by_module": table(modules, "module")}
+            "project_total": table(ours, "function"), "by_module": table(modules, "module")}
 
 
 def summarise(paths: list[Path], top: int = 15) -> dict:

@@ -160,6 +160,8 @@ def to_markdown(report: dict) -> str:
     for label, prof in (report.get("profile") or {}).items():
         out += [f"### Profile: {label} ({prof['samples']:,} samples)", ""]
         out += _table(["function (self)", "%"], [[r["function"], r["percent"]] for r in prof["self"][:12]])
+        out += _table(["project function (anywhere on the stack)", "%"],
+                      [[r["function"], r["percent"]] for r in prof.get("project_total", [])[:12]])
         out += _table(["project module (deepest frame)", "%"],
                       [[r["module"], r["percent"]] for r in prof["by_module"][:10]])
     return "\n".join(out)

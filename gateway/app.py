@@ -110,7 +110,11 @@ def create_app(settings: Settings, config: GatewayConfig, *, catalog: list[dict]
                                        queue_max=config.producer_queue,
                                        extra_config=settings.kafka_config)
         await anyio.to_thread.run_sync(state.producer.start)
-        state.redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=30)
+        # Point reads share a few connections; a burst of reconnecting clients waits for
+        # one (up to 5 s) instead of opening hundreds or failing.
+        pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=32,
+                                                        timeout=5, health_check_interval=30)
+        state.redis = aioredis.Redis(connection_pool=pool)
         # The reader blocks in XREAD: it gets a connection of its own.
         reader_client = aioredis.Redis.from_url(settings.redis_url, socket_keepalive=True)
         state.reader = RecsReader(reader_client, state.keys.recs, state.hub)

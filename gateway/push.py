@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 
+from redis.exceptions import RedisError
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -27,13 +28,19 @@ log = logging.getLogger("gateway.push")
 
 
 class Denied(Exception):
+    """The request is refused with ``status`` (401/403, or 503 when Redis fails)."""
+
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
 
     def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": 'Bearer realm="streamrec"'} if self.status == 401 else None
+        headers = None
+        if self.status == 401:
+            headers = {"WWW-Authenticate": 'Bearer realm="streamrec"'}
+        elif self.status == 503:
+            headers = {"Retry-After": "2"}
         return JSONResponse({"error": self.reason}, status_code=self.status, headers=headers)
 
 
@@ -57,7 +64,11 @@ def authorize(conn: HTTPConnection, user_id: str) -> float:
 
 
 async def _latest(conn: HTTPConnection, user_id: str) -> RecMessage | None:
-    raw = await conn.app.state.redis.get(conn.app.state.keys.latest(user_id))
+    try:
+        raw = await conn.app.state.redis.get(conn.app.state.keys.latest(user_id))
+    except (RedisError, OSError) as ex:
+        log.warning("gateway: reading a latest list failed: %s", ex)
+        raise Denied(503, "recommendation store unavailable") from None
     return message_from_latest(raw) if raw else None
 
 
@@ -65,9 +76,9 @@ async def latest_endpoint(request: Request) -> Response:
     user_id = request.path_params["user_id"]
     try:
         authorize(request, user_id)
+        msg = await _latest(request, user_id)
     except Denied as ex:
         return ex.response()
-    msg = await _latest(request, user_id)
     if msg is None:
         return JSONResponse({"error": "no recommendations yet", "user_id": user_id}, status_code=404)
     return Response(msg.body, media_type="application/json", headers={"Cache-Control": "no-store"})

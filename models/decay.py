@@ -75,13 +75,16 @@ class DecayedCounter:
     ``capacity``: amortised O(1) per add, and memory stays bounded.
     """
 
-    __slots__ = ("half_life", "capacity", "landmark", "weights")
+    __slots__ = ("half_life", "capacity", "landmark", "weights", "_top")
 
     def __init__(self, half_life: float, capacity: int) -> None:
         self.half_life = half_life
         self.capacity = capacity
         self.landmark: float | None = None
         self.weights: dict[str, float] = {}
+        # Decay scales every stored weight alike, so the order of the keys only changes
+        # on writes: the sorted head is cached until the next write.
+        self._top: tuple[int, list[tuple[str, float]]] | None = None
 
     def _scale(self, ts: float) -> float:
         if self.landmark is None:
@@ -91,10 +94,12 @@ class DecayedCounter:
             factor = math.exp(-exponent)
             self.weights = {k: v * factor for k, v in self.weights.items()}
             self.landmark = ts
+            self._top = None
             exponent = 0.0
         return math.exp(exponent)
 
     def add(self, key: str, weight: float, ts: float) -> None:
+        self._top = None
         weights = self.weights
         weights[key] = weights.get(key, 0.0) + weight * self._scale(ts)
         if len(weights) > self.capacity + (self.capacity >> 2) + 1:
@@ -102,13 +107,15 @@ class DecayedCounter:
 
     def set(self, key: str, value: float, ts: float) -> None:
         """Store ``value`` as the key's weight as of ``ts``."""
+        self._top = None
         self.weights[key] = value * self._scale(ts)
         if len(self.weights) > self.capacity + (self.capacity >> 2) + 1:
             self._prune()
 
     def _prune(self) -> None:
-        keep = heapq.nlargest(self.capacity, self.weights.items(), key=lambda kv: kv[1])
+        keep = heapq.nlargest(self.capacity, self.weights.items(), key=_weight)
         self.weights = dict(keep)
+        self._top = None
 
     def value(self, key: str, ts: float) -> float:
         scaled = self.weights.get(key)
@@ -127,14 +134,20 @@ class DecayedCounter:
         if not self.weights:
             return []
         factor = self.factor(ts)
-        best = heapq.nlargest(n, self.weights.items(), key=lambda kv: kv[1])
-        return [(k, v * factor) for k, v in best if v > 0.0]
+        cached = self._top
+        if cached is not None and cached[0] >= n:
+            best = cached[1][:n]
+        else:
+            best = [kv for kv in heapq.nlargest(n, self.weights.items(), key=_weight) if kv[1] > 0.0]
+            self._top = (n, best)
+        return [(k, v * factor) for k, v in best]
 
     def total(self, ts: float) -> float:
         return sum(self.weights.values()) * self.factor(ts)
 
     def remove(self, key: str) -> None:
-        self.weights.pop(key, None)
+        if self.weights.pop(key, None) is not None:
+            self._top = None
 
     def __len__(self) -> int:
         return len(self.weights)
@@ -147,9 +160,14 @@ class DecayedCounter:
 
     def __setstate__(self, state):
         self.half_life, self.capacity, self.landmark, self.weights = state
+        self._top = None
 
     def copy(self) -> "DecayedCounter":
         c = DecayedCounter(self.half_life, self.capacity)
         c.landmark = self.landmark
         c.weights = dict(self.weights)
         return c
+
+
+def _weight(kv: tuple[str, float]) -> float:
+    return kv[1]

@@ -86,11 +86,19 @@ class SeenFilter:
     def empty() -> bytearray:
         return bytearray(SeenFilter.BITS // 8)
 
+    _cache: dict[str, tuple[int, int, int]] = {}  # item -> bit slots; a pure-function cache
+
     @staticmethod
     def _slots(item: str) -> tuple[int, int, int]:
-        raw = item.encode()
-        h = zlib.crc32(raw)
-        return h & 0xFFF, (h >> 12) & 0xFFF, zlib.adler32(raw) & 0xFFF
+        slots = SeenFilter._cache.get(item)
+        if slots is None:
+            raw = item.encode()
+            h = zlib.crc32(raw)
+            slots = (h & 0xFFF, (h >> 12) & 0xFFF, zlib.adler32(raw) & 0xFFF)
+            if len(SeenFilter._cache) > 500_000:
+                SeenFilter._cache.clear()
+            SeenFilter._cache[item] = slots
+        return slots
 
     @staticmethod
     def add(bits: bytearray, item: str) -> bytearray:
@@ -102,7 +110,9 @@ class SeenFilter:
     def contains(bits: bytes | bytearray | None, item: str) -> bool:
         if not bits:
             return False
-        return all(bits[s >> 3] & (1 << (s & 7)) for s in SeenFilter._slots(item))
+        a, b, c = SeenFilter._slots(item)
+        return bool(bits[a >> 3] & (1 << (a & 7)) and bits[b >> 3] & (1 << (b & 7))
+                    and bits[c >> 3] & (1 << (c & 7)))
 
 
 @dataclass
@@ -226,28 +236,35 @@ def _diversify(ranked: list[tuple[str, float]], item_category: Mapping[str, str]
         return [(i, round(s, 6)) for i, s in ranked[:k]]
     # Damping is multiplicative, so scores must be positive; a negative learned weight
     # (e.g. for already-seen items) can push some below zero: shift only then.
+    ranked = ranked[: k * 2]  # diversity reorders the head; the tail never reaches the list
     low = min(0.0, min(s for _, s in ranked))
-    pool = [(i, s - low + 1e-9) for i, s in ranked]
+    items = [i for i, _ in ranked]
+    scores = [sc - low + 1e-9 for _, sc in ranked]  # positive, same order
+    cats = [item_category.get(i) for i in items]
+    alive = [True] * len(items)
     picked: list[tuple[str, float]] = []
     shown: dict[str, int] = {}
     damp = 1.0 - cfg.diversity
-    while pool and len(picked) < k:
+    cap = cfg.max_per_category
+    while len(picked) < k:
         best_i, best_adj = -1, -1.0
-        for idx, (item, s) in enumerate(pool):
-            if s <= best_adj:
+        for idx, sc in enumerate(scores):
+            if sc <= best_adj:
                 break  # sorted by raw score: nothing further can beat best_adj
-            cat = item_category.get(item)
-            n = shown.get(cat, 0) if cat else 0
-            if cfg.max_per_category and cat and n >= cfg.max_per_category:
+            if not alive[idx]:
                 continue
-            adj = s * (damp**n) if n else s
+            cat = cats[idx]
+            n = shown.get(cat, 0) if cat else 0
+            if n and cap and n >= cap:
+                continue
+            adj = sc * damp**n if n else sc
             if adj > best_adj:
                 best_i, best_adj = idx, adj
         if best_i < 0:
             break
-        item, _ = pool.pop(best_i)
-        cat = item_category.get(item)
+        alive[best_i] = False
+        cat = cats[best_i]
         if cat:
             shown[cat] = shown.get(cat, 0) + 1
-        picked.append((item, round(best_adj + low, 6)))
+        picked.append((items[best_i], round(best_adj + low, 6)))
     return picked

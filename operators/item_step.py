@@ -24,7 +24,7 @@ class ItemStepConfig:
     popularity_half_life: float = 6 * 3600.0
     max_neighbours: int = 80
     answer_neighbours: int = 40
-    rank_shards: int = 32
+    rank_shards: int = 8
     trend_shards: int = 4
     report_growth: float = 1.25
 

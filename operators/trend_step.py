@@ -24,7 +24,7 @@ __all__ = ["TrendStepConfig", "TrendLogic"]
 @dataclass(frozen=True)
 class TrendStepConfig:
     half_life: float = 6 * 3600.0
-    rank_shards: int = 32
+    rank_shards: int = 8
     batch: int = 200
 
 

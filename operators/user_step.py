@@ -24,7 +24,7 @@ __all__ = ["UserStepConfig", "UserLogic", "scatter"]
 @dataclass(frozen=True)
 class UserStepConfig:
     profile: ProfileConfig = field(default_factory=ProfileConfig)
-    rank_shards: int = 32
+    rank_shards: int = 8
     query_items: int = 3  # recent items whose followers are asked for
     covis_window: int = 5  # earlier session items that learn "this came after you"
     anchor_decay: float = 0.5

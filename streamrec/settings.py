@@ -92,7 +92,7 @@ class Settings:
     answer_neighbours: int = 40
     query_items: int = 3
     # Ranking
-    rank_shards: int = 32
+    rank_shards: int = 8
     trend_shards: int = 4
     repeat_policy: str = "allow"  # "allow" (learned `seen` weight) | "demote" | "exclude"
     repeat_factor: float = 0.6

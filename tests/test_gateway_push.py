@@ -184,8 +184,8 @@ def test_every_connection_of_a_user_gets_the_list_and_a_stalled_one_holds_up_nob
     try:
         for r in readers:
             r.wait(1)
-        for seq in range(2, 302):  # ~4 KB per list: far more than the stalled socket holds
-            publish(gateway, "dave", seq, [f"p{seq}"], pad=4000)
+        for seq in range(2, 302):  # ~16 KB per list, ~5 MB in all: far more than the stalled socket holds
+            publish(gateway, "dave", seq, [f"p{seq}"], pad=16000)
         for r in readers:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and (not r.events or r.events[-1]["id"] != "301"):

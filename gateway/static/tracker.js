@@ -125,13 +125,12 @@ export function createTracker(options = {}) {
   }
 
   function drainImpressions() {
-    for (const [recId, items] of impressions) {
-      if (items.length) queue.push({
-        event_id: uid(), ts: now() / 1000, user_id: userId(), session_id: sessionId(), type: "impression",
-        context: { page: o.page || location.pathname, items, ...(recId ? { rec_id: recId } : { list: "page" }) },
-      });
-    }
+    const lists = [...impressions];
     impressions.clear();
+    for (const [recId, items] of lists) {
+      // One event per list: the items of that list that entered the viewport.
+      if (items.length) track("impression", { context: { items, ...(recId ? { rec_id: recId } : { list: "page" }) } });
+    }
   }
 
   function flush({ beacon = false } = {}) {

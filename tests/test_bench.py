@@ -1,0 +1,73 @@
+"""`streamrec bench` at tiny sizes: every phase runs and yields sane numbers (no timing bars)."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import math
+
+import orjson
+import pytest
+import redis
+
+from bench.harness import BenchOptions, run_bench
+from bench.report import to_markdown
+
+BENCH_MODULES = ["bench.ceiling", "bench.workload", "bench.process", "bench.profile", "bench.report"]
+
+
+@pytest.mark.parametrize("name", BENCH_MODULES)
+def test_bench_doctests(name):
+    # testpaths collects doctests from models/ only; the harness's own examples run here.
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.integration
+def test_bench_runs_every_phase_at_tiny_sizes(kafka, redis_server, tmp_path):
+    opts = BenchOptions(events=1500, skip=frozenset({"taobao"}), latency_seconds=1.0,
+                        memory_events=800, json_path=str(tmp_path / "bench.json"),
+                        markdown_path=str(tmp_path / "bench.md"), keep_dir=str(tmp_path / "work"),
+                        progress=False, bootstrap=kafka.bootstrap, redis_url=redis_server.url,
+                        run_timeout=180)
+    report = run_bench(opts)
+
+    runs = report["throughput"]
+    assert {(r["flow"], r["processes"], r["recovery"]) for r in runs} == {
+        ("ceiling", 1, False), ("full", 1, False), ("ceiling", 2, False), ("full", 2, False),
+        ("full", 1, True)}
+    for r in runs:
+        assert r["complete"] and r["events"] == 1500, r
+        assert 0 < r["matched"] == r["users"] <= 1500
+        assert r["events_per_s"] > 0 and r["seconds"] > 0 and r["cpu_us_per_event"] > 0
+        assert r["rss_mib"] > 10
+    # The ceiling answers every event; the full pipeline conflates per batch.
+    ceiling = next(r for r in runs if r["flow"] == "ceiling" and r["processes"] == 1)
+    assert ceiling["recs_added"] == 1500
+    ratios = report["ratios"]["generated"]
+    assert all(v is not None and v > 0 for v in ratios.values()), ratios
+
+    assert [row["label"] for row in report["latency"]] == ["1000/s", "5000/s", "80% of max"]
+    for row in report["latency"]:
+        assert row["entries"] > 0 and row["samples"] > 0
+        assert 0 < row["p50"] <= row["p95"] <= row["p99"] <= row["max"] < 120_000
+
+    mem = report["memory"]
+    assert mem["rss_serving_mib"] > 10 and mem["active_users"] > 0
+    assert mem["users_answered"] == mem["users_expected"] > 0
+    assert math.isfinite(mem["kib_per_user"]) and math.isfinite(mem["kib_per_item"])
+
+    rec = report["recovery"]
+    assert rec["complete"] and rec["with_events_per_s"] > 0 and rec["store_mib"] > 0
+
+    assert {t["target"] for t in report["targets"]} >= {
+        "generated: full >= 50% of ceiling, 1 process", "p99 <= 50 ms at 1000/s",
+        "<= 2 KiB RSS per active user"}
+    saved = orjson.loads((tmp_path / "bench.json").read_bytes())
+    assert saved["throughput"] == runs and saved["machine"]["nproc"] >= 1
+    markdown = (tmp_path / "bench.md").read_text()
+    assert markdown == to_markdown(report) + "\n"
+    assert "| generated | full | 1 |" in markdown and "### Latency" in markdown
+    # Every run cleaned up its Redis keys.
+    client = redis.Redis.from_url(redis_server.url)
+    assert not list(client.scan_iter("bench-*", count=1000))
