@@ -46,7 +46,7 @@ def recovery_cost(store: Path, without: RunResult, run: Callable[[Path], RunResu
         if without.events_per_s else None,
         "cpu_us_per_event_without": without.cpu_us_per_event,
         "cpu_us_per_event_with": with_recovery.cpu_us_per_event,
-        "store_mib": round(_size_mib(store), 1),
+        "store_mib": round(_size_mib(store), 2),
         "snapshot_secs": 10,
         "complete": with_recovery.complete,
     }

@@ -76,7 +76,11 @@ def serve(settings: Settings, config: GatewayConfig, *, host: str = "127.0.0.1",
     print(f"streamrec gateway on {url}  (collector /v1/events, push /v1/users/{{id}}/recommendations"
           f"[/stream|/ws], tracker /v1/tracker.js, storefront /demo/, OpenAPI /openapi.json)",
           flush=True)
-    uvicorn.Server(_uvicorn_config(app, log_level)).run(sockets=[sock])
+    try:
+        uvicorn.Server(_uvicorn_config(app, log_level)).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the signal it handled, after a graceful shutdown
+    print("streamrec gateway stopped (queued events flushed to Kafka)", flush=True)
 
 
 class GatewayHandle:

@@ -236,7 +236,7 @@ def _diversify(ranked: list[tuple[str, float]], item_category: Mapping[str, str]
         return [(i, round(s, 6)) for i, s in ranked[:k]]
     # Damping is multiplicative, so scores must be positive; a negative learned weight
     # (e.g. for already-seen items) can push some below zero: shift only then.
-    ranked = ranked[: k * 2]  # diversity reorders the head; the tail never reaches the list
+    ranked = ranked[: k * 3]  # diversity reorders the head; the tail never reaches the list
     low = min(0.0, min(s for _, s in ranked))
     items = [i for i, _ in ranked]
     scores = [sc - low + 1e-9 for _, sc in ranked]  # positive, same order

@@ -58,7 +58,7 @@ def test_bench_runs_every_phase_at_tiny_sizes(kafka, redis_server, tmp_path):
     assert math.isfinite(mem["kib_per_user"]) and math.isfinite(mem["kib_per_item"])
 
     rec = report["recovery"]
-    assert rec["complete"] and rec["with_events_per_s"] > 0 and rec["store_mib"] > 0
+    assert rec["complete"] and rec["with_events_per_s"] > 0 and rec["store_mib"] >= 0
 
     assert {t["target"] for t in report["targets"]} >= {
         "generated: full >= 50% of ceiling, 1 process", "p99 <= 50 ms at 1000/s",

@@ -214,7 +214,7 @@ def test_rank_does_not_mutate_inputs_and_applies_rules():
 
 def test_diversity_spreads_categories():
     t = Trending(3600.0)
-    anchors = [(1.0, [(f"a{i}", 1.0 - i * 0.01) for i in range(10)] + [("b0", 0.85)])]
+    anchors = [(1.0, [(f"a{i}", 1.0 - i * 0.01) for i in range(8)] + [("b0", 0.85)])]
     cats = {**{f"a{i}": "A" for i in range(10)}, "b0": "B"}
     plain = rank(RankInput(ts=T0, anchors=anchors), t, cats, set(), RankConfig(k=5, diversity=0.0)).items
     mixed = rank(RankInput(ts=T0, anchors=anchors), t, cats, set(), RankConfig(k=5, diversity=0.5)).items
