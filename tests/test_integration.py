@@ -80,9 +80,10 @@ def _wait_for(predicate, workers: WorkerGroup, timeout: float = 90.0, what: str 
     pytest.fail(f"timed out waiting for {what}:\n{workers.log_tail()}")
 
 
-@pytest.mark.parametrize("processes", [1, 2])
+@pytest.mark.parametrize("processes, workers", [(1, 1), (2, 1), (1, 2)],
+                         ids=["1-process", "2-processes", "1-process-2-workers"])
 def test_worker_writes_a_list_for_every_user_and_files_bad_input(
-    kafka, redis_server, redis_client, unique_topic, tmp_path, processes
+    kafka, redis_server, redis_client, unique_topic, tmp_path, processes, workers
 ):
     topic, prefix = unique_topic, f"it{uuid.uuid4().hex[:6]}"
     ensure_topics(kafka.bootstrap, {topic: 2, f"{topic}-items": 1, f"{topic}.dlq": 1})
@@ -96,16 +97,16 @@ def test_worker_writes_a_list_for_every_user_and_files_bad_input(
             mixed.append((b"bad", BAD_EVENTS[n // 30][0]))
     _produce(kafka.bootstrap, topic, mixed)
     users = {e["user_id"] for e in events if e.get("item_id")}
-    workers = WorkerGroup(_env(kafka, redis_server, topic, prefix), processes=processes,
-                          log_dir=tmp_path / "logs").start()
+    group = WorkerGroup(_env(kafka, redis_server, topic, prefix), processes=processes,
+                        workers=workers, log_dir=tmp_path / "logs").start()
     try:
         _wait_for(lambda: all(redis_client.exists(f"{prefix}:latest:{u}") for u in users)
                   and redis_client.xlen(f"{prefix}:dlq") >= len(BAD_EVENTS),
-                  workers, what="a latest list for every user and every dead letter")
+                  group, what="a latest list for every user and every dead letter")
         time.sleep(1.0)
-        assert workers.alive(), workers.log_tail()
+        assert group.alive(), group.log_tail()
     finally:
-        workers.stop()
+        group.stop()
 
     # The output contract, field by field.
     entries = redis_client.xrange(f"{prefix}:recs", count=50)
@@ -133,6 +134,21 @@ def test_worker_writes_a_list_for_every_user_and_files_bad_input(
     assert reasons == expected
     for _, f in dlq:
         assert len(f[b"payload"]) <= 2048 and f[b"source"] == b"events"
+
+    # ... and in the Kafka dead-letter topic, with the reason in a header.
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "dlq-check",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(f"{topic}.dlq", 0, 0)])
+    kafka_reasons = []
+    deadline = time.monotonic() + 20
+    while len(kafka_reasons) < len(BAD_EVENTS) and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and not msg.error():
+            kafka_reasons.append(dict(msg.headers())["reason"].decode())
+    consumer.close()
+    assert sorted(kafka_reasons) == expected
 
 
 def test_sigkill_and_restart_with_recovery_keeps_profile_state(
