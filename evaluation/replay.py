@@ -136,6 +136,7 @@ def _settings_env(s: Settings) -> dict[str, str]:
             "STREAMREC_W_SEEN": str(s.w_seen),
             "STREAMREC_LEARN_BLEND": "1" if s.learn_blend else "0",
             "STREAMREC_BLEND_LEARNING_RATE": str(s.blend_learning_rate),
+            "STREAMREC_FEEDBACK_NEGATIVES": str(s.feedback_negatives),
             "STREAMREC_W_SEGMENT": str(s.w_segment),
             "STREAMREC_W_TRENDING": str(s.w_trending),
             "STREAMREC_MAX_NEIGHBOURS": str(s.max_neighbours),

@@ -2,9 +2,6 @@
 load test: topics, a generated catalog (sent to the items topic so the worker knows
 categories), some warm-up traffic (so co-visitation and trending exist), the real worker
 (``python -m bytewax.run dataflows.recommend``) and the gateway in a thread.
-
->>> LocalPipeline.__init__.__doc__.split(".")[0]
-'Start everything against a running broker (``bootstrap``) and Redis (``redis_url``)'
 """
 
 from __future__ import annotations

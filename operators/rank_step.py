@@ -196,10 +196,11 @@ class RankLogic(StatefulBatchLogic):
             idx = candidates.index(chosen)
         except ValueError:
             return  # no signal proposed it: nothing to learn about their balance
+        span = self.cfg.ranking.feedback_negatives
         if idx == 0:
-            negatives = features[1:6]
+            negatives = features[1 : 1 + span]
         else:
-            negatives = features[max(0, idx - 10) : idx]
+            negatives = features[max(0, idx - span) : idx]
         blend = self.state.blend
         blend.learn(features[idx].astype(np.float64), negatives.astype(np.float64))
         if blend.updates % 2000 == 0:

@@ -114,6 +114,7 @@ def run_demo(opts: DemoOptions, out=sys.stdout) -> dict:
     kafka = EmbeddedKafka(log_dir=workdir)
     store = EmbeddedRedis(log_dir=workdir)
     workers: WorkerGroup | None = None
+    gateway = None
     summary: dict = {}
     try:
         print(f"starting the embedded broker and Redis (logs in {workdir}) ...", file=out)
@@ -142,6 +143,11 @@ def run_demo(opts: DemoOptions, out=sys.stdout) -> dict:
         keys = RedisKeys(opts.prefix)
         startup = _wait_until_serving(kafka.bootstrap, events_topic, client, keys, workers)
         print(f"worker serving after {startup:.1f}s", file=out)
+        from gateway import serve_in_thread
+
+        gateway = serve_in_thread(env, catalog=catalog)
+        print(f"storefront: {gateway.storefront_url}  (click products; the panel updates live)",
+              file=out)
         start_id = (client.xinfo_stream(keys.recs)["last-generated-id"]
                     if client.exists(keys.recs) else "0-0")
         if opts.bad_share:
@@ -186,6 +192,8 @@ def run_demo(opts: DemoOptions, out=sys.stdout) -> dict:
     finally:
         stop.set()
         signal.signal(signal.SIGTERM, previous_sigterm)
+        if gateway is not None:
+            gateway.stop()
         if workers is not None:
             if workers.procs and not workers.alive():
                 print("worker exited early; its log:\n" + workers.log_tail(), file=out)

@@ -10,6 +10,8 @@
     The message carries the tail of the service's log.
 ``DatasetError``
     A dataset file is missing or not in the documented format.
+``gateway.tokens.TokenError``
+    A gateway access token is missing, forged, expired or for another user (HTTP 401/403).
 
 Bad *input events* are not exceptions: they are data and go to the dead-letter
 outputs with a reason (see ``models.events``).

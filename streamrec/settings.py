@@ -104,6 +104,7 @@ class Settings:
     w_seen: float = 0.0
     learn_blend: bool = True
     blend_learning_rate: float = 0.05
+    feedback_negatives: int = 10
     w_category: float = 0.25
     w_segment: float = 0.25
     w_trending: float = 0.05
@@ -184,6 +185,7 @@ class Settings:
         number("STREAMREC_W_SESSION", "w_session", float, 0.0)
         number("STREAMREC_W_SEEN", "w_seen", float, -1e9)
         number("STREAMREC_BLEND_LEARNING_RATE", "blend_learning_rate", float, 0.0)
+        number("STREAMREC_FEEDBACK_NEGATIVES", "feedback_negatives", int, 1)
         flag("STREAMREC_LEARN_BLEND", "learn_blend")
         number("STREAMREC_W_SEGMENT", "w_segment", float, 0.0)
         number("STREAMREC_W_TRENDING", "w_trending", float, 0.0)
