@@ -56,7 +56,7 @@ class RankConfig:
     learn_blend: bool = True
     learning_rate: float = 0.05
     feedback_candidates: int = 30
-    feedback_negatives: int = 10
+    feedback_negatives: int = 30
 
 
 def prior_weights(cfg: RankConfig) -> np.ndarray:

@@ -104,7 +104,7 @@ class Settings:
     w_seen: float = 0.0
     learn_blend: bool = True
     blend_learning_rate: float = 0.05
-    feedback_negatives: int = 10
+    feedback_negatives: int = 30
     w_category: float = 0.25
     w_segment: float = 0.25
     w_trending: float = 0.05
