@@ -12,6 +12,7 @@ One ``ItemState`` per item, keyed by item in the dataflow, so every update and e
 
 from __future__ import annotations
 
+from models.content import item_vector
 from models.decay import DecayedCounter, DecayedScalar
 
 __all__ = ["ItemState"]
@@ -21,7 +22,7 @@ class ItemState:
     """What the flow knows about one item."""
 
     __slots__ = ("item_id", "category", "tags", "available", "price", "popularity", "neighbours",
-                 "in_catalog", "reported", "reported_ts")
+                 "in_catalog", "reported", "reported_ts", "vector")
 
     def __init__(self, item_id: str) -> None:
         self.item_id = item_id
@@ -34,6 +35,7 @@ class ItemState:
         self.in_catalog = False
         self.reported = 0.0  # popularity last sent to the trending aggregator
         self.reported_ts = 0.0
+        self.vector: bytes | None = None  # content features, see models.content
 
     def __getstate__(self):
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -57,6 +59,9 @@ class ItemState:
         price = record.get("price")
         if isinstance(price, (int, float)) and not isinstance(price, bool):
             self.price = float(price)
+        attributes = record.get("attributes")
+        self.vector = item_vector(self.category, self.tags,
+                                  attributes if isinstance(attributes, dict) else None)
         self.in_catalog = True
         return was != self.available
 
@@ -64,6 +69,8 @@ class ItemState:
         """Count one interaction with this item (popularity) and learn its category."""
         if category and self.category is None:
             self.category = category
+            if self.vector is None:
+                self.vector = item_vector(category, (), None)
         if self.popularity is None:
             self.popularity = DecayedScalar(half_life)
         if weight > 0:

@@ -8,6 +8,9 @@ Signals (each a distribution over candidates, so weights are comparable):
   then onboarding preferences);
 - ``segment``: what users of the same segment (age band, gender) engage with;
 - ``trending``: decayed popularity overall, the cold-start fallback;
+- ``content``: cosine between the candidate's catalog features (category, tags,
+  attributes; see ``models.content``) and the user's recency-weighted content vector,
+  over the candidates above plus the nearest items of the shard's vector index;
 - ``seen``: 1 for items the user has already interacted with (its learned weight is the
   adaptive repeat policy), and two cold-start interactions.
 
@@ -27,15 +30,16 @@ from typing import Mapping
 import numpy as np
 
 from models.blend import OnlineBlend
+from models.content import VectorIndex
 from models.trending import Trending
 
 __all__ = ["RankConfig", "RankInput", "RankResult", "rank", "FEATURES", "prior_weights",
            "SeenFilter"]
 
-FEATURES = ("covis", "session", "category", "segment", "trending", "seen", "covis_cold",
-            "trending_cold")
+FEATURES = ("covis", "session", "category", "segment", "trending", "content", "seen",
+            "covis_cold", "trending_cold")
 _F = {name: i for i, name in enumerate(FEATURES)}
-SIGNALS = FEATURES[:5]
+SIGNALS = FEATURES[:6]
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,9 @@ class RankConfig:
     w_category: float = 0.25
     w_segment: float = 0.25
     w_trending: float = 0.05
+    w_content: float = 0.1
     w_seen: float = 0.0
+    content_candidates: int = 30
     session_decay: float = 0.6
     candidates_per_category: int = 30
     repeat_policy: str = "allow"  # allow (the learned `seen` weight decides) | demote | exclude
@@ -66,6 +72,7 @@ def prior_weights(cfg: RankConfig) -> np.ndarray:
     w[_F["category"]] = cfg.w_category
     w[_F["segment"]] = cfg.w_segment
     w[_F["trending"]] = cfg.w_trending
+    w[_F["content"]] = cfg.w_content
     w[_F["seen"]] = cfg.w_seen
     return w
 
@@ -128,6 +135,7 @@ class RankInput:
     excluded: list[str] = field(default_factory=list)
     seen_filter: bytes | None = None  # the user's whole history
     cold: bool = False
+    content: np.ndarray | None = None  # the user's content vector
 
 
 @dataclass
@@ -156,15 +164,17 @@ def _category_mix(inp: RankInput) -> list[tuple[str, float]]:
     return sorted(mix.items(), key=lambda kv: -kv[1])[:4]
 
 
-def _signals(inp: RankInput, trending: Trending, cfg: RankConfig) -> dict[str, list]:
-    """Per-candidate signal values: item -> [covis, session, category, segment, trending]."""
+def _signals(inp: RankInput, trending: Trending, cfg: RankConfig,
+             vectors: VectorIndex | None) -> dict[str, list]:
+    """Per-candidate signal values: item -> [covis, session, category, segment, trending,
+    content]."""
     table: dict[str, list] = {}
 
     def add(col: int, pairs: list[tuple[str, float]], scale: float) -> None:
         for item, p in pairs:
             row = table.get(item)
             if row is None:
-                row = table[item] = [0.0, 0.0, 0.0, 0.0, 0.0]
+                row = table[item] = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
             row[col] += scale * p
 
     anchor_total = sum(a for a, _ in inp.anchors) or 1.0
@@ -181,6 +191,16 @@ def _signals(inp: RankInput, trending: Trending, cfg: RankConfig) -> dict[str, l
     if inp.segment:
         add(3, _normalised(trending.top_segment(inp.segment, cfg.candidates_per_category, ts)), 1.0)
     add(4, _normalised(trending.top(cfg.candidates_per_category * 2, ts)), 1.0)
+    if inp.content is not None and vectors is not None and len(vectors):
+        for item, _ in vectors.nearest(inp.content, cfg.content_candidates):
+            if item not in table:
+                table[item] = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        items = list(table)
+        sims = np.clip(vectors.cosine(inp.content, items), 0.0, None)
+        total = float(sims.sum())
+        if total > 0.0:
+            for item, sim in zip(items, sims / total):
+                table[item][5] = float(sim)
     return table
 
 
@@ -191,9 +211,10 @@ def rank(
     unavailable: frozenset[str] | set[str],
     cfg: RankConfig,
     blend: OnlineBlend | None = None,
+    vectors: VectorIndex | None = None,
 ) -> RankResult:
     """Score every candidate with the blend, apply the rules, diversify, keep the top K."""
-    table = _signals(inp, trending, cfg)
+    table = _signals(inp, trending, cfg, vectors)
     for item in inp.excluded:
         table.pop(item, None)
     if unavailable:
@@ -208,7 +229,7 @@ def rank(
         return RankResult([], "empty", [], np.zeros((0, len(FEATURES))))
     items = list(table)
     X = np.zeros((len(items), len(FEATURES)))
-    X[:, :5] = np.array(list(table.values()))
+    X[:, :6] = np.array(list(table.values()))
     X[:, _F["seen"]] = [1.0 if (i in session or SeenFilter.contains(seen_filter, i)) else 0.0
                         for i in items]
     if inp.cold:
@@ -222,7 +243,7 @@ def rank(
     keep = order[: max(cfg.k * 4, cfg.feedback_candidates)]
     ranked = [(items[i], float(scores[i])) for i in keep]
     top = _diversify(ranked, item_category, cfg)
-    contrib = (X[keep[: cfg.k]] * weights).sum(axis=0)[:5]
+    contrib = (X[keep[: cfg.k]] * weights).sum(axis=0)[:6]
     strategy = SIGNALS[int(np.argmax(contrib))] if contrib.max() > 0 else "trending"
     fb = keep[: cfg.feedback_candidates]
     return RankResult(top, strategy, [items[i] for i in fb], X[fb].astype(np.float32))

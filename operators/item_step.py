@@ -59,7 +59,8 @@ class ItemLogic(StatefulBatchLogic):
                         pop = state.report_due(ts, cfg.report_growth, cfg.popularity_half_life)
                         if pop is not None:
                             out.append(PopularityReport(trend_shard(self.item_id, cfg.trend_shards),
-                                                        self.item_id, state.category, pop, ts))
+                                                        self.item_id, state.category, pop, ts,
+                                                        state.vector))
                 if msg.followers:
                     state.learn_followers(msg.followers, ts, cfg.covis_half_life, cfg.max_neighbours)
                 if msg.anchor_weight > 0.0:
@@ -67,7 +68,7 @@ class ItemLogic(StatefulBatchLogic):
                         ItemAnswer(
                             msg.reply_to, msg.user_id, msg.seq, self.item_id, msg.anchor_weight,
                             state.category, state.popularity_at(ts) if state.available else 0.0,
-                            state.followers(cfg.answer_neighbours, ts),
+                            state.followers(cfg.answer_neighbours, ts), state.vector,
                         )
                     )
             elif isinstance(msg, CatalogRecord):

@@ -36,6 +36,7 @@ class PopularityReport:
     category: str | None
     popularity: float
     ts: float
+    vector: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -54,7 +55,7 @@ class TrendDelta:
     """From a trending aggregator to every rank shard: new popularity values."""
 
     route: str
-    items: list  # [(item_id, category, popularity, ts)]
+    items: list  # [(item_id, category, popularity, ts, content vector)]
     segments: list  # [(segment, item_id, value, ts)]
 
 
@@ -101,6 +102,7 @@ class ItemAnswer:
     category: str | None
     popularity: float
     followers: list  # [(item_id, probability)]
+    vector: bytes | None = None  # the item's content vector
 
 
 @dataclass(slots=True)

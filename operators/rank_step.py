@@ -19,6 +19,7 @@ from bytewax.operators import StatefulBatchLogic
 import numpy as np
 
 from models.blend import OnlineBlend
+from models.content import VectorIndex, user_vector
 from models.ranking import FEATURES, RankConfig, RankInput, prior_weights, rank
 from models.trending import Trending
 from operators.messages import (
@@ -40,11 +41,12 @@ class RankStepConfig:
     max_users: int = 200_000
     max_item_categories: int = 50_000
     max_feedback_users: int = 5_000
+    max_item_vectors: int = 20_000
 
 
 class RankShardState:
     __slots__ = ("trending", "item_category", "unavailable", "pending", "last_seq", "forgotten",
-                 "blend", "shown")
+                 "blend", "shown", "vectors")
 
     def __init__(self, cfg: RankStepConfig) -> None:
         self.trending = Trending(cfg.trending_half_life)
@@ -58,6 +60,7 @@ class RankShardState:
         # user -> (candidates best first, their feature rows): what the blend learns from
         # when the user's next item event shows which one they chose.
         self.shown: dict[str, tuple[list[str], np.ndarray]] = {}
+        self.vectors = VectorIndex(cfg.max_item_vectors)
 
     def __getstate__(self):
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -92,6 +95,8 @@ class RankLogic(StatefulBatchLogic):
                 slot = st.pending.setdefault((msg.user_id, msg.seq), [None, []])
                 slot[1].append(msg)
                 self._learn_category(msg.item_id, msg.category)
+                if msg.vector is not None:
+                    st.vectors.put(msg.item_id, msg.vector)
             elif isinstance(msg, RankRequest):
                 if msg.seq == 1:
                     st.forgotten.pop(msg.user_id, None)  # a new life after erasure
@@ -101,10 +106,12 @@ class RankLogic(StatefulBatchLogic):
                 slot[0] = msg
             elif isinstance(msg, TrendDelta):
                 trending = st.trending
-                for item, category, popularity, ts in msg.items:
+                for item, category, popularity, ts, vector in msg.items:
                     if item not in st.unavailable:
                         trending.observe(item, category, popularity, ts)
                         self._learn_category(item, category)
+                        if vector is not None:
+                            st.vectors.put(item, vector)
                 for segment, item, value, ts in msg.segments:
                     trending.set_segment(segment, item, value, ts)
                 continue
@@ -165,9 +172,10 @@ class RankLogic(StatefulBatchLogic):
                 excluded=request.excluded,
                 seen_filter=request.seen_filter,
                 cold=request.cold,
+                content=user_vector([(a.anchor_weight, a.vector) for a in answers if a.vector]),
             )
             result = rank(inp, st.trending, st.item_category, st.unavailable, cfg.ranking,
-                          st.blend)
+                          st.blend, st.vectors)
             items, strategy = result.items, result.strategy
             if cfg.ranking.learn_blend and result.candidates:
                 shown = st.shown

@@ -26,10 +26,11 @@ class TrendStepConfig:
     half_life: float = 6 * 3600.0
     rank_shards: int = 8
     batch: int = 200
+    max_delay: float = 30.0  # event-time seconds a report may wait for its batch
 
 
 class _TrendState:
-    __slots__ = ("trending", "reports", "broadcasts", "items", "segments")
+    __slots__ = ("trending", "reports", "broadcasts", "items", "segments", "oldest")
 
     def __init__(self, half_life: float) -> None:
         self.trending = Trending(half_life)
@@ -37,6 +38,7 @@ class _TrendState:
         self.broadcasts = 0
         self.items: dict[str, tuple] = {}  # item -> (item, category, popularity, ts)
         self.segments: dict[tuple[str, str], tuple] = {}
+        self.oldest: float | None = None  # event time of the oldest unsent report
 
     def __getstate__(self):
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -53,9 +55,11 @@ class TrendLogic(StatefulBatchLogic):
 
     def on_batch(self, values: list) -> tuple[Iterable, bool]:
         st = self.state
+        latest = st.oldest
         for msg in values:
             if isinstance(msg, PopularityReport):
-                st.items[msg.item_id] = (msg.item_id, msg.category, msg.popularity, msg.ts)
+                st.items[msg.item_id] = (msg.item_id, msg.category, msg.popularity, msg.ts,
+                                         msg.vector)
             elif isinstance(msg, SegmentHit):
                 st.trending.observe_segment(msg.segment, msg.item_id, msg.weight, msg.ts)
                 value = st.trending.segment_value(msg.segment, msg.item_id, msg.ts)
@@ -64,14 +68,21 @@ class TrendLogic(StatefulBatchLogic):
                 err = f"trend step got an unexpected {type(msg).__name__}"
                 raise TypeError(err)
             st.reports += 1
-        # Young aggregators broadcast after 1, 2, 4, ... reports: cold start warms fast.
+            if st.oldest is None:
+                st.oldest = msg.ts
+            latest = msg.ts if latest is None else max(latest, msg.ts)
+        # Young aggregators broadcast after 1, 2, 4, ... reports: cold start warms fast;
+        # under light traffic a report waits at most max_delay of event time (checked
+        # as further reports arrive).
         due = min(self.cfg.batch, 1 << min(st.broadcasts, 20))
+        stale = st.oldest is not None and latest - st.oldest >= self.cfg.max_delay
         out: list = []
-        if st.reports >= due and (st.items or st.segments):
+        if (st.reports >= due or stale) and (st.items or st.segments):
             items, segments = list(st.items.values()), list(st.segments.values())
             out = [TrendDelta(f"rank-{s}", items, segments) for s in range(self.cfg.rank_shards)]
             st.items, st.segments = {}, {}
             st.reports = 0
+            st.oldest = None
             st.broadcasts += 1
         return out, StatefulBatchLogic.RETAIN
 

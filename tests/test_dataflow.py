@@ -227,3 +227,23 @@ def test_onboarding_preferences_drive_a_cold_list():
     run_main(flow)
     rec = [r for r in _by_type(out, RecUpdate) if r.user_id == "reader"][-1]
     assert {i for i, _ in rec.items[:2]} == {"b1", "b2"}, rec.items
+
+
+def test_content_similarity_recommends_items_never_seen_together():
+    # The catalog says r1..r4 are running shoes; nobody ever browsed them together.
+    catalog = [{"item_id": f"r{i}", "category": "shoes", "tags": ["running", "road"]} for i in range(1, 5)]
+    catalog += [{"item_id": f"h{i}", "category": "hats", "tags": ["wool", "winter"]} for i in range(1, 5)]
+    events = []
+    # Enough traffic for every item's popularity to reach every rank shard (trend
+    # broadcasts are batched).
+    for n, item in enumerate(["r1", "r2", "r3", "r4", "h1", "h2", "h3", "h4"] * 20):
+        events.append({"event_id": f"w{n}", "ts": T0 + n * 4000, "user_id": f"warm{n}",
+                       "type": "view", "item_id": item})
+    events.append({"event_id": "me-1", "ts": T0 + 700_000, "user_id": "me", "type": "view",
+                   "item_id": "r1"})
+    settings = Settings(conflate=False, w_content=1.0)
+    flow, out, _ = build_test_flow(events, settings, catalog=catalog)
+    run_main(flow)
+    rec = [r for r in _by_type(out, RecUpdate) if r.user_id == "me"][-1]
+    top = [i for i, _ in rec.items[:4]]
+    assert sum(i.startswith("r") for i in top) >= 3, rec.items

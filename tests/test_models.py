@@ -252,3 +252,17 @@ def test_seen_filter_has_few_false_positives():
     assert all(SeenFilter.contains(bits, f"seen-{i}") for i in range(250))
     false = sum(SeenFilter.contains(bits, f"other-{i}") for i in range(10_000))
     assert false < 100  # < 1%
+
+
+def test_vector_index_is_bounded_pickles_and_finds_similar_items():
+    from models.content import VectorIndex, item_vector, user_vector
+
+    index = VectorIndex(capacity=50)
+    for i in range(500):
+        index.put(f"p{i}", item_vector(f"c{i % 7}", [f"t{i % 11}"], None))
+    assert len(index) == 50 and index.matrix.shape[0] <= 128
+    again = pickle.loads(pickle.dumps(index))
+    user = user_vector([(1.0, item_vector("c3", ["t5"], None))])
+    assert again.nearest(user, 5) == index.nearest(user, 5)
+    top_item = index.nearest(user, 1)[0][0]
+    assert int(top_item[1:]) % 7 == 3 or int(top_item[1:]) % 11 == 5
