@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 import redis
 
-from bench.process import wait_idle
+from bench.process import cpu_seconds, wait_idle
 from connectors.replay import produce_events
 from connectors.worker import REPO_ROOT, WorkerGroup
 from streamrec.errors import StreamrecError
@@ -120,10 +120,12 @@ def run_latency(
             try:
                 if progress:
                     print(f"latency {label}: {count:,} events at {rate:,.0f}/s", file=sys.stderr)
-                t0 = time.monotonic()
+                cpu0, t0 = cpu_seconds(group.procs[0].pid), time.monotonic()
                 sent = produce_events(bootstrap, topic, events, rate=rate, progress=progress)
                 produce_s = time.monotonic() - t0
                 wait_quiet(client, stream, quiet=1.0, timeout=max(30.0, seconds * 3))
+                drained_s = time.monotonic() - t0 - 1.0  # minus the quiet second
+                cpu = cpu_seconds(group.procs[0].pid) - cpu0
                 out, _ = consumer.communicate(input=b"", timeout=60)
             finally:
                 if consumer.poll() is None:
@@ -135,6 +137,10 @@ def run_latency(
             measured = orjson.loads(lines[-1]) if lines else {}
             results.append({"label": label, "target_rate": round(rate, 1), "events": sent,
                             "achieved_rate": round(sent / produce_s, 1) if produce_s else None,
+                            # Worker CPU per event at this rate (batches are small when live)
+                            # and how long the worker needed to answer everything sent.
+                            "cpu_us_per_event": round(1e6 * cpu / max(sent, 1), 1),
+                            "drained_s": round(drained_s, 1),
                             **{k: (round(v, 2) if isinstance(v, float) else v)
                                for k, v in measured.items()}})
     finally:

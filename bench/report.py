@@ -134,9 +134,11 @@ def to_markdown(report: dict) -> str:
                        for d, r in report["ratios"].items()])
     if report.get("latency"):
         out += ["### Latency (produce -> read by a separate XREAD BLOCK consumer), ms", ""]
-        out += _table(["rate", "target/s", "achieved/s", "entries", "p50", "p95", "p99", "max"],
+        out += _table(["rate", "target/s", "achieved/s", "entries", "p50", "p95", "p99", "max",
+                       "CPU us/event", "sent+drained s"],
                       [[r["label"], r["target_rate"], r["achieved_rate"], r.get("entries"),
-                        r.get("p50"), r.get("p95"), r.get("p99"), r.get("max")]
+                        r.get("p50"), r.get("p95"), r.get("p99"), r.get("max"),
+                        r.get("cpu_us_per_event"), r.get("drained_s")]
                        for r in report["latency"]])
     mem = report.get("memory")
     if mem:

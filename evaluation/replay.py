@@ -135,6 +135,7 @@ def _settings_env(s: Settings) -> dict[str, str]:
             "STREAMREC_W_SESSION": str(s.w_session),
             "STREAMREC_W_SEEN": str(s.w_seen),
             "STREAMREC_W_CONTENT": str(s.w_content),
+            "STREAMREC_W_MF": str(s.w_mf),
             "STREAMREC_LEARN_BLEND": "1" if s.learn_blend else "0",
             "STREAMREC_BLEND_LEARNING_RATE": str(s.blend_learning_rate),
             "STREAMREC_FEEDBACK_NEGATIVES": str(s.feedback_negatives),

@@ -11,6 +11,8 @@ Signals (each a distribution over candidates, so weights are comparable):
 - ``content``: cosine between the candidate's catalog features (category, tags,
   attributes; see ``models.content``) and the user's recency-weighted content vector,
   over the candidates above plus the nearest items of the shard's vector index;
+- ``mf``: online matrix factorisation (river FunkMF) affinity, for users with long
+  histories only, read for the candidate list only;
 - ``seen``: 1 for items the user has already interacted with (its learned weight is the
   adaptive repeat policy), and two cold-start interactions.
 
@@ -31,13 +33,14 @@ import numpy as np
 
 from models.blend import OnlineBlend
 from models.content import VectorIndex
+from models.mf import ImplicitMF
 from models.trending import Trending
 
 __all__ = ["RankConfig", "RankInput", "RankResult", "rank", "FEATURES", "prior_weights",
            "SeenFilter"]
 
 FEATURES = ("covis", "session", "category", "segment", "trending", "content", "seen",
-            "covis_cold", "trending_cold")
+            "covis_cold", "trending_cold", "mf")
 _F = {name: i for i, name in enumerate(FEATURES)}
 SIGNALS = FEATURES[:6]
 
@@ -51,6 +54,8 @@ class RankConfig:
     w_segment: float = 0.25
     w_trending: float = 0.05
     w_content: float = 0.1
+    w_mf: float = 0.05
+    mf_min_history: int = 10
     w_seen: float = 0.0
     content_candidates: int = 30
     session_decay: float = 0.6
@@ -73,6 +78,7 @@ def prior_weights(cfg: RankConfig) -> np.ndarray:
     w[_F["segment"]] = cfg.w_segment
     w[_F["trending"]] = cfg.w_trending
     w[_F["content"]] = cfg.w_content
+    w[_F["mf"]] = cfg.w_mf
     w[_F["seen"]] = cfg.w_seen
     return w
 
@@ -136,6 +142,8 @@ class RankInput:
     seen_filter: bytes | None = None  # the user's whole history
     cold: bool = False
     content: np.ndarray | None = None  # the user's content vector
+    user_id: str | None = None
+    history: int = 0  # item events the user has made
 
 
 @dataclass
@@ -212,6 +220,7 @@ def rank(
     cfg: RankConfig,
     blend: OnlineBlend | None = None,
     vectors: VectorIndex | None = None,
+    mf: ImplicitMF | None = None,
 ) -> RankResult:
     """Score every candidate with the blend, apply the rules, diversify, keep the top K."""
     table = _signals(inp, trending, cfg, vectors)
@@ -235,6 +244,8 @@ def rank(
     if inp.cold:
         X[:, _F["covis_cold"]] = X[:, _F["covis"]]
         X[:, _F["trending_cold"]] = X[:, _F["trending"]]
+    if mf is not None and inp.user_id is not None and inp.history >= cfg.mf_min_history:
+        X[:, _F["mf"]] = np.clip(mf.scores(inp.user_id, items), 0.0, 1.0)
     weights = blend.weights if blend is not None else prior_weights(cfg)
     scores = X @ weights
     if cfg.repeat_policy == "demote":

@@ -125,6 +125,7 @@ class RankRequest:
     excluded: list
     seen_filter: bytes | None = None
     cold: bool = False
+    history: int = 0
 
 
 @dataclass(slots=True)

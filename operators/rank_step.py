@@ -20,6 +20,7 @@ import numpy as np
 
 from models.blend import OnlineBlend
 from models.content import VectorIndex, user_vector
+from models.mf import ImplicitMF
 from models.ranking import FEATURES, RankConfig, RankInput, prior_weights, rank
 from models.trending import Trending
 from operators.messages import (
@@ -46,7 +47,7 @@ class RankStepConfig:
 
 class RankShardState:
     __slots__ = ("trending", "item_category", "unavailable", "pending", "last_seq", "forgotten",
-                 "blend", "shown", "vectors")
+                 "blend", "shown", "vectors", "mf")
 
     def __init__(self, cfg: RankStepConfig) -> None:
         self.trending = Trending(cfg.trending_half_life)
@@ -61,6 +62,7 @@ class RankShardState:
         # when the user's next item event shows which one they chose.
         self.shown: dict[str, tuple[list[str], np.ndarray]] = {}
         self.vectors = VectorIndex(cfg.max_item_vectors)
+        self.mf = ImplicitMF(max_users=cfg.max_users // 4, max_items=cfg.max_item_vectors)
 
     def __getstate__(self):
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -125,6 +127,7 @@ class RankLogic(StatefulBatchLogic):
             elif isinstance(msg, ForgetUser):
                 st.last_seq.pop(msg.user_id, None)
                 st.shown.pop(msg.user_id, None)
+                st.mf.forget(msg.user_id)
                 for key in [k for k in st.pending if k[0] == msg.user_id]:
                     del st.pending[key]
                 st.forgotten.pop(msg.user_id, None)
@@ -173,9 +176,11 @@ class RankLogic(StatefulBatchLogic):
                 seen_filter=request.seen_filter,
                 cold=request.cold,
                 content=user_vector([(a.anchor_weight, a.vector) for a in answers if a.vector]),
+                user_id=request.user_id,
+                history=request.history,
             )
             result = rank(inp, st.trending, st.item_category, st.unavailable, cfg.ranking,
-                          st.blend, st.vectors)
+                          st.blend, st.vectors, st.mf)
             items, strategy = result.items, result.strategy
             if cfg.ranking.learn_blend and result.candidates:
                 shown = st.shown
@@ -203,6 +208,11 @@ class RankLogic(StatefulBatchLogic):
         try:
             idx = candidates.index(chosen)
         except ValueError:
+            idx = -1
+        # The factor model learns from every choice: the chosen item against the top of
+        # what was shown and passed over.
+        self.state.mf.learn(user_id, chosen, [c for c in candidates[:3] if c != chosen][:2])
+        if idx < 0:
             return  # no signal proposed it: nothing to learn about their balance
         span = self.cfg.ranking.feedback_negatives
         if idx == 0:

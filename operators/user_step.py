@@ -97,6 +97,7 @@ def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: Us
         excluded=list(profile.purchased),
         seen_filter=bytes(profile.seen_bits) if profile.seen_bits is not None else None,
         cold=profile.item_events() <= cfg.cold_events,
+        history=profile.item_events(),
     )
     out: list = list(queries.values())
     out.append(request)

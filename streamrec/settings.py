@@ -103,6 +103,7 @@ class Settings:
     w_session: float = 0.3
     w_seen: float = 0.0
     w_content: float = 0.1
+    w_mf: float = 0.05
     learn_blend: bool = True
     blend_learning_rate: float = 0.05
     feedback_negatives: int = 30
@@ -186,6 +187,7 @@ class Settings:
         number("STREAMREC_W_SESSION", "w_session", float, 0.0)
         number("STREAMREC_W_SEEN", "w_seen", float, -1e9)
         number("STREAMREC_W_CONTENT", "w_content", float, 0.0)
+        number("STREAMREC_W_MF", "w_mf", float, 0.0)
         number("STREAMREC_BLEND_LEARNING_RATE", "blend_learning_rate", float, 0.0)
         number("STREAMREC_FEEDBACK_NEGATIVES", "feedback_negatives", int, 1)
         flag("STREAMREC_LEARN_BLEND", "learn_blend")
