@@ -20,6 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import orjson
 import redis
@@ -52,6 +53,7 @@ class BenchOptions:
     memory_events: int | None = None  # default min(events, 300k)
     taobao_dir: str | None = None
     profile_dir: str | None = None  # py-spy the full pipeline (1 and 2 processes) here
+    profile_seconds: float = 90.0  # each profiled run is cut off after this long (unmeasured)
     keep_dir: str | None = None
     run_timeout: float | None = None
     progress: bool = True
@@ -82,7 +84,7 @@ class _Bench:
         self.opts, self.bootstrap, self.redis_url, self.workdir = opts, bootstrap, redis_url, workdir
         self.tag = uuid.uuid4().hex[:6]
         self.client = redis.Redis.from_url(redis_url)
-        self.results: list[RunResult] = []
+        self.save: Callable[[], None] = lambda: None
         n = opts.n_events
         self.timeout = opts.run_timeout or max(120.0, 60.0 + n / 250.0)
 
@@ -109,20 +111,22 @@ class _Bench:
         return topics
 
     def run(self, flow: str, w: Workload, topic: str, processes: int, *, recovery_dir=None,
-            label: str = "", on_start=None, finish=None) -> RunResult:
+            label: str = "", on_start=None, finish=None, timeout: float | None = None) -> RunResult:
         name = f"{w.name}-{flow}-{processes}p{label}"
         env = self.env(name, topic, f"bench-{self.tag}-{w.name}-items")
         try:
             result = run_flow(flow, w, env, self.client, processes=processes,
                               recovery_dir=recovery_dir, log_dir=self.workdir / "logs" / name,
-                              timeout=self.timeout, progress=self.opts.progress, on_start=on_start)
+                              timeout=timeout or self.timeout, progress=self.opts.progress,
+                              on_start=on_start)
         finally:
             if finish is not None:
                 finish()
             delete_prefix(self.client, env["STREAMREC_PREFIX"])
         _say(self.opts, f"  {name}: {result.events_per_s:,.0f} events/s over {result.seconds:.1f}s, "
                         f"{result.cpu_us_per_event:.0f} us CPU/event, "
-                        f"{result.matched:,}/{result.users:,} users answered")
+                        f"{result.matched:,}/{result.users:,} users answered"
+                        + ("" if result.complete else " (cut off: not a throughput figure)"))
         return result
 
 
@@ -141,12 +145,24 @@ def run_bench(opts: BenchOptions) -> dict:
             services = [kafka.start(), store.start()]
             bootstrap, redis_url = kafka.bootstrap, store.url
             _say(opts, f"embedded kafka {bootstrap}, redis {redis_url} (logs in {workdir})")
-        _run_phases(_Bench(opts, bootstrap, redis_url, workdir), report)
+        bench = _Bench(opts, bootstrap, redis_url, workdir)
+        bench.save = lambda: _save(report, opts, started)
+        _run_phases(bench, report)
+    except BaseException as ex:
+        # What was measured before a failure or Ctrl-C is still worth keeping.
+        report["error"] = f"{type(ex).__name__}: {ex}"[:2000]
+        raise
     finally:
         for service in reversed(services):
             service.stop()
         if not opts.keep_dir:
             shutil.rmtree(workdir, ignore_errors=True)
+        _save(report, opts, started)
+    return report
+
+
+def _save(report: dict, opts: BenchOptions, started: float) -> None:
+    """Derive ratios and targets and write the report files (also after every phase)."""
     report["ratios"] = ratios(report)
     report["targets"] = targets(report)
     report["load_avg_end"] = machine()["load_avg"]
@@ -157,7 +173,6 @@ def run_bench(opts: BenchOptions) -> dict:
     if opts.markdown_path:
         Path(opts.markdown_path).parent.mkdir(parents=True, exist_ok=True)
         Path(opts.markdown_path).write_text(to_markdown(report) + "\n")
-    return report
 
 
 def _run_phases(b: _Bench, report: dict) -> None:
@@ -188,6 +203,7 @@ def _run_phases(b: _Bench, report: dict) -> None:
             for flow in flows:
                 result = b.run(flow, w, topics[w.name][p], p)
                 report["throughput"].append(result.as_dict())
+                b.save()
                 if flow == "full" and p == 1:
                     baseline[w.name] = result
     if "recovery" not in skip and gen is not None:
@@ -201,6 +217,7 @@ def _run_phases(b: _Bench, report: dict) -> None:
                                 label="-recovery"))
         report["throughput"].append(with_rec.as_dict())
         report["recovery"] = summary
+        b.save()
     if "latency" not in skip and gen is not None:
         best = baseline.get("generated") or next(iter(baseline.values()), None)
         rates = [("1000/s", 1000.0), ("5000/s", 5000.0)]
@@ -220,6 +237,7 @@ def _run_phases(b: _Bench, report: dict) -> None:
             delete_prefix(b.client, env["STREAMREC_PREFIX"])
         for row in report["latency"]:
             _say(opts, f"  latency {row['label']}: p50 {row.get('p50')} p99 {row.get('p99')} ms")
+        b.save()
     if "memory" not in skip and gen is not None:
         topic = f"bench-{b.tag}-memory"
         ensure_topics(b.bootstrap, {topic: 1, f"{topic}.dlq": 1, f"{topic}-items": 1})
@@ -233,6 +251,7 @@ def _run_phases(b: _Bench, report: dict) -> None:
             delete_prefix(b.client, env["STREAMREC_PREFIX"])
         _say(opts, f"  memory: {report['memory']['kib_per_user']} KiB/user, "
                    f"{report['memory']['kib_per_item']} KiB/item")
+        b.save()
     if opts.profile_dir:
         report["profile"] = _profile(b, workloads, topics, processes)
 
@@ -248,7 +267,7 @@ def _profile(b: _Bench, workloads: list[Workload], topics: dict, processes: list
             prof = Profiler(Path(b.opts.profile_dir), f"full-{w.name}-{p}p")
             paths: list[Path] = []
             b.run("full", w, topics[w.name][p], p, label="-profiled", on_start=prof.attach,
-                  finish=lambda: paths.extend(prof.finish()))
+                  finish=lambda: paths.extend(prof.finish()), timeout=b.opts.profile_seconds)
             if paths:
                 out[f"full {w.name} {p}p"] = summarise(paths)
     return out

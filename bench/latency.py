@@ -3,9 +3,10 @@
 One full-pipeline worker (1 process) runs over a fresh events topic and the generated
 catalog. For each rate, a ``bench.consumer`` process follows the recs stream from its
 current end, the producer sends ``rate * seconds`` generated events paced at ``rate``
-(each stamped with ``produced_at``, copied by the worker to ``ingested_at``), and once the
-stream has been quiet for a second the consumer reports p50/p95/p99/max of
-(read time - ingested_at).
+(each stamped with ``produced_at``, copied by the worker to ``ingested_at``), and once every
+user of that traffic has a latest list showing their last event (so the next rate never
+starts behind a backlog) the consumer reports p50/p95/p99/max of (read time - ingested_at),
+beside the worker's CPU time per event at that rate.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import orjson
 import redis
 
 from bench.process import cpu_seconds, wait_idle
+from bench.throughput import verify_latest
+from bench.workload import expected_full
 from connectors.replay import produce_events
 from connectors.worker import REPO_ROOT, WorkerGroup
 from streamrec.errors import StreamrecError
 
-__all__ = ["run_latency", "wait_serving", "wait_quiet"]
+__all__ = ["run_latency", "wait_answered", "wait_serving", "wait_quiet"]
 
 PROBE_USER = "bench-probe"
 
@@ -61,6 +64,22 @@ def wait_quiet(client: redis.Redis, stream: str, quiet: float = 1.0, timeout: fl
         elif time.monotonic() - last_change >= quiet:
             return
         time.sleep(0.1)
+
+
+def wait_answered(client: redis.Redis, prefix: str, expected: dict[str, str],
+                  timeout: float) -> int:
+    """Wait until every user's latest list shows their last event; returns how many do not.
+
+    A quiet stream alone is no proof: a slow batch can keep the sink silent for a second
+    while a backlog waits in Kafka, and the next rate would then start behind.
+    """
+    deadline = time.monotonic() + timeout
+    behind = dict(expected)
+    while behind and time.monotonic() < deadline:
+        behind, _ = verify_latest(client, prefix, behind)
+        if behind:
+            time.sleep(0.25)
+    return len(behind)
 
 
 def _last_id(client: redis.Redis, stream: str) -> str:
@@ -106,6 +125,7 @@ def run_latency(
     stream = f"{prefix}:recs"
     client = redis.Redis.from_url(redis_url)
     results = []
+    history: list[dict] = []  # consent withdrawn in one rate still holds in the next
     group = WorkerGroup(env, processes=1, log_dir=log_dir).start()
     try:
         wait_serving(bootstrap, topic, client, prefix, group)
@@ -123,9 +143,13 @@ def run_latency(
                 cpu0, t0 = cpu_seconds(group.procs[0].pid), time.monotonic()
                 sent = produce_events(bootstrap, topic, events, rate=rate, progress=progress)
                 produce_s = time.monotonic() - t0
-                wait_quiet(client, stream, quiet=1.0, timeout=max(30.0, seconds * 3))
-                drained_s = time.monotonic() - t0 - 1.0  # minus the quiet second
+                history.extend(events)
+                users = {ev["user_id"] for ev in events}
+                expected = {u: e for u, e in expected_full(history).items() if u in users}
+                unanswered = wait_answered(client, prefix, expected, timeout=max(60.0, seconds * 6))
+                drained_s = time.monotonic() - t0
                 cpu = cpu_seconds(group.procs[0].pid) - cpu0
+                wait_quiet(client, stream, quiet=0.5, timeout=10.0)  # stragglers of stale updates
                 out, _ = consumer.communicate(input=b"", timeout=60)
             finally:
                 if consumer.poll() is None:
@@ -141,6 +165,7 @@ def run_latency(
                             # and how long the worker needed to answer everything sent.
                             "cpu_us_per_event": round(1e6 * cpu / max(sent, 1), 1),
                             "drained_s": round(drained_s, 1),
+                            "unanswered_users": unanswered,
                             **{k: (round(v, 2) if isinstance(v, float) else v)
                                for k, v in measured.items()}})
     finally:

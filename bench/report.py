@@ -118,6 +118,8 @@ def to_markdown(report: dict) -> str:
            f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['ram_gib']} GiB RAM, Python "
            f"{m['python']}, bytewax {m['bytewax']}; load average at start {m['load_avg']}, at end "
            f"{report.get('load_avg_end')}. Options: {report.get('options')}.", ""]
+    if report.get("error"):
+        out += [f"**Stopped early**: {report['error']}", ""]
     if report.get("throughput"):
         out += ["### Throughput (events pre-loaded; worker start -> every user's last event answered)", ""]
         out += _table(
@@ -133,9 +135,10 @@ def to_markdown(report: dict) -> str:
                         r["full_speedup_1_to_2"], r["ceiling_speedup_1_to_2"]]
                        for d, r in report["ratios"].items()])
     if report.get("latency"):
-        out += ["### Latency (produce -> read by a separate XREAD BLOCK consumer), ms", ""]
+        out += ["### Latency (produce -> read by a separate XREAD BLOCK consumer), ms; CPU per "
+                "event and time until every user was answered, per rate", ""]
         out += _table(["rate", "target/s", "achieved/s", "entries", "p50", "p95", "p99", "max",
-                       "CPU us/event", "sent+drained s"],
+                       "CPU us/event", "sent+answered s"],
                       [[r["label"], r["target_rate"], r["achieved_rate"], r.get("entries"),
                         r.get("p50"), r.get("p95"), r.get("p99"), r.get("max"),
                         r.get("cpu_us_per_event"), r.get("drained_s")]

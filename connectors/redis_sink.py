@@ -15,6 +15,7 @@ import orjson
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from connectors.rec_file_sink import rec_record
 from operators.messages import DeadLetter, EraseUser, ProfileWrite, RecUpdate
 
 __all__ = ["RedisSink", "RedisKeys", "encode_rec", "erase_user"]
@@ -67,18 +68,10 @@ def encode_rec(rec: RecUpdate, emitted_at: float) -> dict[str, bytes | str]:
 
 
 def latest_json(rec: RecUpdate, emitted_at: float) -> bytes:
-    return orjson.dumps(
-        {
-            "user_id": rec.user_id,
-            "trigger_event_id": rec.trigger_event_id,
-            "event_ts": rec.event_ts,
-            "emitted_at": emitted_at,
-            "items": [{"item_id": i, "score": s} for i, s in rec.items],
-            "strategy": rec.strategy,
-            "model_version": rec.model_version,
-            "seq": rec.seq,
-        }
-    )
+    """The latest-list value: the output-contract record plus ``seq`` for the replay guard."""
+    record = rec_record(rec, emitted_at)
+    record["seq"] = rec.seq
+    return orjson.dumps(record)
 
 
 def erase_user(client: redis.Redis, keys: RedisKeys, user_id: str, scan_chunk: int = 2000) -> int:

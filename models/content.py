@@ -3,7 +3,9 @@
 Features (category, tags, attributes) are hashed into a small dense vector (the hashing
 trick: no vocabulary to keep, any catalog fits), L2-normalised and stored as float16
 bytes (128 bytes an item). A user's content vector is the recency-weighted sum of the
-vectors of their recent items; candidates are scored by cosine with numpy.
+vectors of their recent items; candidates are scored by cosine with numpy. The search
+matrix is kept in float32 (the values are the float16 ones, widened once on insert) so
+a query is one matrix-vector product with no conversion.
 
 >>> shoes = item_vector("shoes", ["running", "red"], {"brand": "x"})
 >>> boots = item_vector("shoes", ["hiking", "red"], None)
@@ -73,16 +75,19 @@ class VectorIndex:
 
     def __init__(self, capacity: int = 20_000) -> None:
         self.capacity = capacity
-        self.matrix = np.zeros((0, DIM), dtype=np.float16)
+        self.matrix = np.zeros((0, DIM), dtype=np.float32)
         self.items: list[str] = []
         self.slot_of: dict[str, int] = {}
         self.next_slot = 0
 
     def __getstate__(self):
-        return (self.capacity, self.matrix, self.items, self.next_slot)
+        # Snapshots keep float16 (half the bytes); the live matrix is float32.
+        return (self.capacity, self.matrix[: len(self.items)].astype(np.float16), self.items,
+                self.next_slot)
 
     def __setstate__(self, state):
-        self.capacity, self.matrix, self.items, self.next_slot = state
+        self.capacity, matrix, self.items, self.next_slot = state
+        self.matrix = matrix.astype(np.float32)
         self.slot_of = {item: i for i, item in enumerate(self.items)}
 
     def __len__(self) -> int:
@@ -91,13 +96,13 @@ class VectorIndex:
     def put(self, item: str, vector: bytes | None) -> None:
         if not vector:
             return  # no features (or they cancelled out in the hash): nothing to index
-        row = np.frombuffer(vector, dtype=np.float16)
+        row = np.frombuffer(vector, dtype=np.float16).astype(np.float32)
         slot = self.slot_of.get(item)
         if slot is None:
             if len(self.items) < self.capacity:
                 if len(self.items) == len(self.matrix):
                     grow = max(64, len(self.matrix))
-                    self.matrix = np.vstack([self.matrix, np.zeros((grow, DIM), np.float16)])
+                    self.matrix = np.vstack([self.matrix, np.zeros((grow, DIM), np.float32)])
                 slot = len(self.items)
                 self.items.append(item)
             else:
@@ -110,7 +115,7 @@ class VectorIndex:
 
     def get(self, item: str) -> np.ndarray | None:
         slot = self.slot_of.get(item)
-        return None if slot is None else self.matrix[slot].astype(np.float32)
+        return None if slot is None else self.matrix[slot].copy()
 
     def cosine(self, user: np.ndarray, items: list[str]) -> np.ndarray:
         """Cosine of ``user`` with each of ``items`` (0 for items without a vector)."""
@@ -118,7 +123,7 @@ class VectorIndex:
         rows = [(i, self.slot_of[item]) for i, item in enumerate(items) if item in self.slot_of]
         if rows:
             idx, slots = zip(*rows)
-            out[list(idx)] = self.matrix[list(slots)].astype(np.float32) @ user
+            out[list(idx)] = self.matrix[list(slots)] @ user
         return out
 
     def nearest(self, user: np.ndarray, n: int) -> list[tuple[str, float]]:
@@ -126,7 +131,7 @@ class VectorIndex:
         count = len(self.items)
         if count == 0:
             return []
-        sims = self.matrix[:count].astype(np.float32) @ user
+        sims = self.matrix[:count] @ user
         n = min(n, count)
         top = np.argpartition(-sims, n - 1)[:n]
         top = top[np.argsort(-sims[top], kind="stable")]

@@ -17,6 +17,19 @@ __all__ = [
 ]
 
 
+def _compact(cls):
+    """Pickle as ``(cls, field values)``: these messages cross workers on every event, and
+    the default slotted-dataclass pickle also writes every field name (2-4x the bytes and
+    time, measured by the benchmark's profile)."""
+    names = cls.__slots__
+
+    def __reduce__(self):
+        return (cls, tuple(getattr(self, n) for n in names))
+
+    cls.__reduce__ = __reduce__
+    return cls
+
+
 def rank_shard(user_id: str, shards: int) -> str:
     """Stable shard key of a user's ranking state (same on every process and restart)."""
     return f"rank-{zlib.crc32(user_id.encode()) % shards}"
@@ -27,6 +40,7 @@ def trend_shard(key: str, shards: int) -> str:
     return f"trend-{zlib.crc32(key.encode()) % shards}"
 
 
+@_compact
 @dataclass(slots=True)
 class PopularityReport:
     """From an item to its trending aggregator: my decayed popularity grew."""
@@ -39,6 +53,7 @@ class PopularityReport:
     vector: bytes | None = None
 
 
+@_compact
 @dataclass(slots=True)
 class SegmentHit:
     """From the user step: a user of ``segment`` engaged with ``item_id``."""
@@ -50,6 +65,7 @@ class SegmentHit:
     ts: float
 
 
+@_compact
 @dataclass(slots=True)
 class TrendDelta:
     """From a trending aggregator to every rank shard: new popularity values."""
@@ -59,6 +75,7 @@ class TrendDelta:
     segments: list  # [(segment, item_id, value, ts)]
 
 
+@_compact
 @dataclass(slots=True)
 class Envelope:
     """A raw event as it came in: bytes from Kafka, a line from a file, or a dict."""
@@ -68,6 +85,7 @@ class Envelope:
     source: str = "events"
 
 
+@_compact
 @dataclass(slots=True)
 class DeadLetter:
     reason: str
@@ -77,6 +95,7 @@ class DeadLetter:
     route: str = "dlq"
 
 
+@_compact
 @dataclass(slots=True)
 class ItemQuery:
     """To an item: learn from this event, and tell ``reply_to`` your best followers."""
@@ -92,6 +111,7 @@ class ItemQuery:
     category: str | None
 
 
+@_compact
 @dataclass(slots=True)
 class ItemAnswer:
     route: str  # rank shard
@@ -105,6 +125,7 @@ class ItemAnswer:
     vector: bytes | None = None  # the item's content vector
 
 
+@_compact
 @dataclass(slots=True)
 class RankRequest:
     route: str  # rank shard
@@ -128,6 +149,7 @@ class RankRequest:
     history: int = 0
 
 
+@_compact
 @dataclass(slots=True)
 class Availability:
     route: str  # rank shard
@@ -135,6 +157,7 @@ class Availability:
     available: bool
 
 
+@_compact
 @dataclass(slots=True)
 class ForgetUser:
     route: str  # rank shard
@@ -142,6 +165,7 @@ class ForgetUser:
     seq: int  # answers for requests up to this one may still arrive: drop them
 
 
+@_compact
 @dataclass(slots=True)
 class RecUpdate:
     route: str  # user id
@@ -155,6 +179,7 @@ class RecUpdate:
     model_version: str
 
 
+@_compact
 @dataclass(slots=True)
 class ProfileWrite:
     route: str  # user id
@@ -163,6 +188,7 @@ class ProfileWrite:
     profile: dict
 
 
+@_compact
 @dataclass(slots=True)
 class EraseUser:
     route: str  # user id

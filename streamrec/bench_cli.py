@@ -29,6 +29,8 @@ def register(sub) -> None:
     p.add_argument("--data-dir", help="the taobao_2h folder (default ../shared/datasets/taobao_2h)")
     p.add_argument("--profile", metavar="DIR",
                    help="also run the full pipeline under py-spy (1 and 2 processes), raw stacks here")
+    p.add_argument("--profile-seconds", type=float, default=90.0,
+                   help="cut each profiled run off after this long (default 90)")
     p.add_argument("--keep-dir", help="keep worker and service logs in this folder")
     p.add_argument("--run-timeout", type=float, help="seconds one throughput run may take")
     p.set_defaults(func=cmd_bench)
@@ -42,7 +44,8 @@ def cmd_bench(args) -> int:
     opts = BenchOptions(quick=args.quick, events=args.events, skip=skip, json_path=args.json,
                         markdown_path=args.markdown, latency_seconds=args.latency_seconds,
                         memory_events=args.memory_events, taobao_dir=args.data_dir,
-                        profile_dir=args.profile, keep_dir=args.keep_dir,
+                        profile_dir=args.profile, profile_seconds=args.profile_seconds,
+                        keep_dir=args.keep_dir,
                         run_timeout=args.run_timeout)
     report = run_bench(opts)
     print(to_markdown(report))
