@@ -62,6 +62,7 @@ def step_configs(
     user = UserStepConfig(profile=profile, rank_shards=s.rank_shards, query_items=s.query_items,
                           write_profiles=s.write_profiles, trend_shards=s.trend_shards,
                           covis_window=s.covis_window, backward_weight=s.backward_weight,
+                          conflate=s.conflate,
                           anchor_decay=s.anchor_decay)
     item = ItemStepConfig(covis_half_life=s.covis_half_life,
                           popularity_half_life=s.trending_half_life,

@@ -31,6 +31,7 @@ class UserStepConfig:
     history_anchor_weight: float = 0.3  # anchors from earlier sessions count less
     backward_weight: float = 0.0  # the current item also learns what came before it
     write_profiles: bool = True
+    conflate: bool = False  # one rank request per user per batch (see UserLogic.on_batch)
     trend_shards: int = 4
     segment_events: int = 50  # a user's first N item events teach segment popularity
     cold_events: int = 2  # up to this many item events a user counts as cold
@@ -107,6 +108,37 @@ def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: Us
     return out
 
 
+def _conflate(scattered: list[list]) -> list:
+    """Merge one batch of a user's scattered events into one round of messages.
+
+    Every co-visitation update and popularity increment is kept (merged per item), but
+    only the last event asks questions and gets a ranking: its list is the one that
+    matters, and under load this cuts item answers and rankings to one per user per
+    batch. Used only when updates are conflated anyway (production, not evaluation).
+    """
+    last = scattered[-1]
+    request = next(m for m in last if isinstance(m, RankRequest))
+    merged: dict[str, ItemQuery] = {}
+    extra: list = []
+    for msgs in scattered:
+        is_last = msgs is last
+        for m in msgs:
+            if isinstance(m, ItemQuery):
+                q = merged.get(m.route)
+                if q is None:
+                    q = merged[m.route] = ItemQuery(m.route, m.user_id, request.seq, request.ts,
+                                                    m.reply_to, 0.0, [], 0.0, None)
+                q.followers.extend(m.followers)
+                q.interaction += m.interaction
+                q.category = m.category or q.category
+                if is_last:
+                    q.anchor_weight = m.anchor_weight
+            elif isinstance(m, SegmentHit):
+                extra.append(m)
+    request.expected = sum(1 for q in merged.values() if q.anchor_weight > 0.0)
+    return [*merged.values(), request, *extra]
+
+
 class UserLogic(StatefulBatchLogic):
     """Per-user state machine around :class:`UserProfile`."""
 
@@ -117,6 +149,7 @@ class UserLogic(StatefulBatchLogic):
 
     def on_batch(self, values: list) -> tuple[Iterable, bool]:
         out: list = []
+        scattered: list[list] = []
         if self.profile is None:
             self.profile = UserProfile(values[0][0].user_id)
         self.user_id = self.profile.user_id
@@ -149,8 +182,12 @@ class UserLogic(StatefulBatchLogic):
                 continue
             if profile.session_n != session_n:
                 prev_session = []  # a new session: no sequence learned across the gap
-            out.extend(scatter(profile, event, prev_session, self.cfg, ingested_at))
+            scattered.append(scatter(profile, event, prev_session, self.cfg, ingested_at))
             write = True
+        if len(scattered) > 1 and self.cfg.conflate:
+            scattered = [_conflate(scattered)]
+        for msgs in scattered:
+            out.extend(msgs)
         if write and self.cfg.write_profiles:
             out.append(ProfileWrite(self.user_id, self.user_id, profile.seq, profile.to_json_dict()))
         if profile.seq == 0 and profile.consent:

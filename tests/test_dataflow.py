@@ -247,3 +247,22 @@ def test_content_similarity_recommends_items_never_seen_together():
     rec = [r for r in _by_type(out, RecUpdate) if r.user_id == "me"][-1]
     top = [i for i, _ in rec.items[:4]]
     assert sum(i.startswith("r") for i in top) >= 3, rec.items
+
+
+def test_conflated_flow_keeps_every_update_and_answers_the_last_event(entry_point, traffic):
+    _, events = traffic
+    settings = Settings(conflate=True)
+    flow, out, _ = build_test_flow(events, settings)
+    entry_point(flow)
+    recs = _by_type(out, RecUpdate)
+    last_event = {}
+    for e in events:
+        last_event[e["user_id"]] = e["event_id"]
+    final = {}
+    for r in recs:
+        if r.user_id not in final or final[r.user_id].seq < r.seq:
+            final[r.user_id] = r
+    listed = {u for u, r in final.items() if r.trigger_event_id == last_event[u]}
+    # Every user's newest list reflects their last event (consent withdrawals aside).
+    assert len(listed) >= 0.9 * len(final)
+    assert len(recs) < len(events)  # and batches were conflated
