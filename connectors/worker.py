@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 from typing import Mapping
 
-from connectors.embedded import free_port
+import atexit
+
+from connectors.embedded import _parent_death_signal, free_port
 
 __all__ = ["WorkerGroup"]
 
@@ -75,8 +77,11 @@ class WorkerGroup:
                 self._logs.append(out)
             self.procs.append(
                 subprocess.Popen(self.command(i, addresses), env=env, cwd=REPO_ROOT, stdout=out,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+                                 stderr=subprocess.STDOUT, start_new_session=True,
+                                 # no orphaned workers if the caller dies or is killed
+                                 preexec_fn=_parent_death_signal())  # noqa: PLW1509
             )
+        atexit.register(self.kill)
         return self
 
     def alive(self) -> bool:
@@ -98,7 +103,10 @@ class WorkerGroup:
         """SIGKILL, as a crash would."""
         for p in self.procs:
             if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         for p in self.procs:
             p.wait()
         self._close_logs()

@@ -165,11 +165,13 @@ def test_sigkill_and_restart_with_recovery_keeps_profile_state(
     _produce(kafka.bootstrap, topic, [(e["user_id"].encode(), orjson.dumps(e)) for e in first])
     workers = WorkerGroup(env, recovery_dir=recovery, snapshot_secs=1, log_dir=tmp_path / "l1").start()
     last = first[-1]
-    _wait_for(lambda: redis_client.exists(f"{prefix}:latest:{last['user_id']}")
-              and orjson.loads(redis_client.get(f"{prefix}:latest:{last['user_id']}"))
-              ["trigger_event_id"] == last["event_id"], workers, what="the first half")
-    time.sleep(3.0)  # let at least one snapshot cover the first half
-    workers.kill()  # SIGKILL: no clean shutdown
+    try:
+        _wait_for(lambda: redis_client.exists(f"{prefix}:latest:{last['user_id']}")
+                  and orjson.loads(redis_client.get(f"{prefix}:latest:{last['user_id']}"))
+                  ["trigger_event_id"] == last["event_id"], workers, what="the first half")
+        time.sleep(3.0)  # let at least one snapshot cover the first half
+    finally:
+        workers.kill()  # SIGKILL: no clean shutdown
 
     _produce(kafka.bootstrap, topic, [(e["user_id"].encode(), orjson.dumps(e)) for e in second])
     workers = WorkerGroup(env, recovery_dir=recovery, snapshot_secs=1, log_dir=tmp_path / "l2").start()
