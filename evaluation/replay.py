@@ -43,7 +43,10 @@ def replay_flow(events_path: str | Path, out_dir: str | Path, settings: Settings
                 catalog_path: str | Path | None = None, process: int = 0,
                 on_write=None) -> Dataflow:
     flow = Dataflow("streamrec_eval")
-    lines = op.input("events_file", flow, FileSource(events_path, batch_size=500))
+    # One event per source batch: with big batches, events later in a batch can reach the
+    # item and trend state before an earlier event's list is ranked (a look into the
+    # future no live system has). STREAMREC_EVAL_BATCH trades that exactness for speed.
+    lines = op.input("events_file", flow, FileSource(events_path, batch_size=int(os.environ.get("STREAMREC_EVAL_BATCH", "1"))))
     envs = op.map("events_envelope", lines, lambda line: Envelope(line, None, "events"))
     catalog = None
     if catalog_path:

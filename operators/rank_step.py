@@ -47,7 +47,7 @@ class RankStepConfig:
 
 class RankShardState:
     __slots__ = ("trending", "item_category", "unavailable", "pending", "last_seq", "forgotten",
-                 "blend", "shown", "vectors", "mf")
+                 "blend", "shown", "vectors", "mf", "ready")
 
     def __init__(self, cfg: RankStepConfig) -> None:
         self.trending = Trending(cfg.trending_half_life)
@@ -63,6 +63,8 @@ class RankShardState:
         self.shown: dict[str, tuple[list[str], np.ndarray]] = {}
         self.vectors = VectorIndex(cfg.max_item_vectors)
         self.mf = ImplicitMF(max_users=cfg.max_users // 4, max_items=cfg.max_item_vectors)
+        # Complete requests waiting for an earlier one of the same user (exact order).
+        self.ready: dict[tuple[str, int], list] = {}
 
     def __getstate__(self):
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -130,6 +132,8 @@ class RankLogic(StatefulBatchLogic):
                 st.mf.forget(msg.user_id)
                 for key in [k for k in st.pending if k[0] == msg.user_id]:
                     del st.pending[key]
+                for key in [k for k in st.ready if k[0] == msg.user_id]:
+                    del st.ready[key]
                 st.forgotten.pop(msg.user_id, None)
                 st.forgotten[msg.user_id] = msg.seq
                 if len(st.forgotten) > 10_000:
@@ -146,8 +150,46 @@ class RankLogic(StatefulBatchLogic):
             # Never expected in a healthy flow; bounds memory if a message was lost.
             for key in list(st.pending)[: len(st.pending) - self.cfg.max_pending]:
                 del st.pending[key]
+        if not self.cfg.conflate:
+            done = self._in_order(done)
         out = self._rank_all(done)
         return out, StatefulBatchLogic.RETAIN
+
+    def _in_order(self, done: list[list]) -> list[list]:
+        """Release complete requests in each user's event order.
+
+        Answers travel different routes, so request n+1 can be complete before request n.
+        Ranking n after learning from n+1 would let the list for n see what the user did
+        next; every update is kept (no conflation), so each waits for its predecessor.
+        """
+        st = self.state
+        for slot in done:
+            st.ready[(slot[0].user_id, slot[0].seq)] = slot
+        users = {slot[0].user_id for slot in done}
+        released: list[list] = []
+        for user in users:
+            waiting = [k[1] for k in st.pending if k[0] == user]
+            last = st.last_seq.get(user)
+            while True:
+                if last is not None:
+                    nxt = last + 1
+                else:
+                    mine = [k[1] for k in st.ready if k[0] == user]
+                    if not mine:
+                        break
+                    nxt = min(mine)
+                    if waiting and min(waiting) < nxt:
+                        break  # an earlier request of this user is still gathering answers
+                slot = st.ready.pop((user, nxt), None)
+                if slot is None:
+                    break
+                released.append(slot)
+                last = nxt
+        if len(st.ready) > self.cfg.max_pending:
+            # Never expected in a healthy flow; bounds memory if a request was lost.
+            for key in list(st.ready)[: len(st.ready) - self.cfg.max_pending]:
+                released.append(st.ready.pop(key))
+        return released
 
     def _rank_all(self, done: list[list]) -> list[RecUpdate]:
         st, cfg = self.state, self.cfg
