@@ -36,7 +36,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from connectors.kafka_io import OFFSET_BEGINNING, source_config
+from connectors.kafka_io import OFFSET_BEGINNING, ingested_at, source_config
 from streamrec.settings import Settings
 
 __all__ = ["CeilingRec", "CeilingSink", "LastItems", "build_ceiling_flow", "parse_message"]
@@ -54,19 +54,6 @@ class CeilingRec:
     items: list
 
 
-def _ingested_at(msg: KafkaSourceMessage) -> float | None:
-    # Same rule as the real source: the producer's stamp, else the broker's timestamp.
-    for name, value in msg.headers or ():
-        if name == "produced_at":
-            try:
-                return float(value)
-            except (TypeError, ValueError):
-                break
-    if msg.timestamp and msg.timestamp[1] > 0:
-        return msg.timestamp[1] / 1000.0
-    return None
-
-
 def parse_message(msg: KafkaSourceMessage) -> tuple[str, tuple] | None:
     """Kafka message -> ``(user, (user, event_id, item_id, ts, ingested_at))``, None if unusable."""
     try:
@@ -78,7 +65,7 @@ def parse_message(msg: KafkaSourceMessage) -> tuple[str, tuple] | None:
         return None
     ts = event.get("ts")
     return user, (user, event_id, event.get("item_id"), ts if isinstance(ts, (int, float)) else 0.0,
-                  _ingested_at(msg))
+                  ingested_at(msg))
 
 
 class LastItems(StatefulBatchLogic):

@@ -11,7 +11,7 @@ from bytewax.dataflow import Dataflow, Stream
 
 from operators.messages import DeadLetter, Envelope
 
-__all__ = ["kafka_envelopes", "kafka_dead_letters", "source_config"]
+__all__ = ["kafka_envelopes", "kafka_dead_letters", "source_config", "ingested_at"]
 
 OFFSET_BEGINNING = -2
 OFFSET_END = -1
@@ -25,7 +25,8 @@ def source_config(fetch_wait_ms: int, extra: Mapping[str, str]) -> dict[str, str
     return cfg
 
 
-def _ingested_at(msg: KafkaSourceMessage) -> float | None:
+def ingested_at(msg: KafkaSourceMessage) -> float | None:
+    """When the event entered Kafka: the producer's `produced_at` stamp, else the broker's."""
     for name, value in msg.headers or ():
         if name == "produced_at":
             try:
@@ -44,7 +45,7 @@ def kafka_envelopes(step_id: str, flow: Dataflow, *, brokers: list[str], topic: 
     kin = kop.input(step_id, flow, brokers=brokers, topics=[topic], tail=True,
                     starting_offset=starting_offset, add_config=config, batch_size=batch_size)
     envs = op.map(f"{step_id}_envelope", kin.oks,
-                  lambda m: Envelope(m.value, _ingested_at(m), source))
+                  lambda m: Envelope(m.value, ingested_at(m), source))
     errs = op.map(
         f"{step_id}_errors", kin.errs,
         lambda e: DeadLetter("kafka:consumer_error", e.msg.value or b"", source, str(e.err)[:200]),

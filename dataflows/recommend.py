@@ -19,6 +19,7 @@ events ─► parse ─► bad ─► dead letters (Redis stream, Kafka topic)
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable
 
 import bytewax.operators as op
@@ -167,8 +168,6 @@ def build_flow(
     if catalog_streams:
         catalog = catalog_streams[0] if len(catalog_streams) == 1 else op.merge(
             "catalog", *catalog_streams)
-    import time
-
     outputs, dead = wire(flow, envs, catalog, settings, now=time.time)
     dead = op.merge("all_dead", dead, errs)
     redis_sink = sink or RedisSink(settings.redis_url, settings.prefix,
