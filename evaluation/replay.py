@@ -25,6 +25,7 @@ from bytewax.testing import cluster_main, run_main
 from connectors.embedded import free_port
 from connectors.rec_file_sink import RecFileSink
 from dataflows.recommend import wire
+from evaluation.pacing import PacedFileSource, ProgressBoard
 from operators.messages import Envelope
 from streamrec.settings import Settings
 
@@ -39,21 +40,41 @@ def eval_settings(base: Settings | None = None) -> Settings:
     return base.replace(conflate=False, write_profiles=False)
 
 
+def eval_batch_size() -> int:
+    """Events per lock-step batch (``STREAMREC_EVAL_BATCH``).
+
+    The steps order each batch by event time, so a batch's later events do not leak into
+    its earlier lists; bigger batches replay faster, with a little less exactness.
+    """
+    return max(1, int(os.environ.get("STREAMREC_EVAL_BATCH", str(DEFAULT_EVAL_BATCH))))
+
+
+DEFAULT_EVAL_BATCH = 1
+
+
 def replay_flow(events_path: str | Path, out_dir: str | Path, settings: Settings,
                 catalog_path: str | Path | None = None, process: int = 0,
                 on_write=None) -> Dataflow:
     flow = Dataflow("streamrec_eval")
-    # One event per source batch: with big batches, events later in a batch can reach the
-    # item and trend state before an earlier event's list is ranked (a look into the
-    # future no live system has). STREAMREC_EVAL_BATCH trades that exactness for speed.
-    lines = op.input("events_file", flow, FileSource(events_path, batch_size=int(os.environ.get("STREAMREC_EVAL_BATCH", "1"))))
+    board = ProgressBoard(Path(out_dir) / "progress.board")
+
+    def written(n: int) -> None:
+        board.add(process, n)
+        if on_write is not None:
+            on_write(n)
+
+    # Lock-step: a batch is read only when every earlier event has left its record, so no
+    # worker ranks an event with models that already learned from later ones.
+    lines = op.input("events_file", flow,
+                     PacedFileSource(events_path, board.path, batch_size=eval_batch_size()))
     envs = op.map("events_envelope", lines, lambda line: Envelope(line, None, "events"))
     catalog = None
     if catalog_path:
         items = op.input("catalog_file", flow, FileSource(catalog_path, batch_size=500))
         catalog = op.map("catalog_envelope", items, lambda line: Envelope(line, None, "items"))
-    outputs, _dead = wire(flow, envs, catalog, settings, now=None)
-    op.output("recs_file", outputs, RecFileSink(out_dir, process, on_write))
+    outputs, dead = wire(flow, envs, catalog, settings, now=None)
+    op.inspect("dead_letters_done", dead, lambda _step, _letter: board.add(process, 1))
+    op.output("recs_file", outputs, RecFileSink(out_dir, process, written))
     return flow
 
 
@@ -82,8 +103,9 @@ def replay(events_path: str | Path, out_dir: str | Path, *, settings: Settings |
     settings = eval_settings(settings)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("recs-*.jsonl"):
-        old.unlink()
+    for old in [*out_dir.glob("recs-*.jsonl"), out_dir / "progress.board"]:
+        old.unlink(missing_ok=True)
+    ProgressBoard(out_dir / "progress.board").close()  # before any worker opens it
     bar = tqdm(total=total, unit="rec", desc=f"dataflow ({processes} proc)", file=sys.stderr,
                disable=not progress, mininterval=0.5)
     started = time.perf_counter()

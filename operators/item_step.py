@@ -50,7 +50,7 @@ class ItemLogic(StatefulBatchLogic):
         state, cfg = self.state, self.cfg
         self.item_id = state.item_id
         out: list = []
-        for msg in values:
+        for msg in _event_time_order(values):
             if isinstance(msg, ItemQuery):
                 ts = msg.ts
                 if msg.interaction > 0.0 or msg.category:
@@ -85,3 +85,28 @@ class ItemLogic(StatefulBatchLogic):
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _event_time_order(values: list) -> list:
+    """The batch by event time (stable; catalog records keep their place).
+
+    A batch mixes users' events from different moments; answering a question only
+    after learning from later events would let a list see the future.
+    """
+    last = float("-inf")
+    ordered = True
+    for msg in values:
+        ts = getattr(msg, "ts", last)
+        if ts < last:
+            ordered = False
+            break
+        last = ts
+    if ordered:
+        return values
+    keyed = []
+    last = float("-inf")
+    for msg in values:
+        last = getattr(msg, "ts", last)
+        keyed.append((last, msg))
+    keyed.sort(key=lambda pair: pair[0])
+    return [msg for _, msg in keyed]

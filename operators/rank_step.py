@@ -8,6 +8,7 @@ serve without a global key.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import pickle
 import time
@@ -43,11 +44,12 @@ class RankStepConfig:
     max_item_categories: int = 50_000
     max_feedback_users: int = 5_000
     max_item_vectors: int = 20_000
+    max_deferred: int = 100_000  # trend entries waiting for a request with a later ts
 
 
 class RankShardState:
     __slots__ = ("trending", "item_category", "unavailable", "pending", "last_seq", "forgotten",
-                 "blend", "shown", "vectors", "mf", "ready")
+                 "blend", "shown", "vectors", "mf", "ready", "deferred")
 
     def __init__(self, cfg: RankStepConfig) -> None:
         self.trending = Trending(cfg.trending_half_life)
@@ -65,6 +67,9 @@ class RankShardState:
         self.mf = ImplicitMF(max_users=cfg.max_users // 4, max_items=cfg.max_item_vectors)
         # Complete requests waiting for an earlier one of the same user (exact order).
         self.ready: dict[tuple[str, int], list] = {}
+        # Trend entries not yet applied, in event-time order: a request sees only what
+        # happened before it, even when a batch (or a faster worker) brings later news.
+        self.deferred: list[tuple] = []  # (ts, kind, entry), sorted by ts
 
     def __getstate__(self):
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -72,6 +77,48 @@ class RankShardState:
     def __setstate__(self, state):
         for s, v in zip(self.__slots__, state):
             setattr(self, s, v)
+
+    def apply_until(self, ts: float | None, learn_category) -> None:
+        """Apply deferred trend entries older than ``ts`` (all of them when None)."""
+        deferred = self.deferred
+        if not deferred:
+            return
+        n = len(deferred) if ts is None else bisect.bisect_left(deferred, ts, key=_entry_ts)
+        if n == 0:
+            return
+        trending, unavailable, vectors = self.trending, self.unavailable, self.vectors
+        for _ts, kind, entry in deferred[:n]:
+            if kind == 0:
+                item, category, popularity, when, vector = entry
+                if item not in unavailable:
+                    trending.observe(item, category, popularity, when)
+                    learn_category(item, category)
+                    if vector is not None:
+                        vectors.put(item, vector)
+            else:
+                trending.set_segment(*entry)
+        del deferred[:n]
+
+
+def _entry_ts(entry: tuple) -> float:
+    return entry[0]
+
+
+def _event_time_order(done: list[list]) -> list[list]:
+    """Complete requests by event time, each user's still in their own order.
+
+    A batch can hold requests from seconds apart; ranking them by time means no list
+    learns from (or sees trending made by) events that came after it.
+    """
+    clock: dict[str, float] = {}
+    keyed = []
+    for slot in done:
+        user, ts = slot[0].user_id, slot[0].ts
+        ts = max(ts, clock.get(user, ts))
+        clock[user] = ts
+        keyed.append((ts, slot))
+    keyed.sort(key=_entry_ts)
+    return [slot for _, slot in keyed]
 
 
 class RankLogic(StatefulBatchLogic):
@@ -109,15 +156,10 @@ class RankLogic(StatefulBatchLogic):
                 slot = st.pending.setdefault((msg.user_id, msg.seq), [None, []])
                 slot[0] = msg
             elif isinstance(msg, TrendDelta):
-                trending = st.trending
-                for item, category, popularity, ts, vector in msg.items:
-                    if item not in st.unavailable:
-                        trending.observe(item, category, popularity, ts)
-                        self._learn_category(item, category)
-                        if vector is not None:
-                            st.vectors.put(item, vector)
-                for segment, item, value, ts in msg.segments:
-                    trending.set_segment(segment, item, value, ts)
+                deferred = st.deferred
+                deferred.extend((e[3], 0, e) for e in msg.items)
+                deferred.extend((e[3], 1, e) for e in msg.segments)
+                deferred.sort(key=_entry_ts)  # stable, and runs already sorted are cheap
                 continue
             elif isinstance(msg, Availability):
                 if msg.available:
@@ -153,6 +195,9 @@ class RankLogic(StatefulBatchLogic):
         if not self.cfg.conflate:
             done = self._in_order(done)
         out = self._rank_all(done)
+        excess = len(st.deferred) - self.cfg.max_deferred
+        if excess > 0:  # no request came for long: let the oldest news in regardless
+            st.apply_until(st.deferred[excess][0], self._learn_category)
         return out, StatefulBatchLogic.RETAIN
 
     def _in_order(self, done: list[list]) -> list[list]:
@@ -200,8 +245,11 @@ class RankLogic(StatefulBatchLogic):
                 if prev is None or prev[0].seq < slot[0].seq:
                     latest[slot[0].user_id] = slot
             done = list(latest.values())
+        if len(done) > 1:
+            done = _event_time_order(done)
         out = []
         for request, answers in done:
+            st.apply_until(request.ts, self._learn_category)
             if cfg.conflate and st.last_seq.get(request.user_id, 0) > request.seq:
                 continue  # an older request finished after a newer one: stale
             if cfg.ranking.learn_blend and request.item_id is not None:
