@@ -71,9 +71,9 @@ class ImplicitMF:
         u = self.model.u_latents.get(user)
         if u is None:
             return out
-        latents = self.model.i_latents
-        for i, item in enumerate(items):
-            v = latents.get(item)
-            if v is not None:
-                out[i] = float(u @ v)
+        get = self.model.i_latents.get
+        rows = [(i, v) for i, v in enumerate(map(get, items)) if v is not None]
+        if rows:
+            idx, vecs = zip(*rows)
+            out[list(idx)] = np.stack(vecs) @ u  # one product for the whole list
         return out

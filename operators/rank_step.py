@@ -9,6 +9,7 @@ serve without a global key.
 from __future__ import annotations
 
 import bisect
+import heapq
 import logging
 import pickle
 import time
@@ -156,10 +157,16 @@ class RankLogic(StatefulBatchLogic):
                 slot = st.pending.setdefault((msg.user_id, msg.seq), [None, []])
                 slot[0] = msg
             elif isinstance(msg, TrendDelta):
+                news = [(e[3], 0, e) for e in msg.items]
+                news.extend((e[3], 1, e) for e in msg.segments)
+                if not news:
+                    continue
+                news.sort(key=_entry_ts)
                 deferred = st.deferred
-                deferred.extend((e[3], 0, e) for e in msg.items)
-                deferred.extend((e[3], 1, e) for e in msg.segments)
-                deferred.sort(key=_entry_ts)  # stable, and runs already sorted are cheap
+                if not deferred or news[0][0] >= deferred[-1][0]:
+                    deferred.extend(news)  # the usual case: news is newer than the queue
+                else:
+                    st.deferred = list(heapq.merge(deferred, news, key=_entry_ts))
                 continue
             elif isinstance(msg, Availability):
                 if msg.available:

@@ -67,7 +67,8 @@ def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: Us
         q.interaction = max(weight, 0.0)
         q.category = event.category
     # Ask: followers of the most recent items, the newest weighted most.
-    anchors = list(reversed(profile.session_items[-cfg.query_items :]))
+    session = profile.session_items  # a new list, built from the profile's compact form
+    anchors = list(reversed(session[-cfg.query_items :]))
     weights = [cfg.anchor_decay**i for i in range(len(anchors))]
     if len(anchors) < cfg.query_items:
         for old in reversed(profile.recent_items):
@@ -79,6 +80,7 @@ def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: Us
     for anchor, w in zip(anchors, weights):
         query(anchor).anchor_weight = w
     expected = sum(1 for q in queries.values() if q.anchor_weight > 0.0)
+    history = profile.item_events()
     request = RankRequest(
         route=shard,
         user_id=profile.user_id,
@@ -94,11 +96,11 @@ def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: Us
         session_categories=profile.session_top_categories(3, ts),
         preferences=profile.preferences,
         segment=profile.segment(),
-        seen=list(profile.session_items[-10:]),
+        seen=session[-10:],
         excluded=list(profile.purchased),
-        seen_filter=bytes(profile.seen_bits) if profile.seen_bits is not None else None,
-        cold=profile.item_events() <= cfg.cold_events,
-        history=profile.item_events(),
+        seen_filter=profile.seen_filter(),
+        cold=history <= cfg.cold_events,
+        history=history,
     )
     out: list = list(queries.values())
     out.append(request)
@@ -175,7 +177,7 @@ class UserLogic(StatefulBatchLogic):
                     continue
             if not profile.consent:
                 continue
-            prev_session = list(profile.session_items)
+            prev_session = profile.session_items  # a copy: apply() does not change it
             session_n = profile.session_n
             status = profile.apply(event, self.cfg.profile)
             if status != "applied":

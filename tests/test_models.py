@@ -171,6 +171,173 @@ def test_profile_does_not_alias_event_context():
     assert p.segment() == "age_band=25-34|gender=F"
 
 
+def _profile_reads(p: UserProfile, ts: float) -> dict:
+    """Everything a profile answers, for comparing two profiles."""
+    return {
+        "json": p.to_json_dict(), "seq": p.seq, "session_items": p.session_items,
+        "top": [p.top_categories(n, ts) for n in (1, 4, 8, 40)],
+        "session_top": [p.session_top_categories(n, ts) for n in (1, 3, 4)],
+        "item_events": p.item_events(), "segment": p.segment(), "seen": p.seen_filter(),
+        "attrs": p.attrs, "session_start": p.session_start, "session_n": p.session_n,
+    }
+
+
+def _mixed_events(n: int, seed: int, items: int = 40):
+    """Events with duplicates, explicit and implicit sessions, long ids and context."""
+    rng = random.Random(seed)
+    types = ["view", "click", "hover", "scroll", "dwell", "add_to_cart", "purchase", "search",
+             "impression", "rating"]
+    ts = T0
+    for i in range(n):
+        ts += rng.choice([0.5, 7.0, 300.0, 4000.0])
+        t = rng.choice(types)
+        eid = rng.choice([f"e{i}", f"e{i}", f"e{rng.randrange(i + 1)}", "x" * 300 + str(i)])
+        ctx = {"user_attrs": {"age_band": "25-34", "gender": rng.choice("FM")},
+               "preferences": [f"c{rng.randrange(5)}"]} if rng.random() < 0.05 else None
+        yield Event(eid, ts, "u", t, None if t == "search" else f"p{rng.randrange(items)}",
+                    session_id=rng.choice([None, f"s{i // 40}"]),
+                    value=rng.choice([None, 2500.0]) if t != "rating" else 4.0,
+                    category=rng.choice([None, f"c{rng.randrange(12)}"]), context=ctx)
+
+
+@pytest.mark.parametrize("items", [40, 3000])  # the seen filter sparse, then dense
+def test_profile_pickle_round_trip_continues_identically(items):
+    cfg = ProfileConfig(max_session_items=20, max_recent_items=30)
+    events = list(_mixed_events(1200, seed=items, items=items))
+    p = UserProfile("u")
+    for e in events[:600]:
+        p.apply(e, cfg)
+    q = pickle.loads(pickle.dumps(p, protocol=pickle.HIGHEST_PROTOCOL))
+    assert _profile_reads(q, events[599].ts) == _profile_reads(p, events[599].ts)
+    for e in events[600:]:
+        assert q.apply(e, cfg) == p.apply(e, cfg)
+        assert _profile_reads(q, e.ts) == _profile_reads(p, e.ts)
+
+
+def test_profile_restores_snapshots_of_the_previous_layout():
+    """A snapshot written before the compact layout (one value per old slot) restores."""
+    from array import array
+
+    from models.profile import _event_hash
+    from models.ranking import SeenFilter
+
+    cfg = ProfileConfig()
+    events = [Event(f"e{i}", T0 + i * 30.0, "u", "purchase" if i % 7 == 0 else "view", f"p{i % 9}",
+                    session_id=f"s{i // 10}", category=f"c{i % 4}",
+                    context={"user_attrs": {"age_band": "18-24"}} if i == 3 else None)
+              for i in range(40)]
+    p = UserProfile("u")
+    for e in events:
+        p.apply(e, cfg)
+
+    def legacy_counter(c):
+        d = DecayedCounter(c.half_life, c.capacity)
+        d.landmark, d.weights = c.landmark, dict(zip(c.keys, c.weights))
+        return d
+
+    seen = SeenFilter.empty()
+    for e in events:
+        SeenFilter.add(seen, e.item_id)
+    legacy = (p.user_id, p.seq, p.first_ts, p.last_ts, p.session_id, p.session_n, p.session_start,
+              p.session_items, p.recent_items, legacy_counter(p.categories),
+              legacy_counter(p.session_categories), p.purchased, p.engagement, p.counts, p.attrs,
+              p.preferences, p.consent, array("Q", [_event_hash(e.event_id) for e in events]), 0,
+              events[-1].ts, 1, seen)
+    q = UserProfile.__new__(UserProfile)
+    q.__setstate__(legacy)
+    assert _profile_reads(q, events[-1].ts) == _profile_reads(p, events[-1].ts)
+    assert q.seen_filter() == bytes(seen)
+    later = [events[5]] + [Event(f"n{i}", T0 + 2000 + i, "u", "click", f"p{i % 13}", category="c9")
+                           for i in range(30)]
+    for e in later:
+        assert q.apply(e, cfg) == p.apply(e, cfg)
+        assert _profile_reads(q, e.ts) == _profile_reads(p, e.ts)
+
+
+def _live_bytes(events, cfg, checkpoints):
+    """Python memory one profile holds after each checkpoint (ids and caches warmed first)."""
+    import gc
+    import tracemalloc
+
+    warm = UserProfile("u0")
+    for e in events:
+        warm.apply(e, cfg)
+    del warm
+    gc.collect()
+    tracemalloc.start()
+    try:
+        p = UserProfile("u0")
+        sizes = []
+        for i, e in enumerate(events, start=1):
+            p.apply(e, cfg)
+            if i in checkpoints:
+                p.to_json_dict(), p.top_categories(4, e.ts), p.seen_filter()
+                gc.collect()
+                sizes.append(tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+    return sizes
+
+
+def test_profile_live_memory_is_small_and_bounded():
+    # Bytewax keeps the live object per user: count it, not the pickle. 20 events with
+    # 20 categories, then a long history of 5,000 items and 50 categories.
+    cfg = ProfileConfig()
+    sizes = _live_bytes(list(_events(20_000, items=5000)), cfg, (20, 2_000, 20_000))
+    assert sizes[0] < 2_600  # the layout of dicts and lists took ~4,600
+    assert sizes[2] < 4_600  # ~7,000
+    assert sizes[2] < sizes[1] * 1.05
+
+
+def test_compact_counter_matches_decayed_counter():
+    from models.compact import CompactCounter
+
+    for seed in range(60):
+        rng = random.Random(seed)
+        half_life, capacity = rng.choice([1.0, 10.0, 1e6]), rng.choice([1, 3, 32])
+        a, b = DecayedCounter(half_life, capacity), CompactCounter(half_life, capacity)
+        ts = 0.0
+        for _ in range(300):
+            ts += rng.choice([0.0, 0.5, 3.0, 100.0])  # 100 half-lives: landmark moves
+            key, op = f"k{rng.randrange(rng.choice([3, 50]))}", rng.random()
+            if op < 0.6:
+                w = rng.choice([1.0, 2.0, rng.random()])
+                a.add(key, w, ts)
+                b.add(key, w, ts)
+            elif op < 0.7:
+                a.set(key, 0.5, ts)
+                b.set(key, 0.5, ts)
+            elif op < 0.75:
+                a.remove(key)
+                b.remove(key)
+            elif op < 0.8:
+                a, b = pickle.loads(pickle.dumps(a)), pickle.loads(pickle.dumps(b))
+            else:
+                a, b = a.copy(), b.copy()
+            n = rng.choice([1, 3, 8, 100])
+            assert b.top(n, ts + 1.0) == a.top(n, ts + 1.0)
+            assert b.value(key, ts) == a.value(key, ts) and b.total(ts) == a.total(ts)
+            assert len(b) == len(a) and (key in b) == (key in a)
+
+
+def test_profile_seen_filter_and_dedupe_match_the_plain_forms():
+    from models.ranking import SeenFilter
+
+    cfg = ProfileConfig(dedupe_window=64)
+    p = UserProfile("u")
+    bits = SeenFilter.empty()
+    for i in range(400):  # sparse bits at first, the dense filter later
+        item = f"item-{i * 7919 % 1000}"
+        ids = [f"e{i}", "y" * 257 + str(i)] if i == 150 else [f"e{i}"]  # a long id widens
+        for eid in ids:
+            assert p.apply(Event(eid, T0 + i, "u", "view", item), cfg) == "applied"
+            assert p.apply(Event(eid, T0 + i, "u", "view", item), cfg) == "duplicate"
+        SeenFilter.add(bits, item)
+        assert p.seen_filter() == bytes(bits) and p.seen_bits == bits
+    assert p.apply(Event("e0", T0 + 500, "u", "view", "a"), cfg) == "applied"  # out of the window
+    assert p.apply(Event("e399", T0 + 500, "u", "view", "a"), cfg) == "duplicate"
+
+
 # --- items, trending, ranking -----------------------------------------------------
 
 def test_item_state_bounded_and_pickles():
