@@ -72,6 +72,7 @@ def step_configs(
     ranking = RankConfig(k=s.top_k, repeat_policy=s.repeat_policy, diversity=s.diversity,
                          max_per_category=s.max_per_category, repeat_factor=s.repeat_factor,
                          w_category=s.w_category, w_session=s.w_session, w_seen=s.w_seen,
+                         session_decay=s.session_decay,
                          w_content=s.w_content, w_mf=s.w_mf,
                          learn_blend=s.learn_blend, learning_rate=s.blend_learning_rate,
                          feedback_negatives=s.feedback_negatives, w_segment=s.w_segment, w_trending=s.w_trending)

@@ -158,6 +158,7 @@ def _settings_env(s: Settings) -> dict[str, str]:
             "STREAMREC_ANCHOR_DECAY": str(s.anchor_decay),
             "STREAMREC_W_CATEGORY": str(s.w_category),
             "STREAMREC_W_SESSION": str(s.w_session),
+            "STREAMREC_SESSION_DECAY": str(s.session_decay),
             "STREAMREC_W_SEEN": str(s.w_seen),
             "STREAMREC_W_CONTENT": str(s.w_content),
             "STREAMREC_W_MF": str(s.w_mf),

@@ -3,7 +3,8 @@
 Signals (each a distribution over candidates, so weights are comparable):
 - ``covis``: followers (and, weaker, predecessors) of the user's recent items,
   the most recent anchor weighted most (sequential rules / co-visitation);
-- ``session``: the items of the current session, most recent first (re-finding);
+- ``session``: the items of the current session, the latest 1, earlier ones decayed
+  (re-finding);
 - ``category``: trending items of the user's categories (session taste, then long-term,
   then onboarding preferences);
 - ``segment``: what users of the same segment (age band, gender) engage with;
@@ -58,7 +59,7 @@ class RankConfig:
     mf_min_history: int = 10
     w_seen: float = 0.0
     content_candidates: int = 30
-    session_decay: float = 0.6
+    session_decay: float = 0.85
     candidates_per_category: int = 30
     repeat_policy: str = "allow"  # allow (the learned `seen` weight decides) | demote | exclude
     repeat_factor: float = 0.6
@@ -189,10 +190,10 @@ def _signals(inp: RankInput, trending: Trending, cfg: RankConfig,
     for anchor_weight, followers in inp.anchors:
         add(0, followers, anchor_weight / anchor_total)
     if inp.seen:
-        recent = list(reversed(inp.seen))
-        weights = [cfg.session_decay**i for i in range(len(recent))]
-        total = sum(weights)
-        add(1, [(item, wt / total) for item, wt in zip(recent, weights)], 1.0)
+        # Not a distribution: the latest item scores 1 however long the session is, so
+        # the learned penalty for already-seen items cannot bury a long session's items.
+        decay = cfg.session_decay
+        add(1, [(item, decay**i) for i, item in enumerate(reversed(inp.seen))], 1.0)
     ts = inp.ts
     for cat, share in _category_mix(inp):
         add(2, _normalised(trending.top_in(cat, cfg.candidates_per_category, ts)), share)

@@ -20,7 +20,7 @@ __all__ = ["ItemStepConfig", "ItemLogic", "CatalogRecord"]
 
 @dataclass(frozen=True)
 class ItemStepConfig:
-    covis_half_life: float = 3 * 24 * 3600.0
+    covis_half_life: float = 30 * 24 * 3600.0
     popularity_half_life: float = 6 * 3600.0
     max_neighbours: int = 80
     answer_neighbours: int = 40

@@ -35,6 +35,7 @@ class UserStepConfig:
     trend_shards: int = 4
     segment_events: int = 50  # a user's first N item events teach segment popularity
     cold_events: int = 2  # up to this many item events a user counts as cold
+    session_candidates: int = 20  # latest session items the ranker may show again
 
 
 def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: UserStepConfig,
@@ -96,7 +97,7 @@ def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: Us
         session_categories=profile.session_top_categories(3, ts),
         preferences=profile.preferences,
         segment=profile.segment(),
-        seen=session[-10:],
+        seen=session[-cfg.session_candidates :],
         excluded=list(profile.purchased),
         seen_filter=profile.seen_filter(),
         cold=history <= cfg.cold_events,

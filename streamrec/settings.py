@@ -80,7 +80,7 @@ class Settings:
     # Profiles and decay (event time, seconds)
     long_half_life: float = 7 * 24 * 3600.0
     session_half_life: float = 1800.0
-    covis_half_life: float = 3 * 24 * 3600.0
+    covis_half_life: float = 30 * 24 * 3600.0  # tuned on warm-up data, see README
     trending_half_life: float = 6 * 3600.0
     session_gap: float = 1800.0
     event_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
@@ -96,11 +96,12 @@ class Settings:
     trend_shards: int = 4
     repeat_policy: str = "allow"  # "allow" (learned `seen` weight) | "demote" | "exclude"
     repeat_factor: float = 0.6
-    diversity: float = 0.05
+    diversity: float = 0.01  # MMR damping per earlier pick of a category; tuned, see README
     covis_window: int = 5
     backward_weight: float = 0.5
     anchor_decay: float = 0.5
     w_session: float = 0.3
+    session_decay: float = 0.85  # re-finding: weight of the n-th most recent session item, decay**n
     w_seen: float = 0.0
     w_content: float = 0.1
     w_mf: float = 0.05
@@ -185,6 +186,7 @@ class Settings:
         number("STREAMREC_ANCHOR_DECAY", "anchor_decay", float, 0.0)
         number("STREAMREC_W_CATEGORY", "w_category", float, 0.0)
         number("STREAMREC_W_SESSION", "w_session", float, 0.0)
+        number("STREAMREC_SESSION_DECAY", "session_decay", float, 0.0)
         number("STREAMREC_W_SEEN", "w_seen", float, -1e9)
         number("STREAMREC_W_CONTENT", "w_content", float, 0.0)
         number("STREAMREC_W_MF", "w_mf", float, 0.0)
@@ -230,6 +232,9 @@ class Settings:
     def validate(self) -> None:
         if self.repeat_policy not in ("allow", "demote", "exclude"):
             msg = f"STREAMREC_REPEAT_POLICY={self.repeat_policy!r} must be allow, demote or exclude"
+            raise ConfigError(msg)
+        if not 0.0 < self.session_decay <= 1.0:
+            msg = f"STREAMREC_SESSION_DECAY={self.session_decay} must be in (0, 1], e.g. 0.6"
             raise ConfigError(msg)
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             msg = "REDIS_URL must start with redis://, rediss:// or unix:// (e.g. redis://localhost:6379/0)"

@@ -1,0 +1,101 @@
+"""Event-time order inside the steps, and the lock-step replay source.
+
+A list must be ranked with what happened before its event only, however the events
+were batched or spread over workers: no look into the future.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from evaluation.pacing import PacedFileSource, ProgressBoard
+from operators.item_step import ItemLogic, ItemStepConfig
+from operators.messages import ItemAnswer, ItemQuery, RankRequest, TrendDelta
+from operators.rank_step import RankLogic, RankStepConfig
+
+
+def _request(user: str, seq: int, ts: float) -> RankRequest:
+    return RankRequest(route="rank-0", user_id=user, seq=seq, ts=ts, event_id=f"{user}-{seq}",
+                       event_type="view", ingested_at=None, expected=0, item_id=None,
+                       interaction=0.0, categories=[], session_categories=[],
+                       preferences=None, segment=None, seen=[], excluded=[])
+
+
+def _items(recs) -> list[str]:
+    return [item for item, _ in recs.items]
+
+
+def test_trend_news_from_later_events_waits_for_requests_after_it():
+    logic = RankLogic(RankStepConfig(conflate=False), None)
+    past = ("old", "hats", 5.0, 50.0, None)
+    future = ("new", "hats", 9.0, 200.0, None)
+    (early,), _ = logic.on_batch([TrendDelta("rank-0", [past, future], []), _request("u1", 1, 100.0)])
+    assert _items(early) == ["old"]  # "new" became popular at ts 200, after this event
+    (late,), _ = logic.on_batch([_request("u2", 1, 300.0)])
+    assert _items(late)[0] == "new" and "old" in _items(late)
+    assert logic.state.deferred == []
+
+
+def test_requests_of_one_batch_are_ranked_in_event_time_order():
+    logic = RankLogic(RankStepConfig(conflate=False), None)
+    news = TrendDelta("rank-0", [("a", None, 1.0, 10.0, None), ("b", None, 50.0, 150.0, None)], [])
+    out, _ = logic.on_batch([news, _request("late", 1, 200.0), _request("early", 1, 100.0)])
+    lists = {rec.user_id: _items(rec) for rec in out}
+    assert lists["early"] == ["a"]
+    assert lists["late"][0] == "b"
+
+
+def test_deferred_news_is_bounded():
+    logic = RankLogic(RankStepConfig(conflate=False, max_deferred=10), None)
+    entries = [(f"i{n}", None, 1.0, float(n), None) for n in range(25)]
+    logic.on_batch([TrendDelta("rank-0", entries, [])])
+    assert len(logic.state.deferred) <= 10
+
+
+def test_item_step_answers_before_learning_from_a_later_event_in_the_same_batch():
+    logic = ItemLogic(ItemStepConfig(), None)
+    later = ItemQuery("p1", "u2", 1, 200.0, "rank-0", 0.0, [("p-later", 1.0)], 0.0, None)
+    earlier_question = ItemQuery("p1", "u1", 1, 100.0, "rank-0", 1.0, [("p-before", 1.0)], 1.0, None)
+    out, _ = logic.on_batch([later, earlier_question])
+    (answer,) = [m for m in out if isinstance(m, ItemAnswer)]
+    assert [item for item, _ in answer.followers] == ["p-before"]
+    again = ItemQuery("p1", "u3", 1, 300.0, "rank-0", 1.0, [], 0.0, None)
+    out, _ = logic.on_batch([again])
+    (answer,) = [m for m in out if isinstance(m, ItemAnswer)]
+    assert {item for item, _ in answer.followers} == {"p-before", "p-later"}
+
+
+def test_lock_step_source_waits_for_each_batch_to_leave_its_records(tmp_path):
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(f'{{"n": {n}}}\n' for n in range(5)))
+    board_path = tmp_path / "progress.board"
+    board = ProgressBoard(board_path)
+    part = PacedFileSource(events, board_path, batch_size=2, stall=30.0).build_part("s", "p", None)
+    assert part.next_batch() == ['{"n": 0}', '{"n": 1}']
+    assert part.next_batch() == []  # nothing finished yet
+    board.add(1, 1)
+    assert part.next_batch() == []  # one of two finished
+    board.add(0, 1)  # records from another process count too
+    assert part.next_batch() == ['{"n": 2}', '{"n": 3}']
+    board.add(0, 2)
+    assert part.next_batch() == ['{"n": 4}']
+    board.add(0, 1)
+    with pytest.raises(StopIteration):
+        part.next_batch()
+
+
+def test_lock_step_source_moves_on_when_events_leave_no_record(tmp_path):
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"n": 0}\n{"n": 1}\n')
+    board_path = tmp_path / "progress.board"
+    ProgressBoard(board_path)
+    part = PacedFileSource(events, board_path, batch_size=1, stall=0.05).build_part("s", "p", None)
+    assert part.next_batch() == ['{"n": 0}']
+    deadline = time.monotonic() + 5.0
+    batch: list = []
+    while not batch and time.monotonic() < deadline:
+        batch = part.next_batch()
+        time.sleep(0.01)
+    assert batch == ['{"n": 1}'] and part.skipped == 1
