@@ -59,7 +59,7 @@ class RankConfig:
     mf_min_history: int = 10
     w_seen: float = 0.0
     content_candidates: int = 30
-    session_decay: float = 0.85
+    session_decay: float = 0.7
     candidates_per_category: int = 30
     repeat_policy: str = "allow"  # allow (the learned `seen` weight decides) | demote | exclude
     repeat_factor: float = 0.6

@@ -101,7 +101,7 @@ class Settings:
     backward_weight: float = 0.5
     anchor_decay: float = 0.5
     w_session: float = 0.3
-    session_decay: float = 0.85  # re-finding: weight of the n-th most recent session item, decay**n
+    session_decay: float = 0.7  # re-finding: weight of the n-th most recent session item, decay**n
     w_seen: float = 0.0
     w_content: float = 0.1
     w_mf: float = 0.05
