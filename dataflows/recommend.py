@@ -64,11 +64,12 @@ def step_configs(
                           write_profiles=s.write_profiles, trend_shards=s.trend_shards,
                           covis_window=s.covis_window, backward_weight=s.backward_weight,
                           conflate=s.conflate,
-                          anchor_decay=s.anchor_decay)
+                          anchor_decay=s.anchor_decay, session_knn=s.knn_sessions > 0)
     item = ItemStepConfig(covis_half_life=s.covis_half_life,
                           popularity_half_life=s.trending_half_life,
                           max_neighbours=s.max_neighbours, answer_neighbours=s.answer_neighbours,
-                          rank_shards=s.rank_shards, trend_shards=s.trend_shards)
+                          rank_shards=s.rank_shards, trend_shards=s.trend_shards,
+                          knn_sessions=s.knn_sessions)
     ranking = RankConfig(k=s.top_k, repeat_policy=s.repeat_policy, diversity=s.diversity,
                          max_per_category=s.max_per_category, repeat_factor=s.repeat_factor,
                          w_category=s.w_category, w_session=s.w_session, w_seen=s.w_seen,

@@ -154,6 +154,7 @@ def _settings_env(s: Settings) -> dict[str, str]:
             "STREAMREC_QUERY_ITEMS": str(s.query_items),
             "STREAMREC_REPEAT_FACTOR": str(s.repeat_factor),
             "STREAMREC_COVIS_WINDOW": str(s.covis_window),
+            "STREAMREC_KNN_SESSIONS": str(s.knn_sessions),
             "STREAMREC_BACKWARD_WEIGHT": str(s.backward_weight),
             "STREAMREC_ANCHOR_DECAY": str(s.anchor_decay),
             "STREAMREC_W_CATEGORY": str(s.w_category),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from models.content import item_vector
 from models.decay import DecayedCounter, DecayedScalar
+from models.sessionknn import SessionNeighbours
 
 __all__ = ["ItemState"]
 
@@ -22,7 +23,7 @@ class ItemState:
     """What the flow knows about one item."""
 
     __slots__ = ("item_id", "category", "tags", "available", "price", "popularity", "neighbours",
-                 "in_catalog", "reported", "reported_ts", "vector")
+                 "in_catalog", "reported", "reported_ts", "vector", "sessions")
 
     def __init__(self, item_id: str) -> None:
         self.item_id = item_id
@@ -36,6 +37,7 @@ class ItemState:
         self.reported = 0.0  # popularity last sent to the trending aggregator
         self.reported_ts = 0.0
         self.vector: bytes | None = None  # content features, see models.content
+        self.sessions: SessionNeighbours | None = None  # session-kNN, see models.sessionknn
 
     def __getstate__(self):
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -43,6 +45,22 @@ class ItemState:
     def __setstate__(self, state):
         for s, v in zip(self.__slots__, state):
             setattr(self, s, v)
+        if len(state) < len(self.__slots__):  # a snapshot from before session-kNN
+            self.sessions = None
+
+    def learn_session(self, key: int, nearby: list[tuple[str, float]], capacity: int,
+                      max_items: int) -> None:
+        """Session ``key`` went through this item with ``nearby`` items around it."""
+        if self.sessions is None:
+            self.sessions = SessionNeighbours()
+        self.sessions.add(key, (item for item, _ in nearby if item != self.item_id),
+                          capacity, max_items)
+
+    def session_votes(self, context: list[tuple[str, float]], exclude: int, k: int,
+                      n: int) -> list[tuple[str, float]]:
+        if self.sessions is None:
+            return []
+        return self.sessions.votes(dict(context), exclude, k, n)
 
     def apply_catalog(self, record: dict) -> bool:
         """Take catalog fields; return True when availability changed."""

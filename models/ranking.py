@@ -12,10 +12,13 @@ Signals (each a distribution over candidates, so weights are comparable):
 - ``content``: cosine between the candidate's catalog features (category, tags,
   attributes; see ``models.content``) and the user's recency-weighted content vector,
   over the candidates above plus the nearest items of the shard's vector index;
+- ``knn``: session neighbourhood (V-SKNN style, ``models.sessionknn``): items of the
+  recent sessions most similar to the current one, asked of the user's recent items;
 - ``mf``: online matrix factorisation (river FunkMF) affinity, for users with long
   histories only, read for the candidate list only;
 - ``seen``: 1 for items the user has already interacted with (its learned weight is the
-  adaptive repeat policy), and two cold-start interactions.
+  adaptive repeat policy), ``current``: 1 for the item in view now (whether showing it
+  again pays is learned too), and two cold-start interactions.
 
 >>> from models.trending import Trending
 >>> t = Trending(3600.0); t.observe("p9", "hats", 3.0, 0.0)
@@ -40,10 +43,11 @@ from models.trending import Trending
 __all__ = ["RankConfig", "RankInput", "RankResult", "rank", "FEATURES", "prior_weights",
            "SeenFilter"]
 
-FEATURES = ("covis", "session", "category", "segment", "trending", "content", "seen",
-            "covis_cold", "trending_cold", "mf")
+FEATURES = ("covis", "session", "category", "segment", "trending", "content", "knn", "seen",
+            "covis_cold", "trending_cold", "mf", "current")
 _F = {name: i for i, name in enumerate(FEATURES)}
-SIGNALS = FEATURES[:6]
+SIGNALS = FEATURES[:7]
+_NS = len(SIGNALS)
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class RankConfig:
     w_trending: float = 0.05
     w_content: float = 0.1
     w_mf: float = 0.05
+    w_knn: float = 0.5
     mf_min_history: int = 10
     w_seen: float = 0.0
     content_candidates: int = 30
@@ -80,6 +85,7 @@ def prior_weights(cfg: RankConfig) -> np.ndarray:
     w[_F["trending"]] = cfg.w_trending
     w[_F["content"]] = cfg.w_content
     w[_F["mf"]] = cfg.w_mf
+    w[_F["knn"]] = cfg.w_knn
     w[_F["seen"]] = cfg.w_seen
     return w
 
@@ -134,6 +140,7 @@ class SeenFilter:
 class RankInput:
     ts: float
     anchors: list[tuple[float, list[tuple[str, float]]]] = field(default_factory=list)
+    knn: list[tuple[float, list[tuple[str, float]]]] = field(default_factory=list)  # per anchor
     categories: list[tuple[str, float]] = field(default_factory=list)
     session_categories: list[tuple[str, float]] = field(default_factory=list)
     preferences: list[str] | None = None
@@ -145,6 +152,7 @@ class RankInput:
     content: np.ndarray | None = None  # the user's content vector
     user_id: str | None = None
     history: int = 0  # item events the user has made
+    current: str | None = None  # the item of the event being answered (in view now)
 
 
 @dataclass
@@ -183,12 +191,15 @@ def _signals(inp: RankInput, trending: Trending, cfg: RankConfig,
         for item, p in pairs:
             row = table.get(item)
             if row is None:
-                row = table[item] = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+                row = table[item] = [0.0] * _NS
             row[col] += scale * p
 
     anchor_total = sum(a for a, _ in inp.anchors) or 1.0
     for anchor_weight, followers in inp.anchors:
         add(0, followers, anchor_weight / anchor_total)
+    knn_total = sum(a for a, _ in inp.knn) or 1.0
+    for anchor_weight, votes in inp.knn:
+        add(6, votes, anchor_weight / knn_total)
     if inp.seen:
         # Not a distribution: the latest item scores 1 however long the session is, so
         # the learned penalty for already-seen items cannot bury a long session's items.
@@ -203,7 +214,7 @@ def _signals(inp: RankInput, trending: Trending, cfg: RankConfig,
     if inp.content is not None and vectors is not None and len(vectors):
         for item, _ in vectors.nearest(inp.content, cfg.content_candidates):
             if item not in table:
-                table[item] = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+                table[item] = [0.0] * _NS
         items = list(table)
         sims = np.clip(vectors.cosine(inp.content, items), 0.0, None)
         total = float(sims.sum())
@@ -239,9 +250,11 @@ def rank(
         return RankResult([], "empty", [], np.zeros((0, len(FEATURES))))
     items = list(table)
     X = np.zeros((len(items), len(FEATURES)))
-    X[:, :6] = np.array(list(table.values()))
+    X[:, :_NS] = np.array(list(table.values()))
     X[:, _F["seen"]] = [1.0 if (i in session or SeenFilter.contains(seen_filter, i)) else 0.0
                         for i in items]
+    if inp.current is not None and inp.current in table:
+        X[items.index(inp.current), _F["current"]] = 1.0  # learned: show it again or not
     if inp.cold:
         X[:, _F["covis_cold"]] = X[:, _F["covis"]]
         X[:, _F["trending_cold"]] = X[:, _F["trending"]]
@@ -255,7 +268,7 @@ def rank(
     keep = order[: max(cfg.k * 4, cfg.feedback_candidates)]
     ranked = [(items[i], float(scores[i])) for i in keep]
     top = _diversify(ranked, item_category, cfg)
-    contrib = (X[keep[: cfg.k]] * weights).sum(axis=0)[:6]
+    contrib = (X[keep[: cfg.k]] * weights).sum(axis=0)[:_NS]
     strategy = SIGNALS[int(np.argmax(contrib))] if contrib.max() > 0 else "trending"
     fb = keep[: cfg.feedback_candidates]
     return RankResult(top, strategy, [items[i] for i in fb], X[fb].astype(np.float32))

@@ -27,6 +27,9 @@ class ItemStepConfig:
     rank_shards: int = 8
     trend_shards: int = 4
     report_growth: float = 1.25
+    knn_sessions: int = 50  # recent sessions kept per item for session-kNN (0: off)
+    knn_session_items: int = 10  # items kept per stored session
+    knn_neighbours: int = 30  # most similar stored sessions that vote
 
 
 @dataclass(slots=True)
@@ -63,12 +66,19 @@ class ItemLogic(StatefulBatchLogic):
                                                         state.vector))
                 if msg.followers:
                     state.learn_followers(msg.followers, ts, cfg.covis_half_life, cfg.max_neighbours)
+                    if msg.session_key and cfg.knn_sessions:
+                        state.learn_session(msg.session_key, msg.followers, cfg.knn_sessions,
+                                            cfg.knn_session_items)
                 if msg.anchor_weight > 0.0:
+                    knn = None
+                    if msg.context and cfg.knn_sessions:
+                        knn = state.session_votes(msg.context, msg.session_key,
+                                                  cfg.knn_neighbours, cfg.answer_neighbours)
                     out.append(
                         ItemAnswer(
                             msg.reply_to, msg.user_id, msg.seq, self.item_id, msg.anchor_weight,
                             state.category, state.popularity_at(ts) if state.available else 0.0,
-                            state.followers(cfg.answer_neighbours, ts), state.vector,
+                            state.followers(cfg.answer_neighbours, ts), state.vector, knn,
                         )
                     )
             elif isinstance(msg, CatalogRecord):

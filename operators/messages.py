@@ -109,6 +109,8 @@ class ItemQuery:
     followers: list  # [(item_id, weight)] items that came after this one
     interaction: float  # popularity increment for this item (0 when only an anchor)
     category: str | None
+    session_key: int = 0  # salted hash of the session (session-kNN); 0: none
+    context: list | None = None  # [(item, weight)] of the asking session, for session-kNN
 
 
 @_compact
@@ -123,6 +125,7 @@ class ItemAnswer:
     popularity: float
     followers: list  # [(item_id, probability)]
     vector: bytes | None = None  # the item's content vector
+    knn: list | None = None  # [(item_id, probability)] from similar sessions through this item
 
 
 @_compact

@@ -264,6 +264,7 @@ class RankLogic(StatefulBatchLogic):
             inp = RankInput(
                 ts=request.ts,
                 anchors=[(a.anchor_weight, a.followers) for a in answers],
+                knn=[(a.anchor_weight, a.knn) for a in answers if a.knn],
                 categories=request.categories,
                 session_categories=request.session_categories,
                 preferences=request.preferences,
@@ -275,6 +276,7 @@ class RankLogic(StatefulBatchLogic):
                 content=user_vector([(a.anchor_weight, a.vector) for a in answers if a.vector]),
                 user_id=request.user_id,
                 history=request.history,
+                current=request.item_id,
             )
             result = rank(inp, st.trending, st.item_category, st.unavailable, cfg.ranking,
                           st.blend, st.vectors, st.mf)

@@ -6,6 +6,8 @@ Keyed by user, so one user's events are handled in order by one worker.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pickle
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -36,6 +38,16 @@ class UserStepConfig:
     segment_events: int = 50  # a user's first N item events teach segment popularity
     cold_events: int = 2  # up to this many item events a user counts as cold
     session_candidates: int = 20  # latest session items the ranker may show again
+    session_knn: bool = True  # ask anchors for similar sessions (models.sessionknn)
+
+
+_SESSION_SALT = os.urandom(16)  # per process: item-side session keys link to no user
+
+
+def session_hash(session_id: str) -> int:
+    """A session's key on the item side: salted, so it cannot be traced back to a user."""
+    digest = hashlib.blake2b(session_id.encode(), digest_size=8, key=_SESSION_SALT).digest()
+    return int.from_bytes(digest, "little") or 1
 
 
 def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: UserStepConfig,
@@ -46,11 +58,14 @@ def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: Us
     ts = event.ts
     weight = engagement(event.type, event.value, cfg.profile.event_weights) if item else 0.0
     queries: dict[str, ItemQuery] = {}
+    sid = profile.session_id
+    session_key = session_hash(sid) if sid and cfg.session_knn else 0
 
     def query(item_id: str) -> ItemQuery:
         q = queries.get(item_id)
         if q is None:
-            q = ItemQuery(item_id, profile.user_id, profile.seq, ts, shard, 0.0, [], 0.0, None)
+            q = ItemQuery(item_id, profile.user_id, profile.seq, ts, shard, 0.0, [], 0.0, None,
+                          session_key)
             queries[item_id] = q
         return q
 
@@ -78,8 +93,13 @@ def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: Us
             if old not in anchors:
                 weights.append(cfg.history_anchor_weight * cfg.anchor_decay ** len(anchors))
                 anchors.append(old)
+    # Session-kNN context: the session's items, the i-th of n weighing i/n (V-SKNN).
+    context = ([(it, (i + 1) / len(session)) for i, it in enumerate(session)]
+               if session_key and session else None)
     for anchor, w in zip(anchors, weights):
-        query(anchor).anchor_weight = w
+        q = query(anchor)
+        q.anchor_weight = w
+        q.context = context
     expected = sum(1 for q in queries.values() if q.anchor_weight > 0.0)
     history = profile.item_events()
     request = RankRequest(
@@ -130,12 +150,14 @@ def _conflate(scattered: list[list]) -> list:
                 q = merged.get(m.route)
                 if q is None:
                     q = merged[m.route] = ItemQuery(m.route, m.user_id, request.seq, request.ts,
-                                                    m.reply_to, 0.0, [], 0.0, None)
+                                                    m.reply_to, 0.0, [], 0.0, None, m.session_key)
                 q.followers.extend(m.followers)
                 q.interaction += m.interaction
                 q.category = m.category or q.category
                 if is_last:
                     q.anchor_weight = m.anchor_weight
+                    q.context = m.context
+                    q.session_key = m.session_key
             elif isinstance(m, SegmentHit):
                 extra.append(m)
     request.expected = sum(1 for q in merged.values() if q.anchor_weight > 0.0)

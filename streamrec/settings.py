@@ -91,6 +91,7 @@ class Settings:
     max_neighbours: int = 80
     answer_neighbours: int = 40
     query_items: int = 3
+    knn_sessions: int = 50  # recent sessions kept per item for the session-kNN signal (0: off)
     # Ranking
     rank_shards: int = 8
     trend_shards: int = 4
@@ -182,6 +183,7 @@ class Settings:
         number("STREAMREC_DIVERSITY", "diversity", float, 0.0)
         number("STREAMREC_REPEAT_FACTOR", "repeat_factor", float, 0.0)
         number("STREAMREC_COVIS_WINDOW", "covis_window", int, 1)
+        number("STREAMREC_KNN_SESSIONS", "knn_sessions", int, 0)
         number("STREAMREC_BACKWARD_WEIGHT", "backward_weight", float, 0.0)
         number("STREAMREC_ANCHOR_DECAY", "anchor_decay", float, 0.0)
         number("STREAMREC_W_CATEGORY", "w_category", float, 0.0)

@@ -433,3 +433,26 @@ def test_vector_index_is_bounded_pickles_and_finds_similar_items():
     assert again.nearest(user, 5) == index.nearest(user, 5)
     top_item = index.nearest(user, 1)[0][0]
     assert int(top_item[1:]) % 7 == 3 or int(top_item[1:]) % 11 == 5
+
+
+def test_session_neighbours_contract():
+    """Session-kNN store: pickles after learning, votes do not mutate it, bounded."""
+    import pickle as _pickle
+
+    from models.sessionknn import SessionNeighbours
+
+    s = SessionNeighbours()
+    for key in range(1, 500):
+        s.add(key, [f"i{key % 7}", f"i{key % 11}", f"j{key}"], capacity=40, max_items=2)
+    assert len(s) == 40
+    assert all(len(items) <= 2 for items in s.sessions.values())
+    before = dict(s.sessions)
+    votes = s.votes({"i3": 1.0, "i5": 0.5}, exclude=0, k=10, n=5)
+    assert s.sessions == before
+    assert votes and abs(sum(w for _, w in votes) - 1.0) < 1e-4
+    assert all(item not in ("i3", "i5") for item, _ in votes)  # the asker's items: not votes
+    assert _pickle.loads(_pickle.dumps(s)).votes({"i3": 1.0, "i5": 0.5}, 0, 10, 5) == votes
+    # the asking session itself never votes
+    own = SessionNeighbours()
+    own.add(99, ["x"], capacity=5, max_items=5)
+    assert own.votes({"y": 1.0}, exclude=99, k=5, n=5) == []
