@@ -17,8 +17,7 @@ Signals (each a distribution over candidates, so weights are comparable):
 - ``mf``: online matrix factorisation (river FunkMF) affinity, for users with long
   histories only, read for the candidate list only;
 - ``seen``: 1 for items the user has already interacted with (its learned weight is the
-  adaptive repeat policy), ``current``: 1 for the item in view now (whether showing it
-  again pays is learned too), and two cold-start interactions.
+  adaptive repeat policy), and two cold-start interactions.
 
 >>> from models.trending import Trending
 >>> t = Trending(3600.0); t.observe("p9", "hats", 3.0, 0.0)
@@ -44,7 +43,7 @@ __all__ = ["RankConfig", "RankInput", "RankResult", "rank", "FEATURES", "prior_w
            "SeenFilter"]
 
 FEATURES = ("covis", "session", "category", "segment", "trending", "content", "knn", "seen",
-            "covis_cold", "trending_cold", "mf", "current")
+            "covis_cold", "trending_cold", "mf")
 _F = {name: i for i, name in enumerate(FEATURES)}
 SIGNALS = FEATURES[:7]
 _NS = len(SIGNALS)
@@ -152,7 +151,6 @@ class RankInput:
     content: np.ndarray | None = None  # the user's content vector
     user_id: str | None = None
     history: int = 0  # item events the user has made
-    current: str | None = None  # the item of the event being answered (in view now)
 
 
 @dataclass
@@ -253,8 +251,6 @@ def rank(
     X[:, :_NS] = np.array(list(table.values()))
     X[:, _F["seen"]] = [1.0 if (i in session or SeenFilter.contains(seen_filter, i)) else 0.0
                         for i in items]
-    if inp.current is not None and inp.current in table:
-        X[items.index(inp.current), _F["current"]] = 1.0  # learned: show it again or not
     if inp.cold:
         X[:, _F["covis_cold"]] = X[:, _F["covis"]]
         X[:, _F["trending_cold"]] = X[:, _F["trending"]]

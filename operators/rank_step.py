@@ -276,7 +276,6 @@ class RankLogic(StatefulBatchLogic):
                 content=user_vector([(a.anchor_weight, a.vector) for a in answers if a.vector]),
                 user_id=request.user_id,
                 history=request.history,
-                current=request.item_id,
             )
             result = rank(inp, st.trending, st.item_category, st.unavailable, cfg.ranking,
                           st.blend, st.vectors, st.mf)
