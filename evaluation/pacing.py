@@ -14,6 +14,7 @@ process), written by the sinks of every process and read by the source.
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import struct
@@ -24,6 +25,8 @@ from typing import Iterator
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 __all__ = ["ProgressBoard", "PacedFileSource"]
+
+log = logging.getLogger(__name__)
 
 _SLOTS = 64
 
@@ -76,7 +79,8 @@ class _PacedPartition(StatefulSourcePartition[str, int]):
             if now - self._last_change < self._stall:
                 return []
             # Nothing finished for a while: the rest of the batch left no record
-            # (a duplicate, say). Move on.
+            # (a duplicate, say). Move on; a slow record arriving later would let the
+            # source run ahead by as much, so every skip is counted and reported.
             self.skipped += self._emitted - done
         batch = []
         for line in self._lines:
@@ -94,6 +98,13 @@ class _PacedPartition(StatefulSourcePartition[str, int]):
     def snapshot(self) -> int:
         return self._offset
 
+    def close(self) -> None:
+        if self.skipped:
+            log.warning("lock-step replay: %d events left no record within %.1f s and were "
+                        "passed over; if records came late, the source ran ahead by as much",
+                        self.skipped, self._stall)
+        self._board.close()
+
 
 def _read_lines(path: Path, skip: int) -> Iterator[str]:
     with open(path, encoding="utf-8") as f:
@@ -107,7 +118,7 @@ class PacedFileSource(FixedPartitionedSource[str, int]):
     line left a record on the ``board`` (a recommendation update or a dead letter)."""
 
     def __init__(self, path: str | Path, board_path: str | Path, batch_size: int = 1,
-                 stall: float = 0.5) -> None:
+                 stall: float = 2.0) -> None:
         self.path = Path(path)
         self.board_path = Path(board_path)
         self.batch_size = batch_size

@@ -78,6 +78,14 @@ class RankShardState:
     def __setstate__(self, state):
         for s, v in zip(self.__slots__, state):
             setattr(self, s, v)
+        if len(state) < len(self.__slots__):  # a snapshot from before the event-time queue
+            self.deferred = []
+        blend = self.blend
+        if len(blend.weights) == len(FEATURES) - 1:  # from before the `knn` feature
+            at = FEATURES.index("knn")
+            for name in ("prior", "raw", "weights"):
+                setattr(blend, name, np.insert(getattr(blend, name), at, 0.0))
+            self.shown = {}  # feature rows of the old width
 
     def apply_until(self, ts: float | None, learn_category) -> None:
         """Apply deferred trend entries older than ``ts`` (all of them when None)."""
@@ -85,7 +93,12 @@ class RankShardState:
         if not deferred:
             return
         n = len(deferred) if ts is None else bisect.bisect_left(deferred, ts, key=_entry_ts)
-        if n == 0:
+        self.apply_count(n, learn_category)
+
+    def apply_count(self, n: int, learn_category) -> None:
+        """Apply the ``n`` oldest deferred trend entries."""
+        deferred = self.deferred
+        if n <= 0:
             return
         trending, unavailable, vectors = self.trending, self.unavailable, self.vectors
         for _ts, kind, entry in deferred[:n]:
@@ -204,7 +217,7 @@ class RankLogic(StatefulBatchLogic):
         out = self._rank_all(done)
         excess = len(st.deferred) - self.cfg.max_deferred
         if excess > 0:  # no request came for long: let the oldest news in regardless
-            st.apply_until(st.deferred[excess][0], self._learn_category)
+            st.apply_count(excess, self._learn_category)
         return out, StatefulBatchLogic.RETAIN
 
     def _in_order(self, done: list[list]) -> list[list]:

@@ -45,7 +45,11 @@ _SESSION_SALT = os.urandom(16)  # per process: item-side session keys link to no
 
 
 def session_hash(session_id: str) -> int:
-    """A session's key on the item side: salted, so it cannot be traced back to a user."""
+    """A session's key on the item side: salted, so it cannot be traced back to a user.
+
+    The caller hashes user, session id and session start together: a user erased and
+    back again (session numbers restart) gets new keys, and two users' equal session
+    ids never share one."""
     digest = hashlib.blake2b(session_id.encode(), digest_size=8, key=_SESSION_SALT).digest()
     return int.from_bytes(digest, "little") or 1
 
@@ -59,7 +63,8 @@ def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: Us
     weight = engagement(event.type, event.value, cfg.profile.event_weights) if item else 0.0
     queries: dict[str, ItemQuery] = {}
     sid = profile.session_id
-    session_key = session_hash(sid) if sid and cfg.session_knn else 0
+    session_key = (session_hash(f"{profile.user_id}\0{sid}\0{profile.session_start}")
+                   if sid and cfg.session_knn else 0)
 
     def query(item_id: str) -> ItemQuery:
         q = queries.get(item_id)

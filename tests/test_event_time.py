@@ -99,3 +99,25 @@ def test_lock_step_source_moves_on_when_events_leave_no_record(tmp_path):
         batch = part.next_batch()
         time.sleep(0.01)
     assert batch == ['{"n": 1}'] and part.skipped == 1
+
+
+def test_a_rank_snapshot_from_before_the_queue_and_the_knn_feature_restores():
+    import numpy as np
+
+    from models.ranking import FEATURES
+    from operators.rank_step import RankShardState
+
+    old = RankShardState(RankStepConfig())
+    old.shown["u1"] = (["a"], np.zeros((1, len(FEATURES) - 1), np.float32))
+    for name in ("prior", "raw", "weights"):
+        setattr(old.blend, name, np.delete(getattr(old.blend, name), FEATURES.index("knn")))
+    state = old.__getstate__()[:-1]  # no `deferred` slot yet
+    restored = RankShardState.__new__(RankShardState)
+    restored.__setstate__(state)
+    assert restored.deferred == [] and restored.shown == {}
+    assert len(restored.blend.weights) == len(FEATURES)
+    logic = RankLogic(RankStepConfig(conflate=False), None)
+    logic.state = restored
+    (rec,), _ = logic.on_batch([TrendDelta("rank-0", [("p1", None, 1.0, 1.0, None)], []),
+                                _request("u1", 1, 5.0)])
+    assert _items(rec) == ["p1"]
