@@ -129,9 +129,7 @@ class CompactCounter:
             scaled = self.weights[self.keys.index(key)]
         except ValueError:
             return 0.0
-        if self.landmark is None:
-            return 0.0
-        return scaled * math.exp(-LN2 * (ts - self.landmark) / self.half_life)
+        return scaled * self.factor(ts)
 
     def factor(self, ts: float) -> float:
         """Multiply a stored weight by this to read it at ``ts``."""

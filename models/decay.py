@@ -119,9 +119,9 @@ class DecayedCounter:
 
     def value(self, key: str, ts: float) -> float:
         scaled = self.weights.get(key)
-        if scaled is None or self.landmark is None:
+        if scaled is None:
             return 0.0
-        return scaled * math.exp(-LN2 * (ts - self.landmark) / self.half_life)
+        return scaled * self.factor(ts)
 
     def factor(self, ts: float) -> float:
         """Multiply a stored weight by this to read it at ``ts``."""
