@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 import subprocess
 import time
 from collections import Counter
@@ -42,15 +43,20 @@ class Profiler:
         self.procs: list[tuple[subprocess.Popen, Path]] = []
 
     @staticmethod
+    def executable() -> str | None:
+        """py-spy on PATH, or beside this interpreter (a venv that is not activated)."""
+        return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+
+    @staticmethod
     def available() -> bool:
-        return shutil.which("py-spy") is not None
+        return Profiler.executable() is not None
 
     def attach(self, group) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         time.sleep(1.0)  # let the interpreter come up before py-spy looks for it
         for i, proc in enumerate(group.procs):
             path = self.out_dir / f"{self.label}-p{i}.txt"
-            cmd = ["py-spy", "record", "--pid", str(proc.pid), "--format", "raw", "-o", str(path),
+            cmd = [self.executable() or "py-spy", "record", "--pid", str(proc.pid), "--format", "raw", "-o", str(path),
                    "--rate", str(self.rate), "--nonblocking", "--full-filenames"]
             if self.native:
                 cmd.append("--native")

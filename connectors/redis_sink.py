@@ -36,6 +36,29 @@ return 1
 """
 
 
+# KEYS[1] = stream, ARGV[1] = start id (inclusive; "-" for the beginning), ARGV[2] = chunk
+# size, ARGV[3] = user id. Deletes that user's entries among the next chunk, server-side,
+# so erasure never ships the stream to Python. Returns {removed, last id read or ""}.
+_ERASE_CHUNK = """
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
+local doomed = {}
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'user_id' then
+      if fields[i + 1] == ARGV[3] then doomed[#doomed + 1] = entry[1] end
+      break
+    end
+  end
+end
+local removed = 0
+if #doomed > 0 then removed = redis.call('XDEL', KEYS[1], unpack(doomed)) end
+local last = ''
+if #entries == tonumber(ARGV[2]) then last = entries[#entries][1] end
+return {removed, last}
+"""
+
+
 class RedisKeys:
     """Key names of the output contract."""
 
@@ -77,26 +100,22 @@ def latest_json(rec: RecUpdate, emitted_at: float) -> bytes:
 def erase_user(client: redis.Redis, keys: RedisKeys, user_id: str, scan_chunk: int = 2000) -> int:
     """Delete everything Redis holds about a user: keys, stream entries, dead letters.
 
-    Returns the number of stream entries removed. Stream scans are chunked so Redis is
-    never blocked for long; erasure is rare.
+    Returns the number of stream entries removed. Streams are scanned inside Redis (a
+    Lua script per chunk of ``scan_chunk`` entries, about a millisecond each), so Redis is
+    never blocked for long and no entry travels to the worker; erasure is rare.
     """
     client.delete(keys.latest(user_id), keys.profile(user_id))
-    target = user_id.encode()
+    scan = client.register_script(_ERASE_CHUNK)
     removed = 0
     for stream in (keys.recs, keys.dlq):
         start = "-"
         while True:
-            entries = client.xrange(stream, min=start, max="+", count=scan_chunk)
-            if not entries:
+            n, last = scan(keys=[stream], args=[start, scan_chunk, user_id])
+            removed += int(n)
+            if not last:
                 break
-            doomed = [eid for eid, fields in entries if fields.get(b"user_id") == target]
-            if doomed:
-                removed += client.xdel(stream, *doomed)
-            if len(entries) < scan_chunk:
-                break
-            last = entries[-1][0].decode()
-            ms, _, n = last.partition("-")
-            start = f"{ms}-{int(n) + 1}"
+            ms, _, seq = last.decode().partition("-")
+            start = f"{ms}-{int(seq) + 1}"
     return removed
 
 

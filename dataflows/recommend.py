@@ -18,7 +18,10 @@ events ─► parse ─► bad ─► dead letters (Redis stream, Kafka topic)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import sys
 import time
 from typing import Callable
 
@@ -42,7 +45,7 @@ from models.profile import ProfileConfig
 from models.ranking import RankConfig
 from streamrec.settings import Settings
 
-__all__ = ["build_flow", "step_configs", "wire"]
+__all__ = ["build_flow", "recovery_requested", "step_configs", "wire"]
 
 log = logging.getLogger("streamrec")
 
@@ -94,13 +97,22 @@ def wire(
     settings: Settings,
     *,
     now: Callable[[], float] | None = None,
+    snapshots: bool = True,
 ) -> tuple[Stream, Stream]:
     """Add the recommend steps to ``flow``.
 
     Returns ``(outputs, dead_letters)``: outputs are RecUpdate, ProfileWrite and EraseUser
     messages for a sink; dead letters are DeadLetter messages.
+
+    ``snapshots=False`` when the flow runs without recovery: Bytewax asks every key a
+    batch touched for a snapshot at each epoch end whether or not recovery is on, and
+    pickling a rank shard's state (trending, vector index, models) every epoch is pure
+    cost when nothing stores it.
     """
-    user_cfg, item_cfg, rank_cfg, trend_cfg = step_configs(settings)
+    configs = step_configs(settings)
+    if not snapshots:
+        configs = tuple(dataclasses.replace(c, snapshots=False) for c in configs)
+    user_cfg, item_cfg, rank_cfg, trend_cfg = configs
     parser = EventParser(settings.max_clock_skew if now is not None else None, now)
     parsed = op.map("parse", envelopes, parser)
     branch = op.branch("valid", parsed, lambda x: not isinstance(x, DeadLetter))
@@ -150,6 +162,7 @@ def build_flow(
     sink: Sink | None = None,
     kafka_dlq: bool = True,
     flow_id: str = "streamrec",
+    snapshots: bool = True,
 ) -> Dataflow:
     """The production flow: Kafka in, Redis (and the Kafka DLQ topic) out."""
     flow = Dataflow(flow_id)
@@ -170,7 +183,7 @@ def build_flow(
     if catalog_streams:
         catalog = catalog_streams[0] if len(catalog_streams) == 1 else op.merge(
             "catalog", *catalog_streams)
-    outputs, dead = wire(flow, envs, catalog, settings, now=time.time)
+    outputs, dead = wire(flow, envs, catalog, settings, now=time.time, snapshots=snapshots)
     dead = op.merge("all_dead", dead, errs)
     redis_sink = sink or RedisSink(settings.redis_url, settings.prefix,
                                    recs_maxlen=settings.recs_maxlen,
@@ -184,12 +197,34 @@ def build_flow(
     return flow
 
 
+def recovery_requested(argv: list[str] | None = None, environ=None) -> bool:
+    """Did ``python -m bytewax.run`` get a recovery directory (``-r DIR``,
+    ``--recovery-directory``, or ``BYTEWAX_RECOVERY_DIRECTORY``)?
+
+    Errs towards yes: any argument that could name one keeps snapshots on.
+
+    >>> recovery_requested(["run.py", "dataflows.recommend", "-r", "state", "-s", "10"], {})
+    True
+    >>> recovery_requested(["run.py", "dataflows.recommend", "-w", "2"], {})
+    False
+    """
+    argv = sys.argv[1:] if argv is None else argv[1:]
+    environ = os.environ if environ is None else environ
+    if environ.get("BYTEWAX_RECOVERY_DIRECTORY"):
+        return True
+    return any(a == "-r" or (a.startswith("-r") and not a.startswith("--"))
+               or a.startswith("--recovery-directory") or a.startswith("--rec")
+               for a in argv)
+
+
 def _flow_from_env() -> Dataflow:
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log.info("streamrec worker: topics %s/%s, prefix %r, top-k %d",
-             settings.events_topic, settings.items_topic, settings.prefix, settings.top_k)
-    return build_flow(settings)
+    snapshots = recovery_requested()
+    log.info("streamrec worker: topics %s/%s, prefix %r, top-k %d, recovery %s",
+             settings.events_topic, settings.items_topic, settings.prefix, settings.top_k,
+             "on (state snapshots every epoch)" if snapshots else "off (no state snapshots)")
+    return build_flow(settings, snapshots=snapshots)
 
 
 flow = _flow_from_env()

@@ -30,6 +30,7 @@ class ItemStepConfig:
     knn_sessions: int = 50  # recent sessions kept per item for session-kNN (0: off)
     knn_session_items: int = 10  # items kept per stored session
     knn_neighbours: int = 30  # most similar stored sessions that vote
+    snapshots: bool = True  # False when recovery is off (see dataflows.recommend)
 
 
 @dataclass(slots=True)
@@ -93,7 +94,9 @@ class ItemLogic(StatefulBatchLogic):
                 raise TypeError(msg)
         return out, StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> bytes:
+    def snapshot(self) -> bytes | None:
+        if not self.cfg.snapshots:
+            return None  # recovery is off: nobody reads it
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 
 

@@ -46,6 +46,7 @@ class RankStepConfig:
     max_feedback_users: int = 5_000
     max_item_vectors: int = 20_000
     max_deferred: int = 100_000  # trend entries waiting for a request with a later ts
+    snapshots: bool = True  # False when recovery is off (see dataflows.recommend)
 
 
 class RankShardState:
@@ -336,5 +337,7 @@ class RankLogic(StatefulBatchLogic):
             log.debug("blend after %d updates: %s", blend.updates,
                       dict(zip(FEATURES, np.round(blend.weights, 3))))
 
-    def snapshot(self) -> bytes:
+    def snapshot(self) -> bytes | None:
+        if not self.cfg.snapshots:
+            return None  # recovery is off: nobody reads it
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)

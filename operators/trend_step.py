@@ -27,6 +27,7 @@ class TrendStepConfig:
     rank_shards: int = 8
     batch: int = 200
     max_delay: float = 30.0  # event-time seconds a report may wait for its batch
+    snapshots: bool = True  # False when recovery is off (see dataflows.recommend)
 
 
 class _TrendState:
@@ -86,5 +87,7 @@ class TrendLogic(StatefulBatchLogic):
             st.broadcasts += 1
         return out, StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> bytes:
+    def snapshot(self) -> bytes | None:
+        if not self.cfg.snapshots:
+            return None  # recovery is off: nobody reads it
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)

@@ -39,6 +39,7 @@ class UserStepConfig:
     cold_events: int = 2  # up to this many item events a user counts as cold
     session_candidates: int = 20  # latest session items the ranker may show again
     session_knn: bool = True  # ask anchors for similar sessions (models.sessionknn)
+    snapshots: bool = True  # False when recovery is off (see dataflows.recommend)
 
 
 _SESSION_SALT = os.urandom(16)  # per process: item-side session keys link to no user
@@ -229,6 +230,8 @@ class UserLogic(StatefulBatchLogic):
         shard = rank_shard(self.user_id, self.cfg.rank_shards)
         return [EraseUser(self.user_id, self.user_id), ForgetUser(shard, self.user_id, profile.seq)]
 
-    def snapshot(self) -> bytes:
+    def snapshot(self) -> bytes | None:
+        if not self.cfg.snapshots:
+            return None  # recovery is off: nobody reads it
         # Bytes are immutable: the runtime may keep this while the profile moves on.
         return pickle.dumps(self.profile, protocol=pickle.HIGHEST_PROTOCOL)

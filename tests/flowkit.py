@@ -12,7 +12,7 @@ from streamrec.settings import Settings
 
 
 def build_test_flow(payloads: list, settings: Settings | None = None, catalog: list | None = None,
-                    flow_id: str = "test"):
+                    flow_id: str = "test", snapshots: bool = True):
     """(flow, outputs list, dead letters list) over ``payloads`` (dicts, bytes or sentinels)."""
     settings = settings or Settings(conflate=False)
     flow = Dataflow(flow_id)
@@ -22,7 +22,7 @@ def build_test_flow(payloads: list, settings: Settings | None = None, catalog: l
     cat = None
     if catalog is not None:
         cat = op.input("catalog", flow, TestingSource([Envelope(c, None, "items") for c in catalog]))
-    outputs, dead = wire(flow, src, cat, settings)
+    outputs, dead = wire(flow, src, cat, settings, snapshots=snapshots)
     out: list = []
     dl: list = []
     op.output("out", outputs, TestingSink(out))

@@ -174,6 +174,25 @@ def test_abort_and_resume_restores_profile_state(tmp_path, traffic):
     assert _final_profiles(out2) == expected
 
 
+def test_without_recovery_no_state_is_pickled_and_results_are_the_same(traffic):
+    from dataflows.recommend import recovery_requested
+    from operators.rank_step import RankLogic, RankStepConfig
+
+    assert RankLogic(RankStepConfig(snapshots=False), None).snapshot() is None
+    assert pickle.loads(RankLogic(RankStepConfig(), None).snapshot()) is not None
+    assert recovery_requested(["run.py", "dataflows.recommend", "--recovery-directory=s"], {})
+    assert recovery_requested(["run.py", "dataflows.recommend"], {"BYTEWAX_RECOVERY_DIRECTORY": "s"})
+    assert not recovery_requested(["run.py", "dataflows.recommend", "-i", "0", "-a", "a:1"], {})
+    catalog, events = traffic
+    runs = []
+    for snapshots in (True, False):
+        flow, out, _ = build_test_flow(events[:1500], catalog=catalog, snapshots=snapshots)
+        run_main(flow)
+        runs.append(sorted((r.user_id, r.seq, tuple(i for i, _ in r.items))
+                           for r in _by_type(out, RecUpdate)))
+    assert runs[0] and runs[0] == runs[1]
+
+
 def test_state_survives_pickle_under_recovery(tmp_path):
     # Every stateful step's snapshot must pickle; this flow exercises all message kinds.
     events = [
