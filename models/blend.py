@@ -22,9 +22,11 @@ True
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 
-__all__ = ["OnlineBlend"]
+__all__ = ["ContextBlend", "OnlineBlend"]
 
 
 class OnlineBlend:
@@ -64,3 +66,62 @@ class OnlineBlend:
         # Averaging the iterates keeps one user's odd choice from swinging every list.
         self.weights += self.smoothing * (self.raw - self.weights)
         self.updates += 1
+
+
+class ContextBlend:
+    """One :class:`OnlineBlend` per context: how far the current session has got.
+
+    What predicts the next item changes along a session: on its first item the user's
+    history and co-visitation carry the list, later the session itself (re-finding,
+    neighbour sessions). A single linear blend has to average these; one blend per
+    session-length band learns each balance. Bands are upper bounds on the number of
+    session items: ``(1, 3)`` gives the contexts 1 item, 2-3 items, 4 or more.
+
+    >>> cb = ContextBlend(np.array([1.0, 0.0]), bands=(1, 3))
+    >>> [cb.context(n) for n in (0, 1, 2, 3, 4, 20)]
+    [0, 0, 1, 1, 2, 2]
+    >>> for _ in range(3000):
+    ...     cb[2].learn(np.array([0.0, 1.0]), np.array([[1.0, 0.0]]))
+    >>> bool(cb[2].weights[1] > cb[2].weights[0]), bool(cb[0].weights[1] > cb[0].weights[0])
+    (True, False)
+    """
+
+    __slots__ = ("bands", "blends")
+
+    def __init__(self, prior: np.ndarray, learning_rate: float = 0.05,
+                 bands: tuple[int, ...] = (1, 3)) -> None:
+        self.bands = tuple(bands)
+        self.blends = [OnlineBlend(prior, learning_rate) for _ in range(len(self.bands) + 1)]
+
+    @classmethod
+    def from_single(cls, blend: OnlineBlend, bands: tuple[int, ...] = (1, 3)) -> "ContextBlend":
+        """Every context starts from what one shared blend has learned (old snapshots)."""
+        out = cls(blend.prior, blend.learning_rate, bands)
+        out.blends = [pickle_copy(blend) for _ in out.blends]
+        return out
+
+    def __getstate__(self):
+        return (self.bands, self.blends)
+
+    def __setstate__(self, state):
+        self.bands, self.blends = state
+
+    def context(self, session_items: int) -> int:
+        return bisect.bisect_left(self.bands, session_items)
+
+    def __getitem__(self, context: int) -> OnlineBlend:
+        return self.blends[context]
+
+    def __len__(self) -> int:
+        return len(self.blends)
+
+    @property
+    def updates(self) -> int:
+        return sum(b.updates for b in self.blends)
+
+
+def pickle_copy(blend: OnlineBlend) -> OnlineBlend:
+    copy = OnlineBlend.__new__(OnlineBlend)
+    copy.__setstate__(tuple(v.copy() if isinstance(v, np.ndarray) else v
+                            for v in blend.__getstate__()))
+    return copy

@@ -8,8 +8,8 @@ serve without a global key.
 
 from __future__ import annotations
 
-import bisect
 import heapq
+import itertools
 import logging
 import pickle
 import time
@@ -20,7 +20,7 @@ from bytewax.operators import StatefulBatchLogic
 
 import numpy as np
 
-from models.blend import OnlineBlend
+from models.blend import ContextBlend, OnlineBlend
 from models.content import VectorIndex, user_vector
 from models.mf import ImplicitMF
 from models.ranking import FEATURES, RankConfig, RankInput, prior_weights, rank
@@ -32,6 +32,10 @@ from operators.messages import (
 __all__ = ["RankStepConfig", "RankShardState", "RankLogic"]
 
 log = logging.getLogger(__name__)
+
+# Tie-breaker for deferred trend entries with equal (ts, kind): increasing across
+# restarts too, so entries never compare by their payload (which may hold arrays).
+_ORDER = itertools.count(time.time_ns())
 
 
 @dataclass(frozen=True)
@@ -61,17 +65,19 @@ class RankShardState:
         self.last_seq: dict[str, int] = {}
         # Erased users: answers to their requests up to this seq are dropped on arrival.
         self.forgotten: dict[str, int] = {}
-        self.blend = OnlineBlend(prior_weights(cfg.ranking), cfg.ranking.learning_rate)
+        self.blend = ContextBlend(prior_weights(cfg.ranking), cfg.ranking.learning_rate)
         # user -> (candidates best first, their feature rows): what the blend learns from
         # when the user's next item event shows which one they chose.
-        self.shown: dict[str, tuple[list[str], np.ndarray]] = {}
+        self.shown: dict[str, tuple[list[str], np.ndarray, int]] = {}
         self.vectors = VectorIndex(cfg.max_item_vectors)
         self.mf = ImplicitMF(max_users=cfg.max_users // 4, max_items=cfg.max_item_vectors)
         # Complete requests waiting for an earlier one of the same user (exact order).
         self.ready: dict[tuple[str, int], list] = {}
-        # Trend entries not yet applied, in event-time order: a request sees only what
+        # Trend entries not yet applied, a heap by event time: a request sees only what
         # happened before it, even when a batch (or a faster worker) brings later news.
-        self.deferred: list[tuple] = []  # (ts, kind, entry), sorted by ts
+        # A heap, not a sorted list: with several processes news arrives out of order
+        # and merging into a long sorted list per message was quadratic.
+        self.deferred: list[tuple] = []  # heap of (ts, kind, order, entry)
 
     def __getstate__(self):
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -81,28 +87,52 @@ class RankShardState:
             setattr(self, s, v)
         if len(state) < len(self.__slots__):  # a snapshot from before the event-time queue
             self.deferred = []
+        elif self.deferred and len(self.deferred[0]) == 3:  # a sorted list: (ts, kind, entry)
+            self.deferred = [(ts, kind, next(_ORDER), e) for ts, kind, e in self.deferred]
         blend = self.blend
-        if len(blend.weights) == len(FEATURES) - 1:  # from before the `knn` feature
-            at = FEATURES.index("knn")
-            for name in ("prior", "raw", "weights"):
-                setattr(blend, name, np.insert(getattr(blend, name), at, 0.0))
-            self.shown = {}  # feature rows of the old width
+        if isinstance(blend, OnlineBlend):  # from before one blend per session context
+            if len(blend.weights) == len(FEATURES) - 1:  # and before the `knn` feature
+                at = FEATURES.index("knn")
+                for name in ("prior", "raw", "weights"):
+                    setattr(blend, name, np.insert(getattr(blend, name), at, 0.0))
+            self.blend = ContextBlend.from_single(blend)
+            self.shown = {}  # feedback rows without their context
 
     def apply_until(self, ts: float | None, learn_category) -> None:
         """Apply deferred trend entries older than ``ts`` (all of them when None)."""
         deferred = self.deferred
         if not deferred:
             return
-        n = len(deferred) if ts is None else bisect.bisect_left(deferred, ts, key=_entry_ts)
-        self.apply_count(n, learn_category)
+        if ts is None:
+            self.apply_count(len(deferred), learn_category)
+            return
+        pop = heapq.heappop
+        due = []
+        while deferred and deferred[0][0] < ts:
+            due.append(pop(deferred))
+        self._apply(due, learn_category)
 
     def apply_count(self, n: int, learn_category) -> None:
         """Apply the ``n`` oldest deferred trend entries."""
         deferred = self.deferred
         if n <= 0:
             return
+        if n >= len(deferred):
+            due = sorted(deferred)
+            deferred.clear()
+        else:
+            due = [heapq.heappop(deferred) for _ in range(n)]
+        self._apply(due, learn_category)
+
+    def add_news(self, news: list[tuple]) -> None:
+        """Queue trend entries ``(ts, kind, entry)`` until a request with a later ts."""
+        deferred, push, order = self.deferred, heapq.heappush, _ORDER
+        for ts, kind, entry in news:
+            push(deferred, (ts, kind, next(order), entry))
+
+    def _apply(self, due: list[tuple], learn_category) -> None:
         trending, unavailable, vectors = self.trending, self.unavailable, self.vectors
-        for _ts, kind, entry in deferred[:n]:
+        for _ts, kind, _order, entry in due:
             if kind == 0:
                 item, category, popularity, when, vector = entry
                 if item not in unavailable:
@@ -112,7 +142,6 @@ class RankShardState:
                         vectors.put(item, vector)
             else:
                 trending.set_segment(*entry)
-        del deferred[:n]
 
 
 def _entry_ts(entry: tuple) -> float:
@@ -173,14 +202,7 @@ class RankLogic(StatefulBatchLogic):
             elif isinstance(msg, TrendDelta):
                 news = [(e[3], 0, e) for e in msg.items]
                 news.extend((e[3], 1, e) for e in msg.segments)
-                if not news:
-                    continue
-                news.sort(key=_entry_ts)
-                deferred = st.deferred
-                if not deferred or news[0][0] >= deferred[-1][0]:
-                    deferred.extend(news)  # the usual case: news is newer than the queue
-                else:
-                    st.deferred = list(heapq.merge(deferred, news, key=_entry_ts))
+                st.add_news(news)
                 continue
             elif isinstance(msg, Availability):
                 if msg.available:
@@ -291,13 +313,14 @@ class RankLogic(StatefulBatchLogic):
                 user_id=request.user_id,
                 history=request.history,
             )
+            context = st.blend.context(len(request.seen))
             result = rank(inp, st.trending, st.item_category, st.unavailable, cfg.ranking,
-                          st.blend, st.vectors, st.mf)
+                          st.blend[context], st.vectors, st.mf)
             items, strategy = result.items, result.strategy
             if cfg.ranking.learn_blend and result.candidates:
                 shown = st.shown
                 shown.pop(request.user_id, None)
-                shown[request.user_id] = (result.candidates, result.features)
+                shown[request.user_id] = (result.candidates, result.features, context)
                 if len(shown) > cfg.max_feedback_users:
                     del shown[next(iter(shown))]
             last = st.last_seq
@@ -316,7 +339,7 @@ class RankLogic(StatefulBatchLogic):
         previous = self.state.shown.pop(user_id, None)
         if previous is None:
             return
-        candidates, features = previous
+        candidates, features, context = previous
         try:
             idx = candidates.index(chosen)
         except ValueError:
@@ -331,10 +354,10 @@ class RankLogic(StatefulBatchLogic):
             negatives = features[1 : 1 + span]
         else:
             negatives = features[max(0, idx - span) : idx]
-        blend = self.state.blend
+        blend = self.state.blend[context]
         blend.learn(features[idx].astype(np.float64), negatives.astype(np.float64))
         if blend.updates % 2000 == 0:
-            log.debug("blend after %d updates: %s", blend.updates,
+            log.debug("blend (context %d) after %d updates: %s", context, blend.updates,
                       dict(zip(FEATURES, np.round(blend.weights, 3))))
 
     def snapshot(self) -> bytes | None:

@@ -47,6 +47,21 @@ def test_requests_of_one_batch_are_ranked_in_event_time_order():
     assert lists["late"][0] == "b"
 
 
+def test_news_arriving_out_of_order_is_applied_by_event_time():
+    # Two processes' trend shards interleave: a later message may carry older news.
+    logic = RankLogic(RankStepConfig(conflate=False), None)
+    vec = __import__("numpy").ones(64, dtype="float16").tobytes()
+    logic.on_batch([TrendDelta("rank-0", [("late", None, 9.0, 300.0, vec)], [])])
+    logic.on_batch([TrendDelta("rank-0", [("mid", None, 5.0, 150.0, vec),
+                                          ("mid2", None, 5.0, 150.0, vec)], [])])
+    logic.on_batch([TrendDelta("rank-0", [("early", None, 1.0, 50.0, None)], [])])
+    (rec,), _ = logic.on_batch([_request("u1", 1, 200.0)])
+    assert set(_items(rec)) == {"early", "mid", "mid2"}
+    assert [entry[0] for entry in logic.state.deferred] == [300.0]
+    (rec,), _ = logic.on_batch([_request("u2", 1, 400.0)])
+    assert _items(rec)[0] == "late" and logic.state.deferred == []
+
+
 def test_deferred_news_is_bounded():
     logic = RankLogic(RankStepConfig(conflate=False, max_deferred=10), None)
     entries = [(f"i{n}", None, 1.0, float(n), None) for n in range(25)]
@@ -109,13 +124,15 @@ def test_a_rank_snapshot_from_before_the_queue_and_the_knn_feature_restores():
 
     old = RankShardState(RankStepConfig())
     old.shown["u1"] = (["a"], np.zeros((1, len(FEATURES) - 1), np.float32))
+    old.blend = old.blend[0]  # one shared blend, as before the per-context blends
     for name in ("prior", "raw", "weights"):
         setattr(old.blend, name, np.delete(getattr(old.blend, name), FEATURES.index("knn")))
     state = old.__getstate__()[:-1]  # no `deferred` slot yet
     restored = RankShardState.__new__(RankShardState)
     restored.__setstate__(state)
     assert restored.deferred == [] and restored.shown == {}
-    assert len(restored.blend.weights) == len(FEATURES)
+    assert len(restored.blend) == 3
+    assert all(len(restored.blend[c].weights) == len(FEATURES) for c in range(3))
     logic = RankLogic(RankStepConfig(conflate=False), None)
     logic.state = restored
     (rec,), _ = logic.on_batch([TrendDelta("rank-0", [("p1", None, 1.0, 1.0, None)], []),
