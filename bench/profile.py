@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import re
 import shutil
-import sys
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path

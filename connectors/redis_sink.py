@@ -52,7 +52,9 @@ for _, entry in ipairs(entries) do
   end
 end
 local removed = 0
-if #doomed > 0 then removed = redis.call('XDEL', KEYS[1], unpack(doomed)) end
+for i = 1, #doomed, 500 do  -- unpack() has a stack limit: delete in slices
+  removed = removed + redis.call('XDEL', KEYS[1], unpack(doomed, i, math.min(i + 499, #doomed)))
+end
 local last = ''
 if #entries == tonumber(ARGV[2]) then last = entries[#entries][1] end
 return {removed, last}
@@ -104,6 +106,8 @@ def erase_user(client: redis.Redis, keys: RedisKeys, user_id: str, scan_chunk: i
     Lua script per chunk of ``scan_chunk`` entries, about a millisecond each), so Redis is
     never blocked for long and no entry travels to the worker; erasure is rare.
     """
+    if not 0 < scan_chunk <= 10_000:
+        raise ValueError(f"erase_user: scan_chunk must be in 1..10000, got {scan_chunk}")
     client.delete(keys.latest(user_id), keys.profile(user_id))
     scan = client.register_script(_ERASE_CHUNK)
     removed = 0

@@ -205,23 +205,34 @@ def build_flow(
 
 
 def recovery_requested(argv: list[str] | None = None, environ=None) -> bool:
-    """Did ``python -m bytewax.run`` get a recovery directory (``-r DIR``,
-    ``--recovery-directory``, or ``BYTEWAX_RECOVERY_DIRECTORY``)?
+    """Will this worker run with recovery? Asked of Bytewax's own argument parser, so
+    every spelling it accepts (``-r DIR``, ``--recovery-directory``, any unique prefix
+    such as ``--r``, the ``BYTEWAX_RECOVERY_DIRECTORY`` variable, even empty) counts.
 
-    Errs towards yes: any argument that could name one keeps snapshots on.
+    Errs towards yes: when the flow was not started by ``python -m bytewax.run`` (another
+    launcher may pass a recovery config of its own), or the arguments cannot be parsed.
 
-    >>> recovery_requested(["run.py", "dataflows.recommend", "-r", "state", "-s", "10"], {})
+    >>> run = "/venv/lib/python3.11/site-packages/bytewax/run.py"
+    >>> recovery_requested([run, "dataflows.recommend", "-r", "state", "-s", "10", "-b", "0"], {})
     True
-    >>> recovery_requested(["run.py", "dataflows.recommend", "-w", "2"], {})
+    >>> recovery_requested([run, "dataflows.recommend", "-w", "2"], {})
     False
+    >>> recovery_requested(["my_launcher.py"], {})
+    True
     """
-    argv = sys.argv[1:] if argv is None else argv[1:]
+    argv = sys.argv if argv is None else argv
     environ = os.environ if environ is None else environ
-    if environ.get("BYTEWAX_RECOVERY_DIRECTORY"):
+    if "BYTEWAX_RECOVERY_DIRECTORY" in environ:
         return True
-    return any(a == "-r" or (a.startswith("-r") and not a.startswith("--"))
-               or a.startswith("--recovery-directory") or a.startswith("--rec")
-               for a in argv)
+    if not argv or not argv[0].replace("\\", "/").endswith("bytewax/run.py"):
+        return True
+    try:
+        from bytewax.run import _create_arg_parser  # private, hence the fallback below
+
+        args, _ = _create_arg_parser().parse_known_args(argv[1:])
+        return args.recovery_directory is not None
+    except (Exception, SystemExit):  # noqa: BLE001 - any doubt keeps snapshots on
+        return True
 
 
 def _flow_from_env() -> Dataflow:

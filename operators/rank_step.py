@@ -89,6 +89,7 @@ class RankShardState:
             self.deferred = []
         elif self.deferred and len(self.deferred[0]) == 3:  # a sorted list: (ts, kind, entry)
             self.deferred = [(ts, kind, next(_ORDER), e) for ts, kind, e in self.deferred]
+            heapq.heapify(self.deferred)  # sorted by ts only, not by (ts, kind)
         blend = self.blend
         if isinstance(blend, OnlineBlend):  # from before one blend per session context
             if len(blend.weights) == len(FEATURES) - 1:  # and before the `knn` feature

@@ -180,9 +180,12 @@ def test_without_recovery_no_state_is_pickled_and_results_are_the_same(traffic):
 
     assert RankLogic(RankStepConfig(snapshots=False), None).snapshot() is None
     assert pickle.loads(RankLogic(RankStepConfig(), None).snapshot()) is not None
-    assert recovery_requested(["run.py", "dataflows.recommend", "--recovery-directory=s"], {})
-    assert recovery_requested(["run.py", "dataflows.recommend"], {"BYTEWAX_RECOVERY_DIRECTORY": "s"})
-    assert not recovery_requested(["run.py", "dataflows.recommend", "-i", "0", "-a", "a:1"], {})
+    run = "/x/site-packages/bytewax/run.py"
+    for args in (["--recovery-directory=s"], ["--r", "s"], ["-rs"], ["-r", "s", "-s", "5"]):
+        assert recovery_requested([run, "dataflows.recommend", *args], {}), args
+    assert recovery_requested([run, "dataflows.recommend"], {"BYTEWAX_RECOVERY_DIRECTORY": ""})
+    assert not recovery_requested([run, "dataflows.recommend", "-i", "0", "-a", "a:1"], {})
+    assert recovery_requested(["some_other_launcher.py"], {})
     catalog, events = traffic
     runs = []
     for snapshots in (True, False):
