@@ -99,16 +99,25 @@ def latest_json(rec: RecUpdate, emitted_at: float) -> bytes:
     return orjson.dumps(record)
 
 
-def erase_user(client: redis.Redis, keys: RedisKeys, user_id: str, scan_chunk: int = 2000) -> int:
+def erase_user(client: redis.Redis, keys: RedisKeys, user_id: str, scan_chunk: int = 2000,
+               part: str = "all") -> int:
     """Delete everything Redis holds about a user: keys, stream entries, dead letters.
 
+    ``part`` limits it to the profile key (``"profile"``) or to the rest (``"outputs"``):
+    the two halves of an erasure travel different routes, see ``EraseUser``.
     Returns the number of stream entries removed. Streams are scanned inside Redis (a
     Lua script per chunk of ``scan_chunk`` entries, about a millisecond each), so Redis is
     never blocked for long and no entry travels to the worker; erasure is rare.
     """
     if not 0 < scan_chunk <= 10_000:
         raise ValueError(f"erase_user: scan_chunk must be in 1..10000, got {scan_chunk}")
-    client.delete(keys.latest(user_id), keys.profile(user_id))
+    if part == "profile":
+        client.delete(keys.profile(user_id))
+        return 0
+    if part == "outputs":
+        client.delete(keys.latest(user_id))
+    else:
+        client.delete(keys.latest(user_id), keys.profile(user_id))
     scan = client.register_script(_ERASE_CHUNK)
     removed = 0
     for stream in (keys.recs, keys.dlq):
@@ -177,7 +186,7 @@ class _RedisPartition(StatelessSinkPartition):
                 pending += 1
             elif isinstance(item, EraseUser):
                 flush()
-                n = erase_user(self.client, keys, item.user_id)
+                n = erase_user(self.client, keys, item.user_id, part=item.part)
                 log.info("erased a user: %d stream entries removed", n)
             else:
                 msg = f"Redis sink got an unexpected {type(item).__name__}"

@@ -194,5 +194,15 @@ class ProfileWrite:
 @_compact
 @dataclass(slots=True)
 class EraseUser:
+    """To the sink: delete what Redis holds about a user.
+
+    Sent twice, each behind the writes it must follow on the same worker (writes of
+    different workers are not ordered): ``part="profile"`` by the user step, after the
+    user's profile writes; ``part="outputs"`` (latest list, recs stream entries, dead
+    letters) by the user's rank shard, after every list it ranked for the old life and
+    before any list of a new one.
+    """
+
     route: str  # user id
     user_id: str
+    part: str = "all"  # "profile" | "outputs" | "all"

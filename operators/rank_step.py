@@ -26,7 +26,7 @@ from models.mf import ImplicitMF
 from models.ranking import FEATURES, RankConfig, RankInput, prior_weights, rank
 from models.trending import Trending
 from operators.messages import (
-    Availability, ForgetUser, ItemAnswer, RankRequest, RecUpdate, TrendDelta,
+    Availability, EraseUser, ForgetUser, ItemAnswer, RankRequest, RecUpdate, TrendDelta,
 )
 
 __all__ = ["RankStepConfig", "RankShardState", "RankLogic"]
@@ -184,6 +184,7 @@ class RankLogic(StatefulBatchLogic):
     def on_batch(self, values: list) -> tuple[Iterable, bool]:
         st = self.state
         done: list[list] = []
+        erased: list[EraseUser] = []
         for msg in values:
             if isinstance(msg, ItemAnswer):
                 if st.forgotten.get(msg.user_id, -1) >= msg.seq:
@@ -224,6 +225,10 @@ class RankLogic(StatefulBatchLogic):
                 st.forgotten[msg.user_id] = msg.seq
                 if len(st.forgotten) > 10_000:
                     del st.forgotten[next(iter(st.forgotten))]
+                # Lists of the old life completed earlier in this batch are not ranked;
+                # the sink erases the outputs after every list this shard sent for them.
+                done = [slot for slot in done if slot[0].user_id != msg.user_id]
+                erased.append(EraseUser(msg.user_id, msg.user_id, "outputs"))
                 continue
             else:
                 err = f"rank step got an unexpected {type(msg).__name__}"
@@ -239,6 +244,8 @@ class RankLogic(StatefulBatchLogic):
         if not self.cfg.conflate:
             done = self._in_order(done)
         out = self._rank_all(done)
+        if erased:
+            out = erased + out  # new-life lists of this batch come after the erasure
         excess = len(st.deferred) - self.cfg.max_deferred
         if excess > 0:  # no request came for long: let the oldest news in regardless
             st.apply_count(excess, self._learn_category)

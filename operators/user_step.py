@@ -228,7 +228,8 @@ class UserLogic(StatefulBatchLogic):
 
     def _forget(self, profile: UserProfile) -> list:
         shard = rank_shard(self.user_id, self.cfg.rank_shards)
-        return [EraseUser(self.user_id, self.user_id), ForgetUser(shard, self.user_id, profile.seq)]
+        return [EraseUser(self.user_id, self.user_id, "profile"),
+                ForgetUser(shard, self.user_id, profile.seq)]
 
     def snapshot(self) -> bytes | None:
         if not self.cfg.snapshots:

@@ -138,3 +138,17 @@ def test_a_rank_snapshot_from_before_the_queue_and_the_knn_feature_restores():
     (rec,), _ = logic.on_batch([TrendDelta("rank-0", [("p1", None, 1.0, 1.0, None)], []),
                                 _request("u1", 1, 5.0)])
     assert _items(rec) == ["p1"]
+
+
+def test_erasure_leaves_the_rank_shard_behind_the_old_lists_and_before_new_ones():
+    # The sink must erase after the old life's lists and before the new life's: writes of
+    # different workers are not ordered, so the rank shard sends the outputs erasure itself.
+    from operators.messages import EraseUser, ForgetUser
+
+    logic = RankLogic(RankStepConfig(), None)
+    news = TrendDelta("rank-0", [("p1", None, 1.0, 1.0, None)], [])
+    old = _request("u1", 3, 10.0)
+    new = _request("u1", 1, 20.0)  # a new life starts again at seq 1
+    out, _ = logic.on_batch([news, old, ForgetUser("rank-0", "u1", 3), new])
+    assert [type(m).__name__ for m in out] == ["EraseUser", "RecUpdate"]
+    assert out[0].part == "outputs" and out[1].seq == 1

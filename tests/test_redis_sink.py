@@ -48,3 +48,20 @@ def test_erasure_removes_only_that_users_entries_across_scan_chunks(redis_server
         assert orjson.loads(redis_client.get(keys.latest("carol")))["seq"] == 3
     finally:
         part.close()
+
+
+def test_the_two_halves_of_an_erasure_delete_their_own_keys(redis_server, redis_client):
+    prefix = f"sink{uuid.uuid4().hex[:6]}"
+    keys = RedisKeys(prefix)
+    part = RedisSink(redis_server.url, prefix).build("out", 0, 1)
+    try:
+        from operators.messages import ProfileWrite
+
+        part.write_batch([_rec("dora", 1), ProfileWrite("dora", "dora", 1, {"user_id": "dora"})])
+        part.write_batch([EraseUser("dora", "dora", "profile")])
+        assert not redis_client.exists(keys.profile("dora"))
+        assert redis_client.exists(keys.latest("dora")) and redis_client.xlen(keys.recs) == 1
+        part.write_batch([EraseUser("dora", "dora", "outputs")])
+        assert not redis_client.exists(keys.latest("dora")) and redis_client.xlen(keys.recs) == 0
+    finally:
+        part.close()
