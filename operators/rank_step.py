@@ -55,7 +55,7 @@ class RankStepConfig:
 
 class RankShardState:
     __slots__ = ("trending", "item_category", "unavailable", "pending", "last_seq", "forgotten",
-                 "blend", "shown", "vectors", "mf", "ready", "deferred")
+                 "blend", "shown", "vectors", "mf", "ready", "deferred", "recent")
 
     def __init__(self, cfg: RankStepConfig) -> None:
         self.trending = Trending(cfg.trending_half_life)
@@ -78,6 +78,9 @@ class RankShardState:
         # A heap, not a sorted list: with several processes news arrives out of order
         # and merging into a long sorted list per message was quadratic.
         self.deferred: list[tuple] = []  # heap of (ts, kind, order, entry)
+        # Items this shard's users acted on last (newest last): the list of last resort
+        # when a fresh system knows nothing else yet (no trend news has arrived).
+        self.recent: dict[str, None] = {}
 
     def __getstate__(self):
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -85,9 +88,12 @@ class RankShardState:
     def __setstate__(self, state):
         for s, v in zip(self.__slots__, state):
             setattr(self, s, v)
-        if len(state) < len(self.__slots__):  # a snapshot from before the event-time queue
+        # Older snapshots end earlier: before the event-time queue, before `recent`.
+        if len(state) <= self.__slots__.index("deferred"):
             self.deferred = []
-        elif self.deferred and len(self.deferred[0]) == 3:  # a sorted list: (ts, kind, entry)
+        if len(state) <= self.__slots__.index("recent"):
+            self.recent = {}
+        if self.deferred and len(self.deferred[0]) == 3:  # a sorted list: (ts, kind, entry)
             self.deferred = [(ts, kind, next(_ORDER), e) for ts, kind, e in self.deferred]
             heapq.heapify(self.deferred)  # sorted by ts only, not by (ts, kind)
         blend = self.blend
@@ -325,6 +331,14 @@ class RankLogic(StatefulBatchLogic):
             result = rank(inp, st.trending, st.item_category, st.unavailable, cfg.ranking,
                           st.blend[context], st.vectors, st.mf)
             items, strategy = result.items, result.strategy
+            if not items:
+                items, strategy = self._last_resort(request), "recent"
+            if request.item_id is not None:
+                recent = st.recent
+                recent.pop(request.item_id, None)
+                recent[request.item_id] = None
+                if len(recent) > 100:
+                    del recent[next(iter(recent))]
             if cfg.ranking.learn_blend and result.candidates:
                 shown = st.shown
                 shown.pop(request.user_id, None)
@@ -341,6 +355,14 @@ class RankLogic(StatefulBatchLogic):
                           request.ts, request.ingested_at, items, strategy, cfg.model_version)
             )
         return out
+
+    def _last_resort(self, request: RankRequest) -> list[tuple[str, float]]:
+        """What this shard's users acted on just before, newest first: for the first events
+        of a fresh system, when no signal has anything yet (trend news travels further)."""
+        st = self.state
+        skip = set(request.excluded) | st.unavailable
+        picked = [i for i in reversed(st.recent) if i not in skip][: self.cfg.ranking.k]
+        return [(item, round(0.5 ** n, 6)) for n, item in enumerate(picked)]
 
     def _learn(self, user_id: str, chosen: str) -> None:
         """The user chose ``chosen``: teach the blend to rank it above what outranked it."""

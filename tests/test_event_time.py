@@ -127,7 +127,7 @@ def test_a_rank_snapshot_from_before_the_queue_and_the_knn_feature_restores():
     old.blend = old.blend[0]  # one shared blend, as before the per-context blends
     for name in ("prior", "raw", "weights"):
         setattr(old.blend, name, np.delete(getattr(old.blend, name), FEATURES.index("knn")))
-    state = old.__getstate__()[:-1]  # no `deferred` slot yet
+    state = old.__getstate__()[:-2]  # no `deferred` (nor `recent`) slot yet
     restored = RankShardState.__new__(RankShardState)
     restored.__setstate__(state)
     assert restored.deferred == [] and restored.shown == {}
@@ -152,3 +152,15 @@ def test_erasure_leaves_the_rank_shard_behind_the_old_lists_and_before_new_ones(
     out, _ = logic.on_batch([news, old, ForgetUser("rank-0", "u1", 3), new])
     assert [type(m).__name__ for m in out] == ["EraseUser", "RecUpdate"]
     assert out[0].part == "outputs" and out[1].seq == 1
+
+
+def test_a_fresh_system_answers_before_any_trend_news_arrives():
+    # Trend news travels item step -> trend step -> rank shard; the first users of a new
+    # system must not get empty lists while it is on its way.
+    logic = RankLogic(RankStepConfig(), None)
+    first = _request("u1", 1, 10.0)
+    first.item_id = "p1"
+    logic.on_batch([first])
+    searcher = _request("u2", 1, 11.0)  # a search: no item, no session, no news yet
+    (rec,), _ = logic.on_batch([searcher])
+    assert _items(rec) == ["p1"] and rec.strategy == "recent"
