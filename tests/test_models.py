@@ -462,3 +462,35 @@ def test_session_neighbours_contract():
     own = SessionNeighbours()
     own.add(99, ["x"], capacity=5, max_items=5)
     assert own.votes({"y": 1.0}, exclude=99, k=5, n=5) == []
+
+
+def test_context_blend_contract():
+    # Each context learns apart; pickles after learning; reading does not mutate; its size
+    # does not grow with feedback (fixed number of fixed-width weight vectors).
+    import numpy as np
+
+    from models.blend import ContextBlend, OnlineBlend
+    from models.ranking import FEATURES, prior_weights
+
+    blend = ContextBlend(prior_weights(RankConfig()), learning_rate=0.2)
+    seen = FEATURES.index("seen")
+    chosen = np.zeros(len(FEATURES)); chosen[seen] = 1.0
+    other = np.zeros(len(FEATURES)); other[0] = 0.5
+    size = len(pickle.dumps(blend))
+    for _ in range(300):
+        blend[blend.context(7)].learn(chosen, other[None, :])
+    late, first = blend[blend.context(7)], blend[blend.context(1)]
+    assert late.weights[seen] > 0.5 and first.weights[seen] == prior_weights(RankConfig())[seen]
+    before = [b.weights.copy() for b in blend.blends]
+    blend[2].score(np.ones((3, len(FEATURES))))
+    assert all(np.array_equal(a, b.weights) for a, b in zip(before, blend.blends))
+    again = pickle.loads(pickle.dumps(blend))
+    assert all(np.array_equal(a.weights, b.weights) for a, b in zip(again.blends, blend.blends))
+    assert len(pickle.dumps(blend)) <= size + 64  # bounded: only an update counter grows
+    # An old single blend becomes every context's starting point.
+    old = OnlineBlend(prior_weights(RankConfig()))
+    old.learn(chosen, other[None, :])
+    restored = ContextBlend.from_single(old)
+    assert all(np.array_equal(b.weights, old.weights) for b in restored.blends)
+    restored[0].learn(chosen, other[None, :])
+    assert not np.array_equal(restored[0].weights, restored[1].weights)
