@@ -23,6 +23,7 @@ True
 from __future__ import annotations
 
 import bisect
+import copy
 
 import numpy as np
 
@@ -97,7 +98,7 @@ class ContextBlend:
     def from_single(cls, blend: OnlineBlend, bands: tuple[int, ...] = (1, 3)) -> "ContextBlend":
         """Every context starts from what one shared blend has learned (old snapshots)."""
         out = cls(blend.prior, blend.learning_rate, bands)
-        out.blends = [pickle_copy(blend) for _ in out.blends]
+        out.blends = [copy.deepcopy(blend) for _ in out.blends]
         return out
 
     def __getstate__(self):
@@ -119,9 +120,3 @@ class ContextBlend:
     def updates(self) -> int:
         return sum(b.updates for b in self.blends)
 
-
-def pickle_copy(blend: OnlineBlend) -> OnlineBlend:
-    copy = OnlineBlend.__new__(OnlineBlend)
-    copy.__setstate__(tuple(v.copy() if isinstance(v, np.ndarray) else v
-                            for v in blend.__getstate__()))
-    return copy
