@@ -286,10 +286,13 @@ def test_profile_live_memory_is_small_and_bounded():
     # Bytewax keeps the live object per user: count it, not the pickle. 20 events with
     # 20 categories, then a long history of 5,000 items and 50 categories.
     cfg = ProfileConfig()
-    sizes = _live_bytes(list(_events(20_000, items=5000)), cfg, (20, 2_000, 20_000))
+    sizes = _live_bytes(list(_events(20_000, items=5000)), cfg, (20, 2_000, 5_000, 20_000))
     assert sizes[0] < 3_000  # the layout of dicts and lists took ~4,600
-    assert sizes[2] < 4_600  # ~7,000
-    assert sizes[2] < sizes[1] * 1.05
+    assert max(sizes[1:]) < 4_600  # ~7,000
+    # Bounded, not constant: which ids the capped counters hold (and so which strings they
+    # keep alive) moves the total by a few hundred bytes either way (3,734..4,054 seen);
+    # one byte per event kept would add 18,000 between the second and last checkpoints.
+    assert max(sizes[2:]) < sizes[1] * 1.15
 
 
 def test_compact_counter_matches_decayed_counter():
