@@ -13,7 +13,7 @@ from typing import Callable
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from operators.messages import RecUpdate
+from operators.messages import RecUpdate, Unranked
 
 __all__ = ["RecFileSink", "rec_record"]
 
@@ -41,14 +41,16 @@ class _FilePartition(StatelessSinkPartition):
         if lines:
             self.file.write(b"\n".join(lines) + b"\n")
         if self.on_write is not None:
-            self.on_write(len(lines))
+            # Events that will get no list count as done too (lock-step replays).
+            self.on_write(len(lines) + sum(1 for r in items if isinstance(r, Unranked)))
 
     def close(self) -> None:
         self.file.close()
 
 
 class RecFileSink(DynamicSink):
-    """Writes ``{out_dir}/recs-{process}-{worker}.jsonl``; ignores non-recommendation messages."""
+    """Writes ``{out_dir}/recs-{process}-{worker}.jsonl``; ignores other messages (an
+    ``Unranked`` one only tells ``on_write`` that its event is done)."""
 
     def __init__(self, out_dir: str | Path, process: int = 0,
                  on_write: Callable[[int], None] | None = None) -> None:

@@ -42,7 +42,7 @@ from connectors.redis_sink import RedisSink
 from operators.item_step import CatalogRecord, ItemLogic, ItemStepConfig
 from operators.messages import (
     DeadLetter, EraseUser, ForgetUser, ItemQuery, PopularityReport, ProfileWrite, RankRequest,
-    SegmentHit,
+    SegmentHit, Unranked,
 )
 from operators.parse import EventParser, parse_catalog
 from operators.rank_step import RankLogic, RankStepConfig
@@ -86,9 +86,11 @@ def step_configs(
                          session_decay=s.session_decay,
                          w_content=s.w_content, w_mf=s.w_mf,
                          learn_blend=s.learn_blend, learning_rate=s.blend_learning_rate,
-                         feedback_negatives=s.feedback_negatives, w_segment=s.w_segment, w_trending=s.w_trending)
+                         feedback_negatives=s.feedback_negatives, w_segment=s.w_segment,
+                         w_trending=s.w_trending, candidates_per_category=s.category_candidates)
     rank = RankStepConfig(ranking=ranking, trending_half_life=s.trending_half_life,
-                          conflate=s.conflate, model_version=s.model_version)
+                          conflate=s.conflate, model_version=s.model_version,
+                          content_search_window=s.content_search_window)
     trend = TrendStepConfig(half_life=s.trending_half_life, rank_shards=s.rank_shards)
     return user, item, rank, trend
 
@@ -105,6 +107,7 @@ def wire(
     *,
     now: Callable[[], float] | None = None,
     snapshots: bool = True,
+    report_unranked: bool = False,
 ) -> tuple[Stream, Stream]:
     """Add the recommend steps to ``flow``.
 
@@ -115,11 +118,16 @@ def wire(
     batch touched for a snapshot at each epoch end whether or not recovery is on, and
     pickling a rank shard's state (trending, vector index, models) every epoch is pure
     cost when nothing stores it.
+
+    ``report_unranked=True`` (lock-step replays) adds an Unranked output for every event
+    that will get no list, so the replay knows it is done without waiting for one.
     """
     configs = step_configs(settings)
     if not snapshots:
         configs = tuple(dataclasses.replace(c, snapshots=False) for c in configs)
     user_cfg, item_cfg, rank_cfg, trend_cfg = configs
+    if report_unranked:
+        user_cfg = dataclasses.replace(user_cfg, report_unranked=True)
     parser = EventParser(settings.max_clock_skew if now is not None else None, now)
     parsed = op.map("parse", envelopes, parser)
     branch = op.branch("valid", parsed, lambda x: not isinstance(x, DeadLetter))
@@ -156,7 +164,7 @@ def wire(
     recs = op.key_rm("recs", rank_out)
 
     sink_bound = op.filter(
-        "user_outputs", user_msgs, lambda m: isinstance(m, (ProfileWrite, EraseUser))
+        "user_outputs", user_msgs, lambda m: isinstance(m, (ProfileWrite, EraseUser, Unranked))
     )
     outputs = op.merge("outputs", recs, sink_bound)
     dead_letters = op.merge("dead_letters", *dead) if len(dead) > 1 else dead[0]
@@ -245,4 +253,11 @@ def _flow_from_env() -> Dataflow:
     return build_flow(settings, snapshots=snapshots)
 
 
-flow = _flow_from_env()
+def __getattr__(name: str):
+    # `python -m bytewax.run dataflows.recommend` asks for `flow`: it is built on first
+    # use, so importing this module (eval, tune, tests) neither reads the environment
+    # nor configures logging nor logs a worker banner.
+    if name == "flow":
+        built = globals()["flow"] = _flow_from_env()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

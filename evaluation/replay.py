@@ -72,7 +72,8 @@ def replay_flow(events_path: str | Path, out_dir: str | Path, settings: Settings
     if catalog_path:
         items = op.input("catalog_file", flow, FileSource(catalog_path, batch_size=500))
         catalog = op.map("catalog_envelope", items, lambda line: Envelope(line, None, "items"))
-    outputs, dead = wire(flow, envs, catalog, settings, now=None, snapshots=False)
+    outputs, dead = wire(flow, envs, catalog, settings, now=None, snapshots=False,
+                         report_unranked=True)
     # Only events' dead letters stand for a source line (bad catalog lines are not events).
     op.inspect("dead_letters_done", dead,
                lambda _step, letter: board.add(process, 1) if letter.source == "events" else None)

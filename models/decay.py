@@ -83,8 +83,9 @@ class DecayedCounter:
         self.landmark: float | None = None
         self.weights: dict[str, float] = {}
         # Decay scales every stored weight alike, so the order of the keys only changes
-        # on writes: the sorted head is cached until the next write.
-        self._top: tuple[int, list[tuple[str, float]]] | None = None
+        # on writes: the sorted head is cached, and a write moves one key within it (or
+        # leaves it alone when the key stays below it) instead of a new sort of all keys.
+        self._top: tuple[int, list[tuple[str, float]], set[str]] | None = None
 
     def _scale(self, ts: float) -> float:
         if self.landmark is None:
@@ -99,18 +100,51 @@ class DecayedCounter:
         return math.exp(exponent)
 
     def add(self, key: str, weight: float, ts: float) -> None:
-        self._top = None
         weights = self.weights
-        weights[key] = weights.get(key, 0.0) + weight * self._scale(ts)
+        new = weights[key] = weights.get(key, 0.0) + weight * self._scale(ts)
+        if self._top is not None:
+            self._written(key, new)
         if len(weights) > self.capacity + (self.capacity >> 2) + 1:
             self._prune()
 
     def set(self, key: str, value: float, ts: float) -> None:
         """Store ``value`` as the key's weight as of ``ts``."""
-        self._top = None
-        self.weights[key] = value * self._scale(ts)
+        new = self.weights[key] = value * self._scale(ts)
+        if self._top is not None:
+            self._written(key, new)
         if len(self.weights) > self.capacity + (self.capacity >> 2) + 1:
             self._prune()
+
+    def _written(self, key: str, new: float) -> None:
+        """Keep the cached head sorted after ``key``'s stored weight became ``new``.
+
+        Equal weights are ordered by key insertion (as ``heapq.nlargest`` over the dict
+        leaves them), which a single move cannot know: a tie drops the cache instead.
+        """
+        n, best, members = self._top
+        if key in members:
+            i = next(i for i, kv in enumerate(best) if kv[0] == key)
+            if new < best[i][1] or new <= 0.0:
+                self._top = None  # it may fall below keys outside the head: sort again
+                return
+            while i > 0 and best[i - 1][1] < new:
+                best[i] = best[i - 1]
+                i -= 1
+            best[i] = (key, new)
+        elif len(best) < n or new == best[-1][1]:
+            self._top = None  # room in the head, or a tie at its end: sort again
+            return
+        elif new > best[-1][1]:
+            members.discard(best.pop()[0])
+            i = len(best)
+            while i > 0 and best[i - 1][1] < new:
+                i -= 1
+            best.insert(i, (key, new))
+            members.add(key)
+        else:
+            return
+        if (i > 0 and best[i - 1][1] == new) or (i + 1 < len(best) and best[i + 1][1] == new):
+            self._top = None
 
     def _prune(self) -> None:
         keep = heapq.nlargest(self.capacity, self.weights.items(), key=_weight)
@@ -139,7 +173,7 @@ class DecayedCounter:
             best = cached[1][:n]
         else:
             best = [kv for kv in heapq.nlargest(n, self.weights.items(), key=_weight) if kv[1] > 0.0]
-            self._top = (n, best)
+            self._top = (n, best, {k for k, _ in best})
         return [(k, v * factor) for k, v in best]
 
     def total(self, ts: float) -> float:

@@ -134,6 +134,17 @@ class SeenFilter:
         return bool(bits[a >> 3] & (1 << (a & 7)) and bits[b >> 3] & (1 << (b & 7))
                     and bits[c >> 3] & (1 << (c & 7)))
 
+    @staticmethod
+    def contains_many(bits: bytes | bytearray | None, items: list[str]) -> np.ndarray:
+        """``contains`` for a whole candidate list at once (bool array)."""
+        n = len(items)
+        if not bits or not n:
+            return np.zeros(n, dtype=bool)
+        get, slots_of = SeenFilter._cache.get, SeenFilter._slots
+        slots = np.array([get(i) or slots_of(i) for i in items], dtype=np.intp)  # (n, 3)
+        flags = np.frombuffer(bits, dtype=np.uint8)[slots >> 3] & (1 << (slots & 7)).astype(np.uint8)
+        return flags.all(axis=1)
+
 
 @dataclass
 class RankInput:
@@ -222,6 +233,15 @@ def _signals(inp: RankInput, trending: Trending, cfg: RankConfig,
     return table
 
 
+def _seen(inp: RankInput, items: list[str]) -> np.ndarray:
+    """Whether the user already interacted with each item (this session or the filter)."""
+    seen = SeenFilter.contains_many(inp.seen_filter, items)
+    if inp.seen:
+        session = set(inp.seen)
+        seen |= np.fromiter((i in session for i in items), dtype=bool, count=len(items))
+    return seen
+
+
 def rank(
     inp: RankInput,
     trending: Trending,
@@ -239,18 +259,17 @@ def rank(
     if unavailable:
         for item in unavailable.intersection(table):
             del table[item]
-    session = set(inp.seen)
-    seen_filter = inp.seen_filter
-    if cfg.repeat_policy == "exclude":
-        for item in [i for i in table if i in session or SeenFilter.contains(seen_filter, i)]:
+    seen = _seen(inp, list(table))
+    if cfg.repeat_policy == "exclude" and seen.any():
+        for item in [i for i, s in zip(table, seen) if s]:
             del table[item]
+        seen = np.zeros(len(table), dtype=bool)
     if not table:
         return RankResult([], "empty", [], np.zeros((0, len(FEATURES))))
     items = list(table)
     X = np.zeros((len(items), len(FEATURES)))
-    X[:, :_NS] = np.array(list(table.values()))
-    X[:, _F["seen"]] = [1.0 if (i in session or SeenFilter.contains(seen_filter, i)) else 0.0
-                        for i in items]
+    X[:, :_NS] = list(table.values())
+    X[:, _F["seen"]] = seen
     if inp.cold:
         X[:, _F["covis_cold"]] = X[:, _F["covis"]]
         X[:, _F["trending_cold"]] = X[:, _F["trending"]]
@@ -262,8 +281,9 @@ def rank(
         scores = np.where(X[:, _F["seen"]] > 0, scores * cfg.repeat_factor, scores)
     order = np.argsort(-scores, kind="stable")
     keep = order[: max(cfg.k * 4, cfg.feedback_candidates)]
-    ranked = [(items[i], float(scores[i])) for i in keep]
-    top = _diversify(ranked, item_category, cfg)
+    head = keep[: cfg.k * 3]  # diversity reorders the head; the tail never reaches the list
+    top = _diversify(list(zip([items[i] for i in head], scores[head].tolist())), item_category,
+                     cfg)
     contrib = (X[keep[: cfg.k]] * weights).sum(axis=0)[:_NS]
     strategy = SIGNALS[int(np.argmax(contrib))] if contrib.max() > 0 else "trending"
     fb = keep[: cfg.feedback_candidates]
@@ -289,9 +309,14 @@ def _diversify(ranked: list[tuple[str, float]], item_category: Mapping[str, str]
     shown: dict[str, int] = {}
     damp = 1.0 - cfg.diversity
     cap = cfg.max_per_category
+    first = 0  # every item before it is picked (most picks take the first alive one)
+    n_items = len(items)
     while len(picked) < k:
+        while first < n_items and not alive[first]:
+            first += 1
         best_i, best_adj = -1, -1.0
-        for idx, sc in enumerate(scores):
+        for idx in range(first, n_items):
+            sc = scores[idx]
             if sc <= best_adj:
                 break  # sorted by raw score: nothing further can beat best_adj
             if not alive[idx]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 __all__ = [
     "Envelope", "DeadLetter", "ItemQuery", "ItemAnswer", "RankRequest", "Availability",
     "ForgetUser", "RecUpdate", "ProfileWrite", "EraseUser", "rank_shard", "trend_shard",
-    "PopularityReport", "SegmentHit", "TrendDelta",
+    "PopularityReport", "SegmentHit", "TrendDelta", "Unranked",
 ]
 
 
@@ -206,3 +206,14 @@ class EraseUser:
     route: str  # user id
     user_id: str
     part: str = "all"  # "profile" | "outputs" | "all"
+
+
+@_compact
+@dataclass(slots=True)
+class Unranked:
+    """To the sink, in replays only: this event will get no list (a duplicate, a consent
+    or erasure event, an event of a user without consent, a burst over the guard), so the
+    lock-step replay need not wait for one (``UserStepConfig.report_unranked``)."""
+
+    route: str  # user id
+    event_id: str

@@ -49,6 +49,7 @@ class RankStepConfig:
     max_item_categories: int = 50_000
     max_feedback_users: int = 5_000
     max_item_vectors: int = 20_000
+    content_search_window: int = 2_048  # nearest-item search: the items put most recently
     max_deferred: int = 100_000  # trend entries waiting for a request with a later ts
     snapshots: bool = True  # False when recovery is off (see dataflows.recommend)
 
@@ -69,7 +70,7 @@ class RankShardState:
         # user -> (candidates best first, their feature rows): what the blend learns from
         # when the user's next item event shows which one they chose.
         self.shown: dict[str, tuple[list[str], np.ndarray, int]] = {}
-        self.vectors = VectorIndex(cfg.max_item_vectors)
+        self.vectors = VectorIndex(cfg.max_item_vectors, cfg.content_search_window)
         self.mf = ImplicitMF(max_users=cfg.max_users // 4, max_items=cfg.max_item_vectors)
         # Complete requests waiting for an earlier one of the same user (exact order).
         self.ready: dict[tuple[str, int], list] = {}

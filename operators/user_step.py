@@ -17,7 +17,8 @@ from bytewax.operators import StatefulBatchLogic
 from models.events import Event, engagement
 from models.profile import ProfileConfig, UserProfile
 from operators.messages import (
-    EraseUser, ForgetUser, ItemQuery, ProfileWrite, RankRequest, SegmentHit, rank_shard, trend_shard,
+    EraseUser, ForgetUser, ItemQuery, ProfileWrite, RankRequest, SegmentHit, Unranked, rank_shard,
+    trend_shard,
 )
 
 __all__ = ["UserStepConfig", "UserLogic", "scatter"]
@@ -40,6 +41,7 @@ class UserStepConfig:
     session_candidates: int = 20  # latest session items the ranker may show again
     session_knn: bool = True  # ask anchors for similar sessions (models.sessionknn)
     snapshots: bool = True  # False when recovery is off (see dataflows.recommend)
+    report_unranked: bool = False  # replays: an Unranked message for events without a list
 
 
 _SESSION_SALT = os.urandom(16)  # per process: item-side session keys link to no user
@@ -186,11 +188,14 @@ class UserLogic(StatefulBatchLogic):
         self.user_id = self.profile.user_id
         profile = self.profile
         write = False
+        unranked = self.cfg.report_unranked
         for event, ingested_at in values:
             if event.type == "erase":
                 out.extend(self._forget(profile))
                 self.profile = profile = UserProfile(self.user_id)
                 write = False
+                if unranked:
+                    out.append(Unranked(self.user_id, event.event_id))
                 continue
             if event.type == "consent" or event.consent is not None:
                 granted = (event.value == 1.0) if event.type == "consent" else bool(event.consent)
@@ -200,16 +205,24 @@ class UserLogic(StatefulBatchLogic):
                     self.profile = profile = UserProfile(self.user_id)
                     profile.consent = False
                     write = False
+                    if unranked:
+                        out.append(Unranked(self.user_id, event.event_id))
                     continue
                 profile.consent = True
                 if event.type == "consent":
+                    if unranked:
+                        out.append(Unranked(self.user_id, event.event_id))
                     continue
             if not profile.consent:
+                if unranked:
+                    out.append(Unranked(self.user_id, event.event_id))
                 continue
             prev_session = profile.session_items  # a copy: apply() does not change it
             session_n = profile.session_n
             status = profile.apply(event, self.cfg.profile)
             if status != "applied":
+                if unranked:
+                    out.append(Unranked(self.user_id, event.event_id))
                 continue
             if profile.session_n != session_n:
                 prev_session = []  # a new session: no sequence learned across the gap

@@ -92,6 +92,8 @@ class Settings:
     answer_neighbours: int = 40
     query_items: int = 3
     knn_sessions: int = 50  # recent sessions kept per item for the session-kNN signal (0: off)
+    content_search_window: int = 2048  # content recall: nearest among the items put last (0: all)
+    category_candidates: int = 30  # trending items taken per category (and segment) as candidates
     # Ranking
     rank_shards: int = 8
     trend_shards: int = 4
@@ -184,6 +186,8 @@ class Settings:
         number("STREAMREC_REPEAT_FACTOR", "repeat_factor", float, 0.0)
         number("STREAMREC_COVIS_WINDOW", "covis_window", int, 1)
         number("STREAMREC_KNN_SESSIONS", "knn_sessions", int, 0)
+        number("STREAMREC_CONTENT_SEARCH_WINDOW", "content_search_window", int, 0)
+        number("STREAMREC_CATEGORY_CANDIDATES", "category_candidates", int, 1)
         number("STREAMREC_BACKWARD_WEIGHT", "backward_weight", float, 0.0)
         number("STREAMREC_ANCHOR_DECAY", "anchor_decay", float, 0.0)
         number("STREAMREC_W_CATEGORY", "w_category", float, 0.0)

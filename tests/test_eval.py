@@ -61,3 +61,30 @@ def test_two_processes_give_the_same_quality(yoochoose_slice):
     # little; on a slice this small the allowed gap is three standard errors of a hit rate.
     tolerance = 3 * (hr1 * (1 - hr1) / scored) ** 0.5
     assert abs(hr1 - hr2) <= tolerance, (hr1, hr2, tolerance)
+
+
+def test_events_without_a_list_do_not_stall_the_lock_step_replay(tmp_path, caplog):
+    # A duplicate, consent withdrawal and grant, an event while consent is withdrawn and
+    # an erasure leave no list; the replay must know they are done, not wait for a stall
+    # (2 s per event, then "passed over" with a warning) before it reads on.
+    import logging
+
+    from evaluation.replay import read_recs, replay
+
+    t0 = 1_700_000_000.0
+
+    def ev(i, user, etype="view", item="p1", **extra):
+        return {"event_id": f"e{i}", "ts": t0 + i, "user_id": user, "type": etype,
+                "item_id": item, "category": "c", **extra}
+
+    events = [ev(0, "u1"), ev(1, "u1", item="p2"), ev(1, "u1", item="p2"),  # duplicate
+              ev(2, "u2"), ev(3, "u2", "consent", None, value=0), ev(4, "u2", item="p3"),
+              ev(5, "u2", "consent", None, value=1), ev(6, "u2", item="p4"),
+              ev(7, "u1", "erase", None), ev(8, "u1", item="p5")]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
+    with caplog.at_level(logging.WARNING, logger="evaluation.pacing"):
+        replay(path, tmp_path / "out", progress=False)
+    assert not [r for r in caplog.records if "left no record" in r.getMessage()]
+    got = sorted(r["trigger_event_id"] for r in read_recs(tmp_path / "out"))
+    assert got == ["e0", "e1", "e2", "e6", "e8"]

@@ -4,6 +4,7 @@ contract and the user profile; item-side and ranking models: tests/test_ranking.
 
 from __future__ import annotations
 
+import heapq
 import pickle
 import random
 
@@ -53,6 +54,30 @@ def test_counter_is_bounded_and_keeps_the_heaviest():
         c.add(f"k{i}", float(i), 0.0)
         assert len(c) <= 126
     assert [k for k, _ in c.top(3, 0.0)] == ["k9999", "k9998", "k9997"]
+
+
+def test_counter_cached_head_follows_every_write():
+    # top() keeps its sorted head between writes and moves one key within it per write;
+    # after any mix of writes it must equal a fresh sort of every key.
+    for seed in range(40):
+        rng = random.Random(seed)
+        c = DecayedCounter(rng.choice([5.0, 1e6]), rng.choice([4, 20, 300]))
+        ts = 0.0
+        for _ in range(600):
+            ts += rng.random()
+            key = f"k{rng.randrange(40)}"
+            r = rng.random()
+            if r < 0.45:
+                c.set(key, rng.choice([0.0, rng.random() * 10]), ts)
+            elif r < 0.85:
+                c.add(key, rng.random(), ts)
+            elif r < 0.9:
+                c.remove(key)
+            n = rng.choice([1, 5, 15])
+            # Ties in insertion order, as heapq.nlargest over the dict gives them.
+            fresh = heapq.nlargest(n, c.weights.items(), key=lambda kv: kv[1])
+            fresh = [(k, v * c.factor(ts)) for k, v in fresh if v > 0.0]
+            assert c.top(n, ts) == fresh
 
 
 def test_counter_pickles_and_reads_do_not_mutate():

@@ -111,6 +111,30 @@ def test_vector_index_is_bounded_pickles_and_finds_similar_items():
     assert int(top_item[1:]) % 7 == 3 or int(top_item[1:]) % 11 == 5
 
 
+def test_vector_index_searches_only_its_window_of_recent_items():
+    from models.content import VectorIndex, item_vector, user_vector
+
+    index = VectorIndex(capacity=40, search_window=8)
+    hats = item_vector("hats", None, None)
+    for i in range(100):  # hats first, then shoes: the window holds only recent shoes
+        index.put(f"h{i}" if i < 50 else f"s{i}", hats if i < 50 else item_vector("shoes", None, None))
+    user = user_vector([(1.0, hats)])
+    assert index.nearest(user, 5) == []  # hats are indexed (some) but not recent
+    assert index.cosine(user, ["h49", "s99"]).tolist() == [0.0, 0.0]  # h49 went round
+    index.put("h7", hats)  # put again: recent, found
+    assert [i for i, _ in index.nearest(user, 5)] == ["h7"]
+    # Whatever the index forgets, the window forgets too: 40 more shoes push h7 out.
+    for i in range(100, 140):
+        index.put(f"s{i}", item_vector("shoes", None, None))
+    assert index.get("h7") is None and index.nearest(user, 5) == []
+    index.put("h8", hats)
+    again = pickle.loads(pickle.dumps(index))
+    shoes = user_vector([(1.0, item_vector("shoes", None, None))])
+    for u in (user, shoes):
+        assert again.nearest(u, 10) == index.nearest(u, 10)
+    assert len(index.nearest(shoes, 10)) == 7  # 8 recent: h8 and the 7 shoes before it
+
+
 def test_session_neighbours_contract():
     """Session-kNN store: pickles after learning, votes do not mutate it, bounded."""
     import pickle as _pickle
