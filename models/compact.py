@@ -70,25 +70,19 @@ class CompactCounter:
             i = keys.index(key)
         except ValueError:
             i = -1
-        old = w[i] if i >= 0 else 0.0
         if self.landmark is None:
             self.landmark = ts
         exponent = LN2 * (ts - self.landmark) / self.half_life
         if exponent > _REBASE_EXPONENT:
-            # DecayedCounter.add writes this addition into the dict its rebase has just
-            # replaced, so the addition is lost (the size check still counts the key).
-            # Mirrored so the numbers stay those of DecayedCounter.
-            self._rebase(ts, exponent)
-            n = len(keys) + (i < 0)
+            self._rebase(ts, exponent)  # in place: w[i] is rescaled too
+            exponent = 0.0
+        value = (w[i] if i >= 0 else 0.0) + weight * math.exp(exponent)
+        if i >= 0:
+            w[i] = value
         else:
-            value = old + weight * math.exp(exponent)
-            if i >= 0:
-                w[i] = value
-            else:
-                keys.append(_i(key))
-                w.append(value)
-            n = len(keys)
-        if n > self._limit():
+            keys.append(_i(key))
+            w.append(value)
+        if len(keys) > self._limit():
             self._prune()
 
     def set(self, key: str, value: float, ts: float) -> None:

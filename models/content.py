@@ -110,7 +110,9 @@ class VectorIndex:
 
     Slots are reused round-robin once ``capacity`` items are held: the least recently
     *inserted* item is forgotten (recently seen items are re-inserted as they pass by).
-    ``nearest`` scans the ``search_window`` items put most recently (0: all of them).
+    ``nearest`` scans a window of up to ``search_window`` items (0: all of them): each
+    put of an item not in the window takes the window's oldest slot; a put of one already
+    in it only updates its row; an item the index forgets leaves the window too.
     """
 
     __slots__ = ("capacity", "matrix", "items", "slot_of", "next_slot", "recent")
@@ -147,6 +149,22 @@ class VectorIndex:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def set_search_window(self, size: int) -> None:
+        """Change the search window (after a restore with other settings); it starts with
+        the items inserted last."""
+        current = self.recent.size if self.recent is not None else 0
+        wanted = size if 0 < size < self.capacity else 0
+        if current == wanted:
+            return
+        self.recent = None
+        if wanted:
+            ring = _Ring(wanted)
+            n, start = len(self.items), (self.next_slot if len(self.items) >= self.capacity else 0)
+            order = [(start + j) % n for j in range(n)][-wanted:]  # oldest first
+            for slot in order:
+                ring.put(self.items[slot], self.matrix[slot])
+            self.recent = ring
 
     def put(self, item: str, vector: bytes | None) -> None:
         if not vector:

@@ -100,8 +100,9 @@ class DecayedCounter:
         return math.exp(exponent)
 
     def add(self, key: str, weight: float, ts: float) -> None:
+        scale = self._scale(ts)  # first: a landmark move replaces the dict
         weights = self.weights
-        new = weights[key] = weights.get(key, 0.0) + weight * self._scale(ts)
+        new = weights[key] = weights.get(key, 0.0) + weight * scale
         if self._top is not None:
             self._written(key, new)
         if len(weights) > self.capacity + (self.capacity >> 2) + 1:

@@ -179,6 +179,8 @@ class RankLogic(StatefulBatchLogic):
         self.cfg = cfg
         self.now = now
         self.state = pickle.loads(resume) if resume is not None else RankShardState(cfg)
+        if resume is not None:  # the snapshot's window, or none (older ones): this config's
+            self.state.vectors.set_search_window(cfg.content_search_window)
 
     def _learn_category(self, item: str, category: str | None) -> None:
         if not category:

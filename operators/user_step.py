@@ -191,7 +191,7 @@ class UserLogic(StatefulBatchLogic):
         unranked = self.cfg.report_unranked
         for event, ingested_at in values:
             if event.type == "erase":
-                out.extend(self._forget(profile))
+                out.extend(self._forget(profile, scattered))
                 self.profile = profile = UserProfile(self.user_id)
                 write = False
                 if unranked:
@@ -201,7 +201,7 @@ class UserLogic(StatefulBatchLogic):
                 granted = (event.value == 1.0) if event.type == "consent" else bool(event.consent)
                 if not granted:
                     # Withdrawal erases what we know; only the refusal itself is kept.
-                    out.extend(self._forget(profile))
+                    out.extend(self._forget(profile, scattered))
                     self.profile = profile = UserProfile(self.user_id)
                     profile.consent = False
                     write = False
@@ -239,9 +239,20 @@ class UserLogic(StatefulBatchLogic):
             return out, StatefulBatchLogic.DISCARD
         return out, StatefulBatchLogic.RETAIN
 
-    def _forget(self, profile: UserProfile) -> list:
+    def _forget(self, profile: UserProfile, scattered: list[list]) -> list:
+        """Erasure messages; drops what earlier events of this batch would have sent.
+
+        Those messages are not out yet (they leave after the loop): sent after the
+        erasure, a request of the old life would be ranked into the new one (a first
+        event's request restarts the rank shard's sequence) or dropped without a trace.
+        """
+        out: list = []
+        if self.cfg.report_unranked:
+            out.extend(Unranked(self.user_id, m.event_id) for msgs in scattered for m in msgs
+                       if isinstance(m, RankRequest))
+        scattered.clear()
         shard = rank_shard(self.user_id, self.cfg.rank_shards)
-        return [EraseUser(self.user_id, self.user_id, "profile"),
+        return [*out, EraseUser(self.user_id, self.user_id, "profile"),
                 ForgetUser(shard, self.user_id, profile.seq)]
 
     def snapshot(self) -> bytes | None:

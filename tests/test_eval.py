@@ -63,7 +63,7 @@ def test_two_processes_give_the_same_quality(yoochoose_slice):
     assert abs(hr1 - hr2) <= tolerance, (hr1, hr2, tolerance)
 
 
-def test_events_without_a_list_do_not_stall_the_lock_step_replay(tmp_path, caplog):
+def test_events_without_a_list_do_not_stall_the_lock_step_replay(tmp_path, caplog, monkeypatch):
     # A duplicate, consent withdrawal and grant, an event while consent is withdrawn and
     # an erasure leave no list; the replay must know they are done, not wait for a stall
     # (2 s per event, then "passed over" with a warning) before it reads on.
@@ -88,3 +88,17 @@ def test_events_without_a_list_do_not_stall_the_lock_step_replay(tmp_path, caplo
     assert not [r for r in caplog.records if "left no record" in r.getMessage()]
     got = sorted(r["trigger_event_id"] for r in read_recs(tmp_path / "out"))
     assert got == ["e0", "e1", "e2", "e6", "e8"]
+
+    # Batches of several events: an erasure drops the lists its user's earlier events of
+    # the same batch would have had (never ranked into the new life), and says so.
+    monkeypatch.setenv("STREAMREC_EVAL_BATCH", "3")
+    events = [ev(0, "u1"), ev(1, "u1", "erase", None), ev(2, "u1", item="p3"),  # one batch
+              ev(3, "u2"), ev(4, "u1", item="p4"), ev(5, "u3")]
+    path.write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="evaluation.pacing"):
+        replay(path, tmp_path / "out3", progress=False)
+    assert not [r for r in caplog.records if "left no record" in r.getMessage()]
+    recs = {r["trigger_event_id"]: r for r in read_recs(tmp_path / "out3")}
+    assert sorted(recs) == ["e2", "e3", "e4", "e5"]
+    assert [i["item_id"] for i in recs["e2"]["items"]] == ["p3"]  # nothing of the old life

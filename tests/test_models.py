@@ -48,6 +48,17 @@ def test_forward_decay_matches_direct_decay_across_rebases():
     assert s.value(399.0) == pytest.approx(direct, rel=1e-9)
 
 
+def test_counter_add_across_a_landmark_move_is_kept():
+    from models.compact import CompactCounter
+
+    for counter in (DecayedCounter(1.0, 10), CompactCounter(1.0, 10)):
+        counter.add("a", 1.0, 0.0)
+        counter.add("b", 1.0, 100.0)  # 100 half-lives: the landmark moves on this add
+        assert counter.value("b", 100.0) == pytest.approx(1.0)
+        assert counter.value("a", 100.0) == pytest.approx(2.0**-100)
+        assert [k for k, _ in counter.top(2, 100.0)] == ["b", "a"]
+
+
 def test_counter_is_bounded_and_keeps_the_heaviest():
     c = DecayedCounter(half_life=1e9, capacity=100)
     for i in range(10_000):

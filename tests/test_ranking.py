@@ -133,6 +133,12 @@ def test_vector_index_searches_only_its_window_of_recent_items():
     for u in (user, shoes):
         assert again.nearest(u, 10) == index.nearest(u, 10)
     assert len(index.nearest(shoes, 10)) == 7  # 8 recent: h8 and the 7 shoes before it
+    # Restored under other settings: the window follows them, from the last insertions.
+    again.set_search_window(0)
+    assert len(again.nearest(shoes, 100)) == 39 and again.recent is None
+    again.set_search_window(3)
+    assert [i for i, _ in again.nearest(shoes, 10)] == ["s138", "s139"]  # and h8
+    assert [i for i, _ in again.nearest(user, 10)] == ["h8"]
 
 
 def test_session_neighbours_contract():
