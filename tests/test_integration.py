@@ -12,6 +12,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from bench.workload import expected_full
 from connectors.embedded import ensure_topics
 from connectors.traffic import TrafficConfig, generate_catalog, generate_events
 from connectors.worker import WorkerGroup
@@ -96,13 +97,20 @@ def test_worker_writes_a_list_for_every_user_and_files_bad_input(
         if n % 30 == 0 and n // 30 < len(BAD_EVENTS):
             mixed.append((b"bad", BAD_EVENTS[n // 30][0]))
     _produce(kafka.bootstrap, topic, mixed)
-    users = {e["user_id"] for e in events if e.get("item_id")}
+    # Every user the flow answers (users who withdrew consent for good get no list).
+    users = set(expected_full(events))
     group = WorkerGroup(_env(kafka, redis_server, topic, prefix), processes=processes,
                         workers=workers, log_dir=tmp_path / "logs").start()
     try:
-        _wait_for(lambda: all(redis_client.exists(f"{prefix}:latest:{u}") for u in users)
-                  and redis_client.xlen(f"{prefix}:dlq") >= len(BAD_EVENTS),
-                  group, what="a latest list for every user and every dead letter")
+        try:
+            _wait_for(lambda: all(redis_client.exists(f"{prefix}:latest:{u}") for u in users)
+                      and redis_client.xlen(f"{prefix}:dlq") >= len(BAD_EVENTS),
+                      group, what="a latest list for every user and every dead letter")
+        except pytest.fail.Exception as ex:
+            missing = sorted(u for u in users if not redis_client.exists(f"{prefix}:latest:{u}"))
+            dead = redis_client.xlen(f"{prefix}:dlq")
+            raise AssertionError(f"users without a list: {missing}; dead letters {dead}/"
+                                 f"{len(BAD_EVENTS)}\n{ex}") from None
         time.sleep(1.0)
         assert group.alive(), group.log_tail()
     finally:
