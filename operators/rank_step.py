@@ -204,10 +204,13 @@ class RankLogic(StatefulBatchLogic):
                 if msg.vector is not None:
                     st.vectors.put(msg.item_id, msg.vector)
             elif isinstance(msg, RankRequest):
-                if msg.seq == 1:
-                    st.forgotten.pop(msg.user_id, None)  # a new life after erasure
-                if st.forgotten.get(msg.user_id, -1) >= msg.seq:
-                    continue
+                # Requests travel the ForgetUser's own route (user step -> this shard, in
+                # order), and the user step sends none of the old life after it: a request
+                # that comes after the erasure is the new life's, whatever its seq (with
+                # conflation the new life's first request may carry seq 5; checking for
+                # seq 1 left such a user without lists until the seq passed the old one).
+                # From here on late answers of the old life are no longer told apart.
+                st.forgotten.pop(msg.user_id, None)
                 slot = st.pending.setdefault((msg.user_id, msg.seq), [None, []])
                 slot[0] = msg
             elif isinstance(msg, TrendDelta):

@@ -154,6 +154,25 @@ def test_erasure_leaves_the_rank_shard_behind_the_old_lists_and_before_new_ones(
     assert out[0].part == "outputs" and out[1].seq == 1
 
 
+def test_a_new_life_is_answered_whatever_seq_its_first_request_carries():
+    # With conflation a new life's first request can carry seq 5 (five events in one
+    # batch). Waiting for seq 1 left the user without lists until the new life's seq
+    # passed the old one (seen in the benchmark: a user who withdrew consent at seq 500
+    # and came back had no list for 214 events).
+    from operators.messages import ForgetUser
+
+    logic = RankLogic(RankStepConfig(), None)
+    logic.on_batch([TrendDelta("rank-0", [("p1", None, 1.0, 1.0, None)], [])])
+    logic.on_batch([ForgetUser("rank-0", "u1", 500)])
+    out, _ = logic.on_batch([_request("u1", 5, 20.0)])
+    assert [(m.user_id, m.seq) for m in out] == [("u1", 5)]
+    # An old-life answer still in flight when the erasure passed is dropped.
+    logic.on_batch([ForgetUser("rank-0", "u2", 7)])
+    late = ItemAnswer("rank-0", "u2", 6, "p9", 1.0, None, 1.0, [("p8", 1.0)])
+    logic.on_batch([late])
+    assert ("u2", 6) not in logic.state.pending
+
+
 def test_a_fresh_system_answers_before_any_trend_news_arrives():
     # Trend news travels item step -> trend step -> rank shard; the first users of a new
     # system must not get empty lists while it is on its way.
