@@ -80,6 +80,7 @@ class ItemLogic(StatefulBatchLogic):
                             msg.reply_to, msg.user_id, msg.seq, self.item_id, msg.anchor_weight,
                             state.category, state.popularity_at(ts) if state.available else 0.0,
                             state.followers(cfg.answer_neighbours, ts), state.vector, knn,
+                            msg.life,
                         )
                     )
             elif isinstance(msg, CatalogRecord):

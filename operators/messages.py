@@ -111,6 +111,7 @@ class ItemQuery:
     category: str | None
     session_key: int = 0  # salted hash of the session (session-kNN); 0: none
     context: list | None = None  # [(item, weight)] of the asking session, for session-kNN
+    life: float | None = None  # the profile's first event time: which life of the user
 
 
 @_compact
@@ -126,6 +127,7 @@ class ItemAnswer:
     followers: list  # [(item_id, probability)]
     vector: bytes | None = None  # the item's content vector
     knn: list | None = None  # [(item_id, probability)] from similar sessions through this item
+    life: float | None = None  # the asking profile's life (ItemQuery.life)
 
 
 @_compact
@@ -150,6 +152,7 @@ class RankRequest:
     seen_filter: bytes | None = None
     cold: bool = False
     history: int = 0
+    life: float | None = None  # the profile's first event time: which life of the user
 
 
 @_compact
@@ -166,6 +169,7 @@ class ForgetUser:
     route: str  # rank shard
     user_id: str
     seq: int  # answers for requests up to this one may still arrive: drop them
+    life: float | None = None  # the erased life; its messages still in flight are dropped
 
 
 @_compact

@@ -152,6 +152,23 @@ class RankShardState:
                 trending.set_segment(*entry)
 
 
+def _of_erased_life(forgotten, seq: int, life: float | None) -> bool:
+    """Is this message from a life of the user that was erased?
+
+    Lives are told apart by the profile's first event time, carried by every request and
+    answer: a new life starts its seq again at 1 (and with conflation its first request
+    may carry seq 5), while answers of the old life can still arrive after the erasure,
+    even after the new life's first answers. Seq alone (older snapshots, messages without
+    a life) cannot tell them apart; it is the fallback.
+    """
+    if forgotten is None:
+        return False
+    old_seq, old_life = forgotten if isinstance(forgotten, tuple) else (forgotten, None)
+    if life is not None and old_life is not None:
+        return life == old_life
+    return seq != 1 and old_seq >= seq
+
+
 def _entry_ts(entry: tuple) -> float:
     return entry[0]
 
@@ -196,7 +213,7 @@ class RankLogic(StatefulBatchLogic):
         erased: list[EraseUser] = []
         for msg in values:
             if isinstance(msg, ItemAnswer):
-                if st.forgotten.get(msg.user_id, -1) >= msg.seq:
+                if _of_erased_life(st.forgotten.get(msg.user_id), msg.seq, msg.life):
                     continue
                 slot = st.pending.setdefault((msg.user_id, msg.seq), [None, []])
                 slot[1].append(msg)
@@ -204,13 +221,8 @@ class RankLogic(StatefulBatchLogic):
                 if msg.vector is not None:
                     st.vectors.put(msg.item_id, msg.vector)
             elif isinstance(msg, RankRequest):
-                # Requests travel the ForgetUser's own route (user step -> this shard, in
-                # order), and the user step sends none of the old life after it: a request
-                # that comes after the erasure is the new life's, whatever its seq (with
-                # conflation the new life's first request may carry seq 5; checking for
-                # seq 1 left such a user without lists until the seq passed the old one).
-                # From here on late answers of the old life are no longer told apart.
-                st.forgotten.pop(msg.user_id, None)
+                if _of_erased_life(st.forgotten.get(msg.user_id), msg.seq, msg.life):
+                    continue
                 slot = st.pending.setdefault((msg.user_id, msg.seq), [None, []])
                 slot[0] = msg
             elif isinstance(msg, TrendDelta):
@@ -234,7 +246,7 @@ class RankLogic(StatefulBatchLogic):
                 for key in [k for k in st.ready if k[0] == msg.user_id]:
                     del st.ready[key]
                 st.forgotten.pop(msg.user_id, None)
-                st.forgotten[msg.user_id] = msg.seq
+                st.forgotten[msg.user_id] = (msg.seq, msg.life)
                 if len(st.forgotten) > 10_000:
                     del st.forgotten[next(iter(st.forgotten))]
                 # Lists of the old life completed earlier in this batch are not ranked;

@@ -73,7 +73,7 @@ def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: Us
         q = queries.get(item_id)
         if q is None:
             q = ItemQuery(item_id, profile.user_id, profile.seq, ts, shard, 0.0, [], 0.0, None,
-                          session_key)
+                          session_key, None, profile.first_ts)
             queries[item_id] = q
         return q
 
@@ -130,6 +130,7 @@ def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: Us
         seen_filter=profile.seen_filter(),
         cold=history <= cfg.cold_events,
         history=history,
+        life=profile.first_ts,
     )
     out: list = list(queries.values())
     out.append(request)
@@ -158,7 +159,8 @@ def _conflate(scattered: list[list]) -> list:
                 q = merged.get(m.route)
                 if q is None:
                     q = merged[m.route] = ItemQuery(m.route, m.user_id, request.seq, request.ts,
-                                                    m.reply_to, 0.0, [], 0.0, None, m.session_key)
+                                                    m.reply_to, 0.0, [], 0.0, None, m.session_key,
+                                                    None, request.life)
                 q.followers.extend(m.followers)
                 q.interaction += m.interaction
                 q.category = m.category or q.category
@@ -253,7 +255,7 @@ class UserLogic(StatefulBatchLogic):
         scattered.clear()
         shard = rank_shard(self.user_id, self.cfg.rank_shards)
         return [*out, EraseUser(self.user_id, self.user_id, "profile"),
-                ForgetUser(shard, self.user_id, profile.seq)]
+                ForgetUser(shard, self.user_id, profile.seq, profile.first_ts)]
 
     def snapshot(self) -> bytes | None:
         if not self.cfg.snapshots:

@@ -161,16 +161,25 @@ def test_a_new_life_is_answered_whatever_seq_its_first_request_carries():
     # and came back had no list for 214 events).
     from operators.messages import ForgetUser
 
+    # Lives are told apart by the profile's first event time (`life`).
     logic = RankLogic(RankStepConfig(), None)
     logic.on_batch([TrendDelta("rank-0", [("p1", None, 1.0, 1.0, None)], [])])
-    logic.on_batch([ForgetUser("rank-0", "u1", 500)])
-    out, _ = logic.on_batch([_request("u1", 5, 20.0)])
+    logic.on_batch([ForgetUser("rank-0", "u1", 500, 1.0)])
+    first = _request("u1", 5, 20.0)
+    first.life = 19.0
+    out, _ = logic.on_batch([first])
     assert [(m.user_id, m.seq) for m in out] == [("u1", 5)]
-    # An old-life answer still in flight when the erasure passed is dropped.
-    logic.on_batch([ForgetUser("rank-0", "u2", 7)])
-    late = ItemAnswer("rank-0", "u2", 6, "p9", 1.0, None, 1.0, [("p8", 1.0)])
-    logic.on_batch([late])
+    # With two processes the new life's answer may come before its request, and an
+    # answer of the erased life may come later still: the first counts, the second not.
+    logic.on_batch([ForgetUser("rank-0", "u2", 7, 1.0)])
+    new_answer = ItemAnswer("rank-0", "u2", 2, "p9", 1.0, None, 1.0, [("p8", 1.0)], life=30.0)
+    old_answer = ItemAnswer("rank-0", "u2", 6, "p7", 1.0, None, 1.0, [("p6", 1.0)], life=1.0)
+    logic.on_batch([new_answer, old_answer])
     assert ("u2", 6) not in logic.state.pending
+    request = _request("u2", 2, 31.0)
+    request.life, request.expected = 30.0, 1
+    (rec,), _ = logic.on_batch([request])
+    assert rec.seq == 2 and "p8" in _items(rec)
 
 
 def test_a_fresh_system_answers_before_any_trend_news_arrives():
