@@ -134,17 +134,6 @@ class SeenFilter:
         return bool(bits[a >> 3] & (1 << (a & 7)) and bits[b >> 3] & (1 << (b & 7))
                     and bits[c >> 3] & (1 << (c & 7)))
 
-    @staticmethod
-    def contains_many(bits: bytes | bytearray | None, items: list[str]) -> np.ndarray:
-        """``contains`` for a whole candidate list at once (bool array)."""
-        n = len(items)
-        if not bits or not n:
-            return np.zeros(n, dtype=bool)
-        get, slots_of = SeenFilter._cache.get, SeenFilter._slots
-        slots = np.array([get(i) or slots_of(i) for i in items], dtype=np.intp)  # (n, 3)
-        flags = np.frombuffer(bits, dtype=np.uint8)[slots >> 3] & (1 << (slots & 7)).astype(np.uint8)
-        return flags.all(axis=1)
-
 
 @dataclass
 class RankInput:
@@ -235,11 +224,9 @@ def _signals(inp: RankInput, trending: Trending, cfg: RankConfig,
 
 def _seen(inp: RankInput, items: list[str]) -> np.ndarray:
     """Whether the user already interacted with each item (this session or the filter)."""
-    seen = SeenFilter.contains_many(inp.seen_filter, items)
-    if inp.seen:
-        session = set(inp.seen)
-        seen |= np.fromiter((i in session for i in items), dtype=bool, count=len(items))
-    return seen
+    session, bits, contains = set(inp.seen), inp.seen_filter, SeenFilter.contains
+    return np.fromiter((i in session or contains(bits, i) for i in items), dtype=bool,
+                       count=len(items))
 
 
 def rank(
