@@ -91,7 +91,8 @@ def step_configs(
     rank = RankStepConfig(ranking=ranking, trending_half_life=s.trending_half_life,
                           conflate=s.conflate, model_version=s.model_version,
                           content_search_window=s.content_search_window)
-    trend = TrendStepConfig(half_life=s.trending_half_life, rank_shards=s.rank_shards)
+    trend = TrendStepConfig(half_life=s.trending_half_life, rank_shards=s.rank_shards,
+                            batch=s.trend_batch)
     return user, item, rank, trend
 
 
@@ -108,6 +109,7 @@ def wire(
     now: Callable[[], float] | None = None,
     snapshots: bool = True,
     report_unranked: bool = False,
+    on_news: Callable[[int], None] | None = None,
 ) -> tuple[Stream, Stream]:
     """Add the recommend steps to ``flow``.
 
@@ -121,6 +123,14 @@ def wire(
 
     ``report_unranked=True`` (lock-step replays) adds an Unranked output for every event
     that will get no list, so the replay knows it is done without waiting for one.
+
+    ``on_news`` (lock-step replays) is called by the steps with the change in "news in
+    flight": model updates that get no answer (update-only item questions, segment hits,
+    popularity reports, trend broadcasts, availability changes), counted up when sent
+    and down when applied; catalog records count down as the item step applies them
+    (the replay counts them up front).
+    A replay that reads the next event only once it is back to zero gives every worker
+    count the same view of shared models (trending travels one hop more than answers).
     """
     configs = step_configs(settings)
     if not snapshots:
@@ -134,7 +144,7 @@ def wire(
     dead = [branch.falses]
     by_user = op.key_on("key_user", branch.trues, lambda pair: pair[0].user_id)
     user_out = op.stateful_batch(
-        "user", by_user, lambda resume: UserLogic(user_cfg, resume)
+        "user", by_user, lambda resume: UserLogic(user_cfg, resume, on_news)
     )
     user_msgs = op.key_rm("user_msgs", user_out)
 
@@ -146,21 +156,21 @@ def wire(
         dead.append(cat_branch.falses)
         to_item.append(cat_branch.trues)
     item_in = op.merge("item_in", *to_item) if len(to_item) > 1 else to_item[0]
-    item_out = op.stateful_batch("item", item_in, lambda resume: ItemLogic(item_cfg, resume))
+    item_out = op.stateful_batch("item", item_in, lambda resume: ItemLogic(item_cfg, resume, on_news))
     item_msgs = op.key_rm("item_msgs", item_out)
     item_split = op.branch("item_reports", item_msgs, lambda m: isinstance(m, PopularityReport))
     answers = item_split.falses  # answers and availability changes, for the rank shards
 
     hits = op.filter("segment_hits", user_msgs, lambda m: isinstance(m, SegmentHit))
     trend_in = op.map("route_trend", op.merge("trend_merge", item_split.trues, hits), _route)
-    trend_out = op.stateful_batch("trend", trend_in, lambda resume: TrendLogic(trend_cfg, resume))
+    trend_out = op.stateful_batch("trend", trend_in, lambda resume: TrendLogic(trend_cfg, resume, on_news))
     deltas = op.key_rm("trend_msgs", trend_out)
 
     rank_bound = op.filter(
         "rank_msgs", user_msgs, lambda m: isinstance(m, (RankRequest, ForgetUser))
     )
     rank_in = op.map("route_rank", op.merge("rank_merge", rank_bound, answers, deltas), _route)
-    rank_out = op.stateful_batch("rank", rank_in, lambda resume: RankLogic(rank_cfg, resume))
+    rank_out = op.stateful_batch("rank", rank_in, lambda resume: RankLogic(rank_cfg, resume, on_news=on_news))
     recs = op.key_rm("recs", rank_out)
 
     sink_bound = op.filter(

@@ -9,7 +9,11 @@ replay on the dataflow's own progress gives one process and N processes the same
 of time, at the cost of some parallelism (the steps still run on every worker).
 
 Progress crosses processes through a small shared file of counters (one slot per
-process), written by the sinks of every process and read by the source.
+process), written by the sinks of every process and read by the source. A second row of
+slots counts "news in flight" (model updates that get no answer, see
+``dataflows.recommend.wire``): the source also waits for it to come back to zero, or a
+request could be ranked before the trending news of the previous event reached its
+shard (one hop more than the answers, often across processes).
 """
 
 from __future__ import annotations
@@ -29,26 +33,42 @@ __all__ = ["ProgressBoard", "PacedFileSource"]
 log = logging.getLogger(__name__)
 
 _SLOTS = 64
+_SIZE = 2 * _SLOTS * 8
 
 
 class ProgressBoard:
-    """Counters in a shared file: each process adds to its slot, anyone reads the sum."""
+    """Counters in a shared file: each process adds to its slot, anyone reads the sum.
+
+    Two rows: events done (records written) and news in flight."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if not self.path.exists() or self.path.stat().st_size < _SLOTS * 8:
+        if not self.path.exists() or self.path.stat().st_size < _SIZE:
             with open(self.path, "wb") as f:
-                f.write(b"\0" * (_SLOTS * 8))
+                f.write(b"\0" * _SIZE)
         self._file = open(self.path, "r+b")
-        self._map = mmap.mmap(self._file.fileno(), _SLOTS * 8)
+        self._map = mmap.mmap(self._file.fileno(), _SIZE)
 
-    def add(self, slot: int, n: int) -> None:
-        offset = (slot % _SLOTS) * 8
+    def _add(self, offset: int, n: int) -> None:
         (value,) = struct.unpack_from("<q", self._map, offset)
         struct.pack_into("<q", self._map, offset, value + n)
 
+    def add(self, slot: int, n: int) -> None:
+        """``n`` more events of process ``slot`` left their record."""
+        self._add((slot % _SLOTS) * 8, n)
+
+    def add_news(self, slot: int, n: int) -> None:
+        """News in flight changed by ``n`` in process ``slot`` (sent: +, applied: -)."""
+        if n:
+            self._add((_SLOTS + slot % _SLOTS) * 8, n)
+
     def total(self) -> int:
         return sum(struct.unpack_from(f"<{_SLOTS}q", self._map, 0))
+
+    def news(self) -> int:
+        """News in flight, all processes (a read racing a send and its landing in two
+        processes can be off by that message, either way: treat non-zero as in flight)."""
+        return sum(struct.unpack_from(f"<{_SLOTS}q", self._map, _SLOTS * 8))
 
     def close(self) -> None:
         self._map.close()
@@ -64,24 +84,30 @@ class _PacedPartition(StatefulSourcePartition[str, int]):
         self._batch_size = batch_size
         self._stall = stall
         self._emitted = board.total()  # what was done before a resume counts as emitted
-        self._written = False
-        self._last_done = -1
+        self._last_mark: tuple[int, int] | None = None
         self._last_change = 0.0
         self.skipped = 0  # events that left no record (dead letters count as records)
+        self.news_stalls = 0  # times news in flight did not land within the stall time
+        self._news_lost = 0  # news given up on (so one lost message costs one stall)
 
     def next_batch(self) -> list[str]:
         done = self._board.total() + self.skipped
-        if done < self._emitted:
+        news = self._board.news() - self._news_lost
+        if done < self._emitted or news:
             now = time.monotonic()
-            if done != self._last_done:
-                self._last_done, self._last_change = done, now
+            if (done, news) != self._last_mark:
+                self._last_mark, self._last_change = (done, news), now
                 return []
             if now - self._last_change < self._stall:
                 return []
-            # Nothing finished for a while: the rest of the batch left no record
-            # (a duplicate, say). Move on; a slow record arriving later would let the
-            # source run ahead by as much, so every skip is counted and reported.
-            self.skipped += self._emitted - done
+            # Nothing moved for a while: the rest of the batch left no record (a
+            # duplicate, say), or news was lost. Move on; a slow record arriving later
+            # would let the source run ahead by as much, so every skip is reported.
+            if done < self._emitted:
+                self.skipped += self._emitted - done
+            else:
+                self.news_stalls += 1
+                self._news_lost += news
         batch = []
         for line in self._lines:
             if line.strip():
@@ -92,7 +118,7 @@ class _PacedPartition(StatefulSourcePartition[str, int]):
         if not batch:
             raise StopIteration
         self._emitted += len(batch)
-        self._last_done, self._last_change = -1, time.monotonic()
+        self._last_mark, self._last_change = None, time.monotonic()
         return batch
 
     def snapshot(self) -> int:
@@ -103,6 +129,10 @@ class _PacedPartition(StatefulSourcePartition[str, int]):
             log.warning("lock-step replay: %d events left no record within %.1f s and were "
                         "passed over; if records came late, the source ran ahead by as much",
                         self.skipped, self._stall)
+        if self.news_stalls:
+            log.warning("lock-step replay: %d times model updates in flight did not land "
+                        "within %.1f s (the board never came back to zero); the replay "
+                        "went on without them", self.news_stalls, self._stall)
         self._board.close()
 
 

@@ -35,9 +35,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def eval_settings(base: Settings | None = None) -> Settings:
-    """Settings for replays: every update kept (no conflation), no profile writes."""
+    """Settings for replays: every update kept (no conflation), no profile writes, and
+    trending news broadcast as it comes (``trend_batch=1``).
+
+    Live, an aggregator's batch of 200 reports fills in a fraction of a second; a
+    lock-step replay runs one event at a time, so the same batch would hold trending back
+    for 200 events, and which reports share a broadcast would depend on how messages
+    happened to be batched between processes (measured on MovieLens: one process and two
+    differed from the 18th event on, HR@20 -0.8%).
+    """
     base = base or Settings.from_env()
-    return base.replace(conflate=False, write_profiles=False)
+    return base.replace(conflate=False, write_profiles=False, trend_batch=1)
 
 
 def eval_batch_size() -> int:
@@ -70,15 +78,34 @@ def replay_flow(events_path: str | Path, out_dir: str | Path, settings: Settings
     envs = op.map("events_envelope", lines, lambda line: Envelope(line, None, "events"))
     catalog = None
     if catalog_path:
+        # The whole catalog lands before the first event is read: its lines are counted
+        # as news up front (see replay), and each one applied or dead-lettered counts
+        # down. Without it the first events meet a half-loaded catalog, differently
+        # for every worker count and run, and the online blend carries that on.
         items = op.input("catalog_file", flow, FileSource(catalog_path, batch_size=500))
+        items = op.filter("catalog_lines", items, _is_line)
         catalog = op.map("catalog_envelope", items, lambda line: Envelope(line, None, "items"))
     outputs, dead = wire(flow, envs, catalog, settings, now=None, snapshots=False,
-                         report_unranked=True)
+                         report_unranked=True, on_news=lambda n: board.add_news(process, n))
     # Only events' dead letters stand for a source line (bad catalog lines are not events).
-    op.inspect("dead_letters_done", dead,
-               lambda _step, letter: board.add(process, 1) if letter.source == "events" else None)
+    def dead_letter_done(_step: str, letter) -> None:
+        if letter.source == "events":
+            board.add(process, 1)
+        else:  # a bad catalog line: it will not land
+            board.add_news(process, -1)
+
+    op.inspect("dead_letters_done", dead, dead_letter_done)
     op.output("recs_file", outputs, RecFileSink(out_dir, process, written))
     return flow
+
+
+def _is_line(line: str) -> bool:
+    return bool(line.strip())
+
+
+def _catalog_lines(path: str | Path) -> int:
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for line in f if _is_line(line))
 
 
 def read_recs(out_dir: str | Path) -> list[dict]:
@@ -108,7 +135,10 @@ def replay(events_path: str | Path, out_dir: str | Path, *, settings: Settings |
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in [*out_dir.glob("recs-*.jsonl"), out_dir / "progress.board"]:
         old.unlink(missing_ok=True)
-    ProgressBoard(out_dir / "progress.board").close()  # before any worker opens it
+    board = ProgressBoard(out_dir / "progress.board")  # before any worker opens it
+    if catalog_path:
+        board.add_news(0, _catalog_lines(catalog_path))
+    board.close()
     bar = tqdm(total=total, unit="rec", desc=f"dataflow ({processes} proc)", file=sys.stderr,
                disable=not progress, mininterval=0.5)
     started = time.perf_counter()

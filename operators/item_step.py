@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -42,8 +42,10 @@ class CatalogRecord:
 
 
 class ItemLogic(StatefulBatchLogic):
-    def __init__(self, cfg: ItemStepConfig, resume: bytes | None) -> None:
+    def __init__(self, cfg: ItemStepConfig, resume: bytes | None,
+                 on_news: Callable[[int], None] | None = None) -> None:
         self.cfg = cfg
+        self.on_news = on_news  # replays: told of news landed and sent (see dataflows.recommend)
         # The builder does not get the key: a new state is named by its first message.
         self.state: ItemState | None = pickle.loads(resume) if resume is not None else None
 
@@ -93,6 +95,11 @@ class ItemLogic(StatefulBatchLogic):
             else:  # a programming error, not bad input: fail loudly
                 msg = f"item step got an unexpected {type(msg).__name__}"
                 raise TypeError(msg)
+        if self.on_news is not None:
+            landed = sum(1 for m in values if isinstance(m, CatalogRecord)
+                         or (isinstance(m, ItemQuery) and m.anchor_weight <= 0.0))
+            sent = sum(1 for m in out if isinstance(m, (PopularityReport, Availability)))
+            self.on_news(sent - landed)
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes | None:

@@ -34,6 +34,10 @@ def _entry_ts(entry: tuple) -> float:
     return entry[0]
 
 
+def _answer_order(answer: ItemAnswer) -> tuple[float, str]:
+    return (-answer.anchor_weight, answer.item_id)
+
+
 def _event_time_order(done: list[list]) -> list[list]:
     """Complete requests by event time, each user's still in their own order.
 
@@ -53,8 +57,10 @@ def _event_time_order(done: list[list]) -> list[list]:
 
 class RankLogic(StatefulBatchLogic):
     def __init__(self, cfg: RankStepConfig, resume: bytes | None,
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time,
+                 on_news: Callable[[int], None] | None = None) -> None:
         self.cfg = cfg
+        self.on_news = on_news  # replays: told of news landed (see dataflows.recommend)
         self.now = now
         self.state = pickle.loads(resume) if resume is not None else RankShardState(cfg)
         if resume is not None:  # the snapshot's window, or none (older ones): this config's
@@ -72,6 +78,7 @@ class RankLogic(StatefulBatchLogic):
         st = self.state
         done: list[list] = []
         erased: list[EraseUser] = []
+        landed = 0
         for msg in values:
             if isinstance(msg, ItemAnswer):
                 if of_erased_life(st.forgotten.get(msg.user_id), msg.seq, msg.life):
@@ -90,6 +97,7 @@ class RankLogic(StatefulBatchLogic):
                 news = [(e[3], 0, e) for e in msg.items]
                 news.extend((e[3], 1, e) for e in msg.segments)
                 st.add_news(news)
+                landed += 1
                 continue
             elif isinstance(msg, Availability):
                 if msg.available:
@@ -97,6 +105,7 @@ class RankLogic(StatefulBatchLogic):
                 else:
                     st.unavailable.add(msg.item_id)
                     st.trending.forget(msg.item_id)
+                landed += 1
                 continue
             elif isinstance(msg, ForgetUser):
                 st.last_seq.pop(msg.user_id, None)
@@ -134,6 +143,8 @@ class RankLogic(StatefulBatchLogic):
         excess = len(st.deferred) - self.cfg.max_deferred
         if excess > 0:  # no request came for long: let the oldest news in regardless
             st.apply_count(excess, self._learn_category)
+        if landed and self.on_news is not None:
+            self.on_news(-landed)
         return out, StatefulBatchLogic.RETAIN
 
     def _in_order(self, done: list[list]) -> list[list]:
@@ -185,6 +196,13 @@ class RankLogic(StatefulBatchLogic):
             done = _event_time_order(done)
         out = []
         for request, answers in done:
+            if len(answers) > 1:
+                # Answers arrive in whatever order the item workers sent them (with
+                # several processes, a different one every run). Candidates are listed
+                # first come, first served, and that order breaks ties: the most recent
+                # anchor (heaviest) first, then by item, gives every worker count the
+                # same lists.
+                answers.sort(key=_answer_order)
             st.apply_until(request.ts, self._learn_category)
             if cfg.conflate and st.last_seq.get(request.user_id, 0) > request.seq:
                 continue  # an older request finished after a newer one: stale

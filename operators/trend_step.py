@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -50,8 +50,10 @@ class _TrendState:
 
 
 class TrendLogic(StatefulBatchLogic):
-    def __init__(self, cfg: TrendStepConfig, resume: bytes | None) -> None:
+    def __init__(self, cfg: TrendStepConfig, resume: bytes | None,
+                 on_news: Callable[[int], None] | None = None) -> None:
         self.cfg = cfg
+        self.on_news = on_news  # replays: told of news landed and sent (see dataflows.recommend)
         self.state = pickle.loads(resume) if resume is not None else _TrendState(cfg.half_life)
 
     def on_batch(self, values: list) -> tuple[Iterable, bool]:
@@ -85,6 +87,8 @@ class TrendLogic(StatefulBatchLogic):
             st.reports = 0
             st.oldest = None
             st.broadcasts += 1
+        if self.on_news is not None:
+            self.on_news(len(out) - len(values))
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes | None:

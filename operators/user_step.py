@@ -10,7 +10,7 @@ import hashlib
 import os
 import pickle
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -21,7 +21,7 @@ from operators.messages import (
     trend_shard,
 )
 
-__all__ = ["UserStepConfig", "UserLogic", "scatter"]
+__all__ = ["UserStepConfig", "UserLogic", "scatter", "is_news"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,12 @@ def session_hash(session_id: str) -> int:
     ids never share one."""
     digest = hashlib.blake2b(session_id.encode(), digest_size=8, key=_SESSION_SALT).digest()
     return int.from_bytes(digest, "little") or 1
+
+
+def is_news(msg) -> bool:
+    """A message that updates a shared model and gets no answer: an update-only item
+    question or a segment hit. Lock-step replays wait until such news has landed."""
+    return (isinstance(msg, ItemQuery) and msg.anchor_weight <= 0.0) or isinstance(msg, SegmentHit)
 
 
 def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: UserStepConfig,
@@ -177,8 +183,10 @@ def _conflate(scattered: list[list]) -> list:
 class UserLogic(StatefulBatchLogic):
     """Per-user state machine around :class:`UserProfile`."""
 
-    def __init__(self, cfg: UserStepConfig, resume: bytes | None) -> None:
+    def __init__(self, cfg: UserStepConfig, resume: bytes | None,
+                 on_news: Callable[[int], None] | None = None) -> None:
         self.cfg = cfg
+        self.on_news = on_news  # replays: told of model updates sent (see dataflows.recommend)
         # The builder does not get the key: a new profile is named by its first event.
         self.profile: UserProfile | None = pickle.loads(resume) if resume is not None else None
 
@@ -234,6 +242,8 @@ class UserLogic(StatefulBatchLogic):
             scattered = [_conflate(scattered)]
         for msgs in scattered:
             out.extend(msgs)
+        if self.on_news is not None:
+            self.on_news(sum(1 for m in out if is_news(m)))
         if write and self.cfg.write_profiles:
             out.append(ProfileWrite(self.user_id, self.user_id, profile.seq, profile.to_json_dict()))
         if profile.seq == 0 and profile.consent:

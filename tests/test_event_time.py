@@ -101,6 +101,44 @@ def test_lock_step_source_waits_for_each_batch_to_leave_its_records(tmp_path):
         part.next_batch()
 
 
+def test_lock_step_source_also_waits_for_model_updates_in_flight(tmp_path):
+    # Trend news travels one hop more than a request's answers: the next event is read
+    # only when every update an event set off has landed, whichever process it is in.
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"n": 0}\n{"n": 1}\n')
+    board_path = tmp_path / "progress.board"
+    board = ProgressBoard(board_path)
+    part = PacedFileSource(events, board_path, batch_size=1, stall=30.0).build_part("s", "p", None)
+    assert part.next_batch() == ['{"n": 0}']
+    board.add_news(0, 2)  # two updates sent by process 0 ...
+    board.add(0, 1)  # ... and the event's list written
+    assert part.next_batch() == []
+    board.add_news(1, -1)  # one landed in process 1
+    assert part.next_batch() == []
+    board.add_news(0, -1)
+    assert board.news() == 0
+    assert part.next_batch() == ['{"n": 1}']
+
+
+def test_lock_step_source_gives_up_on_news_that_never_lands_once(tmp_path):
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"n": 0}\n{"n": 1}\n{"n": 2}\n')
+    board_path = tmp_path / "progress.board"
+    board = ProgressBoard(board_path)
+    part = PacedFileSource(events, board_path, batch_size=1, stall=0.05).build_part("s", "p", None)
+    assert part.next_batch() == ['{"n": 0}']
+    board.add_news(0, 1)  # lost: never lands
+    board.add(0, 1)
+    deadline = time.monotonic() + 5.0
+    batch: list = []
+    while not batch and time.monotonic() < deadline:
+        batch = part.next_batch()
+        time.sleep(0.01)
+    assert batch == ['{"n": 1}'] and part.news_stalls == 1
+    board.add(0, 1)
+    assert part.next_batch() == ['{"n": 2}']  # the lost message costs one stall, not one each
+
+
 def test_lock_step_source_moves_on_when_events_leave_no_record(tmp_path):
     events = tmp_path / "events.jsonl"
     events.write_text('{"n": 0}\n{"n": 1}\n')
