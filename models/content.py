@@ -216,8 +216,13 @@ class VectorIndex:
         # alone give a few distinct values over thousands of rows, and argpartition on
         # such ties took 180 us for 2,048 rows (a sort of the positives takes ~10).
         pos = np.flatnonzero(sims > 0.0)
-        if len(pos) > 4096 and n < len(pos):  # a whole large index (search_window=0)
-            pos = pos[np.argpartition(-sims[pos], n - 1)[:n]]
+        if n < len(pos):
+            # Only rows at least as similar as the n-th best can make the list: a
+            # partition of the values (no indices, fast even on ties) finds that bound,
+            # and the stable sort of what passes it gives the same list as a full one.
+            neg = -sims[pos]
+            bound = np.partition(neg, n - 1)[n - 1]
+            pos = pos[neg <= bound]
         top = pos[np.argsort(-sims[pos], kind="stable")[:n]]
         items = space.items
         return [(items[i], float(sims[i])) for i in top]

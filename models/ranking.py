@@ -180,17 +180,31 @@ def _category_mix(inp: RankInput) -> list[tuple[str, float]]:
 
 
 def _signals(inp: RankInput, trending: Trending, cfg: RankConfig,
-             vectors: VectorIndex | None) -> dict[str, list]:
-    """Per-candidate signal values: item -> [covis, session, category, segment, trending,
-    content]."""
-    table: dict[str, list] = {}
+             vectors: VectorIndex | None) -> tuple[list[str], np.ndarray]:
+    """Candidates (first come, first listed) and their signal values, one row each:
+    [covis, session, category, segment, trending, content, knn].
+
+    Built as three flat lists summed by ``np.bincount``: a candidate costs a dict
+    look-up, not a row object (the per-candidate Python work is what ranking time is).
+    """
+    index: dict[str, int] = {}
+    slot = index.setdefault  # slot(item, len(index)): a new item takes the next row
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
 
     def add(col: int, pairs: list[tuple[str, float]], scale: float) -> None:
-        for item, p in pairs:
-            row = table.get(item)
-            if row is None:
-                row = table[item] = [0.0] * _NS
-            row[col] += scale * p
+        if pairs:
+            rows.extend([slot(item, len(index)) for item, _ in pairs])
+            cols.extend([col] * len(pairs))
+            vals.extend([scale * p for _, p in pairs])
+
+    def add_share(col: int, pairs: list[tuple[str, float]], scale: float) -> None:
+        total = sum(p for _, p in pairs)  # a distribution, as _normalised
+        if total > 0.0:
+            rows.extend([slot(item, len(index)) for item, _ in pairs])
+            cols.extend([col] * len(pairs))
+            vals.extend([scale * (p / total) for _, p in pairs])
 
     anchor_total = sum(a for a, _ in inp.anchors) or 1.0
     for anchor_weight, followers in inp.anchors:
@@ -205,21 +219,24 @@ def _signals(inp: RankInput, trending: Trending, cfg: RankConfig,
         add(1, [(item, decay**i) for i, item in enumerate(reversed(inp.seen))], 1.0)
     ts = inp.ts
     for cat, share in _category_mix(inp):
-        add(2, _normalised(trending.top_in(cat, cfg.candidates_per_category, ts)), share)
+        add_share(2, trending.top_in(cat, cfg.candidates_per_category, ts), share)
     if inp.segment:
-        add(3, _normalised(trending.top_segment(inp.segment, cfg.candidates_per_category, ts)), 1.0)
-    add(4, _normalised(trending.top(cfg.candidates_per_category * 2, ts)), 1.0)
-    if inp.content is not None and vectors is not None and len(vectors):
+        add_share(3, trending.top_segment(inp.segment, cfg.candidates_per_category, ts), 1.0)
+    add_share(4, trending.top(cfg.candidates_per_category * 2, ts), 1.0)
+    content = inp.content is not None and vectors is not None and len(vectors) > 0
+    if content:
         for item, _ in vectors.nearest(inp.content, cfg.content_candidates):
-            if item not in table:
-                table[item] = [0.0] * _NS
-        items = list(table)
+            slot(item, len(index))
+    n = len(index)
+    flat = np.array(rows, dtype=np.intp) * _NS + np.array(cols, dtype=np.intp)
+    signals = np.bincount(flat, weights=vals, minlength=n * _NS).reshape(n, _NS)
+    items = list(index)
+    if content:
         sims = np.clip(vectors.cosine(inp.content, items), 0.0, None)
         total = float(sims.sum())
         if total > 0.0:
-            for item, sim in zip(items, sims / total):
-                table[item][5] = float(sim)
-    return table
+            signals[:, 5] = sims / total
+    return items, signals
 
 
 def _seen(inp: RankInput, items: list[str]) -> np.ndarray:
@@ -240,22 +257,25 @@ def rank(
     mf: ImplicitMF | None = None,
 ) -> RankResult:
     """Score every candidate with the blend, apply the rules, diversify, keep the top K."""
-    table = _signals(inp, trending, cfg, vectors)
-    for item in inp.excluded:
-        table.pop(item, None)
-    if unavailable:
-        for item in unavailable.intersection(table):
-            del table[item]
-    seen = _seen(inp, list(table))
+    items, signals = _signals(inp, trending, cfg, vectors)
+    if inp.excluded or unavailable:
+        gone = set(inp.excluded)
+        if unavailable:
+            gone.update(unavailable.intersection(items))
+        if gone:
+            keep_rows = [i for i, item in enumerate(items) if item not in gone]
+            items = [items[i] for i in keep_rows]
+            signals = signals[keep_rows]
+    seen = _seen(inp, items)
     if cfg.repeat_policy == "exclude" and seen.any():
-        for item in [i for i, s in zip(table, seen) if s]:
-            del table[item]
-        seen = np.zeros(len(table), dtype=bool)
-    if not table:
+        unseen = np.flatnonzero(~seen)
+        items = [items[i] for i in unseen]
+        signals = signals[unseen]
+        seen = np.zeros(len(items), dtype=bool)
+    if not items:
         return RankResult([], "empty", [], np.zeros((0, len(FEATURES))))
-    items = list(table)
     X = np.zeros((len(items), len(FEATURES)))
-    X[:, :_NS] = list(table.values())
+    X[:, :_NS] = signals
     X[:, _F["seen"]] = seen
     if inp.cold:
         X[:, _F["covis_cold"]] = X[:, _F["covis"]]
@@ -266,8 +286,7 @@ def rank(
     scores = X @ weights
     if cfg.repeat_policy == "demote":
         scores = np.where(X[:, _F["seen"]] > 0, scores * cfg.repeat_factor, scores)
-    order = np.argsort(-scores, kind="stable")
-    keep = order[: max(cfg.k * 4, cfg.feedback_candidates)]
+    keep = _best_first(scores, max(cfg.k * 4, cfg.feedback_candidates))
     head = keep[: cfg.k * 3]  # diversity reorders the head; the tail never reaches the list
     top = _diversify(list(zip([items[i] for i in head], scores[head].tolist())), item_category,
                      cfg)
@@ -275,6 +294,17 @@ def rank(
     strategy = SIGNALS[int(np.argmax(contrib))] if contrib.max() > 0 else "trending"
     fb = keep[: cfg.feedback_candidates]
     return RankResult(top, strategy, [items[i] for i in fb], X[fb].astype(np.float32))
+
+
+def _best_first(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` highest scores, highest first, ties in index order: the head
+    of a stable descending sort, without sorting the whole candidate list."""
+    neg = -scores
+    if n < len(neg):
+        bound = np.partition(neg, n - 1)[n - 1]
+        head = np.flatnonzero(neg <= bound)
+        return head[np.argsort(neg[head], kind="stable")[:n]]
+    return np.argsort(neg, kind="stable")
 
 
 def _diversify(ranked: list[tuple[str, float]], item_category: Mapping[str, str],

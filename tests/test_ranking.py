@@ -194,3 +194,28 @@ def test_context_blend_contract():
     assert all(np.array_equal(b.weights, old.weights) for b in restored.blends)
     restored[0].learn(chosen, other[None, :])
     assert not np.array_equal(restored[0].weights, restored[1].weights)
+
+
+def test_partial_sorts_give_the_head_of_a_full_stable_sort():
+    # Ranking and content recall take the best n by a partition then a stable sort of
+    # what passes the bound: the same items, in the same order (ties by position), as
+    # sorting everything, also when thousands of values tie.
+    import numpy as np
+
+    from models.content import DIM, VectorIndex
+    from models.ranking import _best_first
+
+    rng = np.random.default_rng(3)
+    for values in (rng.random(500), rng.integers(0, 4, 500).astype(float), np.zeros(7)):
+        for n in (1, 5, 80, 499, 500, 600):
+            want = np.argsort(-values, kind="stable")[:n]
+            assert np.array_equal(_best_first(values, n), want)
+    index = VectorIndex(capacity=5000, search_window=0)
+    rows = rng.integers(0, 3, (3000, DIM)).astype(np.float16)  # few distinct similarities
+    for i, row in enumerate(rows):
+        index.put(f"p{i}", row.tobytes())
+    user = np.ones(DIM, dtype=np.float32) / DIM**0.5
+    sims = index.matrix[:3000] @ user
+    pos = np.flatnonzero(sims > 0)
+    want = [f"p{i}" for i in pos[np.argsort(-sims[pos], kind="stable")][:30]]
+    assert [item for item, _ in index.nearest(user, 30)] == want
