@@ -135,7 +135,9 @@ def run_bench(opts: BenchOptions) -> dict:
     started = time.monotonic()
     report: dict = {"machine": machine(), "options": {
         "quick": opts.quick, "events": opts.n_events, "skip": sorted(opts.skip)}}
-    workdir = Path(opts.keep_dir) if opts.keep_dir else Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
+    # Absolute: the broker and Redis run in directories of their own.
+    workdir = (Path(opts.keep_dir).resolve() if opts.keep_dir
+               else Path(tempfile.mkdtemp(prefix="streamrec-bench-")))
     workdir.mkdir(parents=True, exist_ok=True)
     services = []
     try:

@@ -107,7 +107,9 @@ def _wait_until_serving(bootstrap: str, topic: str, client, keys, workers, timeo
 def run_demo(opts: DemoOptions, out=sys.stdout) -> dict:
     from connectors.replay import produce_catalog, produce_events, produce_raw
 
-    workdir = Path(opts.keep_dir) if opts.keep_dir else Path(tempfile.mkdtemp(prefix="streamrec-demo-"))
+    # Absolute: the broker and Redis run in directories of their own.
+    workdir = (Path(opts.keep_dir).resolve() if opts.keep_dir
+               else Path(tempfile.mkdtemp(prefix="streamrec-demo-")))
     workdir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     previous_sigterm = signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -24,10 +24,13 @@ def test_bench_doctests(name):
 
 
 @pytest.mark.integration
-def test_bench_runs_every_phase_at_tiny_sizes(kafka, redis_server, tmp_path):
+def test_bench_runs_every_phase_at_tiny_sizes(kafka, redis_server, tmp_path, monkeypatch):
+    # A relative --keep-dir, as typed on a command line: workers, broker and Redis run
+    # in other directories, so the harness must hand them absolute paths.
+    monkeypatch.chdir(tmp_path)
     opts = BenchOptions(events=1500, skip=frozenset({"taobao"}), latency_seconds=1.0,
                         memory_events=800, json_path=str(tmp_path / "bench.json"),
-                        markdown_path=str(tmp_path / "bench.md"), keep_dir=str(tmp_path / "work"),
+                        markdown_path=str(tmp_path / "bench.md"), keep_dir="work",
                         progress=False, bootstrap=kafka.bootstrap, redis_url=redis_server.url,
                         run_timeout=180)
     report = run_bench(opts)
