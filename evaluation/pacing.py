@@ -92,7 +92,10 @@ class _PacedPartition(StatefulSourcePartition[str, int]):
 
     def next_batch(self) -> list[str]:
         done = self._board.total() + self.skipped
-        news = self._board.news() - self._news_lost
+        news = self._board.news()
+        if news < self._news_lost:  # news given up on landed after all
+            self._news_lost = max(news, 0)
+        news -= self._news_lost
         if done < self._emitted or news:
             now = time.monotonic()
             if (done, news) != self._last_mark:

@@ -63,6 +63,8 @@ DEFAULT_EVAL_BATCH = 1
 def replay_flow(events_path: str | Path, out_dir: str | Path, settings: Settings,
                 catalog_path: str | Path | None = None, process: int = 0,
                 on_write=None) -> Dataflow:
+    """One process's replay flow. The caller (:func:`replay`) prepares the progress board
+    first: with a catalog, its line count must be on the board as news in flight."""
     flow = Dataflow("streamrec_eval")
     board = ProgressBoard(Path(out_dir) / "progress.board")
 

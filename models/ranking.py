@@ -229,7 +229,10 @@ def _signals(inp: RankInput, trending: Trending, cfg: RankConfig,
             slot(item, len(index))
     n = len(index)
     flat = np.array(rows, dtype=np.intp) * _NS + np.array(cols, dtype=np.intp)
-    signals = np.bincount(flat, weights=vals, minlength=n * _NS).reshape(n, _NS)
+    # float64 even when every candidate came from content recall (no values: bincount
+    # of nothing is an integer array, and the content shares would be cut to 0).
+    signals = np.bincount(flat, weights=vals, minlength=n * _NS).astype(np.float64, copy=False)
+    signals = signals.reshape(n, _NS)
     items = list(index)
     if content:
         sims = np.clip(vectors.cosine(inp.content, items), 0.0, None)

@@ -85,9 +85,6 @@ class RankLogic(StatefulBatchLogic):
                     continue
                 slot = st.pending.setdefault((msg.user_id, msg.seq), [None, []])
                 slot[1].append(msg)
-                self._learn_category(msg.item_id, msg.category)
-                if msg.vector is not None:
-                    st.vectors.put(msg.item_id, msg.vector)
             elif isinstance(msg, RankRequest):
                 if of_erased_life(st.forgotten.get(msg.user_id), msg.seq, msg.life):
                     continue
@@ -130,6 +127,7 @@ class RankLogic(StatefulBatchLogic):
             request, answers = slot
             if request is not None and len(answers) >= request.expected:
                 del st.pending[(request.user_id, request.seq)]
+                self._take_answers(answers)
                 done.append(slot)
         if len(st.pending) > self.cfg.max_pending:
             # Never expected in a healthy flow; bounds memory if a message was lost.
@@ -196,13 +194,6 @@ class RankLogic(StatefulBatchLogic):
             done = _event_time_order(done)
         out = []
         for request, answers in done:
-            if len(answers) > 1:
-                # Answers arrive in whatever order the item workers sent them (with
-                # several processes, a different one every run). Candidates are listed
-                # first come, first served, and that order breaks ties: the most recent
-                # anchor (heaviest) first, then by item, gives every worker count the
-                # same lists.
-                answers.sort(key=_answer_order)
             st.apply_until(request.ts, self._learn_category)
             if cfg.conflate and st.last_seq.get(request.user_id, 0) > request.seq:
                 continue  # an older request finished after a newer one: stale
@@ -252,6 +243,23 @@ class RankLogic(StatefulBatchLogic):
                           request.ts, request.ingested_at, items, strategy, cfg.model_version)
             )
         return out
+
+    def _take_answers(self, answers: list[ItemAnswer]) -> None:
+        """Order a complete request's answers and learn the item data they carry.
+
+        Answers arrive in whatever order the item workers sent them (with several
+        processes, a different one every run), and that order breaks ties twice: in the
+        vector index (slots, the search window) and in the candidate list (first come,
+        first listed). The most recent anchor (heaviest) first, then by item, gives
+        every worker count the same lists.
+        """
+        if len(answers) > 1:
+            answers.sort(key=_answer_order)
+        vectors = self.state.vectors
+        for a in answers:
+            self._learn_category(a.item_id, a.category)
+            if a.vector is not None:
+                vectors.put(a.item_id, a.vector)
 
     def _last_resort(self, request: RankRequest) -> list[tuple[str, float]]:
         """What this shard's users acted on just before, newest first: for the first events
