@@ -151,7 +151,10 @@ class PacedFileSource(FixedPartitionedSource[str, int]):
     line left a record on the ``board`` (a recommendation update or a dead letter)."""
 
     def __init__(self, path: str | Path, board_path: str | Path, batch_size: int = 1,
-                 stall: float = 2.0) -> None:
+                 stall: float = 10.0) -> None:
+        # Every event leaves a record (a list, a dead letter or an "unranked" note), so
+        # the stall is a safety net only; 2 s was too short on a crowded machine (six
+        # replays on two cores passed over 5 slow events, and the lists moved).
         self.path = Path(path)
         self.board_path = Path(board_path)
         self.batch_size = batch_size
