@@ -27,6 +27,26 @@ def _items(recs) -> list[str]:
     return [item for item, _ in recs.items]
 
 
+def _paced(tmp_path, n_lines: int, batch_size: int, stall: float):
+    """A board and a lock-step source over ``n_lines`` small JSON lines."""
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(f'{{"n": {n}}}\n' for n in range(n_lines)))
+    board_path = tmp_path / "progress.board"
+    board = ProgressBoard(board_path)
+    part = PacedFileSource(events, board_path, batch_size=batch_size, stall=stall).build_part(
+        "s", "p", None)
+    return board, part
+
+
+def _next_nonempty(part, timeout: float = 5.0) -> list:
+    deadline = time.monotonic() + timeout
+    batch: list = []
+    while not batch and time.monotonic() < deadline:
+        batch = part.next_batch()
+        time.sleep(0.01)
+    return batch
+
+
 def test_trend_news_from_later_events_waits_for_requests_after_it():
     logic = RankLogic(RankStepConfig(conflate=False), None)
     past = ("old", "hats", 5.0, 50.0, None)
@@ -83,11 +103,7 @@ def test_item_step_answers_before_learning_from_a_later_event_in_the_same_batch(
 
 
 def test_lock_step_source_waits_for_each_batch_to_leave_its_records(tmp_path):
-    events = tmp_path / "events.jsonl"
-    events.write_text("".join(f'{{"n": {n}}}\n' for n in range(5)))
-    board_path = tmp_path / "progress.board"
-    board = ProgressBoard(board_path)
-    part = PacedFileSource(events, board_path, batch_size=2, stall=30.0).build_part("s", "p", None)
+    board, part = _paced(tmp_path, 5, batch_size=2, stall=30.0)
     assert part.next_batch() == ['{"n": 0}', '{"n": 1}']
     assert part.next_batch() == []  # nothing finished yet
     board.add(1, 1)
@@ -104,11 +120,7 @@ def test_lock_step_source_waits_for_each_batch_to_leave_its_records(tmp_path):
 def test_lock_step_source_also_waits_for_model_updates_in_flight(tmp_path):
     # Trend news travels one hop more than a request's answers: the next event is read
     # only when every update an event set off has landed, whichever process it is in.
-    events = tmp_path / "events.jsonl"
-    events.write_text('{"n": 0}\n{"n": 1}\n')
-    board_path = tmp_path / "progress.board"
-    board = ProgressBoard(board_path)
-    part = PacedFileSource(events, board_path, batch_size=1, stall=30.0).build_part("s", "p", None)
+    board, part = _paced(tmp_path, 2, batch_size=1, stall=30.0)
     assert part.next_batch() == ['{"n": 0}']
     board.add_news(0, 2)  # two updates sent by process 0 ...
     board.add(0, 1)  # ... and the event's list written
@@ -121,36 +133,20 @@ def test_lock_step_source_also_waits_for_model_updates_in_flight(tmp_path):
 
 
 def test_lock_step_source_gives_up_on_news_that_never_lands_once(tmp_path):
-    events = tmp_path / "events.jsonl"
-    events.write_text('{"n": 0}\n{"n": 1}\n{"n": 2}\n')
-    board_path = tmp_path / "progress.board"
-    board = ProgressBoard(board_path)
-    part = PacedFileSource(events, board_path, batch_size=1, stall=0.05).build_part("s", "p", None)
+    board, part = _paced(tmp_path, 3, batch_size=1, stall=0.05)
     assert part.next_batch() == ['{"n": 0}']
     board.add_news(0, 1)  # lost: never lands
     board.add(0, 1)
-    deadline = time.monotonic() + 5.0
-    batch: list = []
-    while not batch and time.monotonic() < deadline:
-        batch = part.next_batch()
-        time.sleep(0.01)
+    batch = _next_nonempty(part)
     assert batch == ['{"n": 1}'] and part.news_stalls == 1
     board.add(0, 1)
     assert part.next_batch() == ['{"n": 2}']  # the lost message costs one stall, not one each
 
 
 def test_lock_step_source_moves_on_when_events_leave_no_record(tmp_path):
-    events = tmp_path / "events.jsonl"
-    events.write_text('{"n": 0}\n{"n": 1}\n')
-    board_path = tmp_path / "progress.board"
-    ProgressBoard(board_path)
-    part = PacedFileSource(events, board_path, batch_size=1, stall=0.05).build_part("s", "p", None)
+    _board, part = _paced(tmp_path, 2, batch_size=1, stall=0.05)
     assert part.next_batch() == ['{"n": 0}']
-    deadline = time.monotonic() + 5.0
-    batch: list = []
-    while not batch and time.monotonic() < deadline:
-        batch = part.next_batch()
-        time.sleep(0.01)
+    batch = _next_nonempty(part)
     assert batch == ['{"n": 1}'] and part.skipped == 1
 
 
