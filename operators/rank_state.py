@@ -40,6 +40,9 @@ class RankStepConfig:
     max_item_vectors: int = 20_000
     content_search_window: int = 2_048  # nearest-item search: the items put most recently
     max_deferred: int = 100_000  # trend entries waiting for a request with a later ts
+    # Requests ranked together span at most this much event time; each sees trend news
+    # up to the first of them (see operators.rank_step._rounds).
+    batch_window: float = 1.0
     snapshots: bool = True  # False when recovery is off (see dataflows.recommend)
 
 

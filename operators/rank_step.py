@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import threading
 import time
 from typing import Callable, Iterable
 
@@ -18,7 +19,8 @@ from bytewax.operators import StatefulBatchLogic
 import numpy as np
 
 from models.content import user_vector
-from models.ranking import FEATURES, RankInput, rank
+from models.batch_ranking import ItemCodes, RankModels, rank_batch
+from models.ranking import FEATURES, RankInput
 from operators.messages import (
     Availability, EraseUser, ForgetUser, ItemAnswer, RankRequest, RecUpdate, TrendDelta,
 )
@@ -36,6 +38,38 @@ def _entry_ts(entry: tuple) -> float:
 
 def _answer_order(answer: ItemAnswer) -> tuple[float, str]:
     return (-answer.anchor_weight, answer.item_id)
+
+
+_CODES = threading.local()
+
+
+def _item_codes() -> ItemCodes:
+    """This worker's item codes: a cache shared by its rank shards (one per thread, as
+    Bytewax runs a process's workers as threads)."""
+    codes = getattr(_CODES, "codes", None)
+    if codes is None:
+        codes = _CODES.codes = ItemCodes()
+    return codes
+
+
+def _rounds(done: list[list], window: float) -> list[list[list]]:
+    """Split requests (in event-time order) into runs ranked together: a run holds at
+    most one request per user (the next one learns from what the previous one showed)
+    and spans at most ``window`` seconds of event time (trend news is applied up to a
+    run's first event, so a list sees trending at most that much older than its own
+    event, and never newer)."""
+    rounds: list[list[list]] = []
+    users: set[str] = set()
+    first = 0.0
+    for slot in done:
+        user, ts = slot[0].user_id, slot[0].ts
+        if not rounds or user in users or ts - first > window:
+            rounds.append([])
+            users = set()
+            first = ts
+        rounds[-1].append(slot)
+        users.add(user)
+    return rounds
 
 
 def _event_time_order(done: list[list]) -> list[list]:
@@ -182,6 +216,9 @@ class RankLogic(StatefulBatchLogic):
         return released
 
     def _rank_all(self, done: list[list]) -> list[RecUpdate]:
+        """Rank the complete requests in event-time order, a run at a time (see
+        :func:`_rounds`): the blend learns from each request's event, then the whole run
+        is ranked in one :func:`rank_batch` call."""
         st, cfg = self.state, self.cfg
         if cfg.conflate:
             latest: dict[str, list] = {}
@@ -192,14 +229,26 @@ class RankLogic(StatefulBatchLogic):
             done = list(latest.values())
         if len(done) > 1:
             done = _event_time_order(done)
-        out = []
-        for request, answers in done:
-            st.apply_until(request.ts, self._learn_category)
-            if cfg.conflate and st.last_seq.get(request.user_id, 0) > request.seq:
-                continue  # an older request finished after a newer one: stale
-            if cfg.ranking.learn_blend and request.item_id is not None:
-                self._learn(request.user_id, request.item_id)
-            inp = RankInput(
+        out: list[RecUpdate] = []
+        for round_ in _rounds(done, cfg.batch_window):
+            st.apply_until(round_[0][0].ts, self._learn_category)
+            if cfg.conflate:
+                round_ = [s for s in round_ if st.last_seq.get(s[0].user_id, 0) <= s[0].seq]
+                if not round_:
+                    continue  # older requests finished after newer ones: stale
+            if cfg.ranking.learn_blend:
+                for request, _ in round_:
+                    if request.item_id is not None:
+                        self._learn(request.user_id, request.item_id)
+            out.extend(self._rank_round(round_))
+        return out
+
+    def _rank_round(self, round_: list[list]) -> list[RecUpdate]:
+        st, cfg = self.state, self.cfg
+        inputs = []
+        contexts = []
+        for request, answers in round_:
+            inputs.append(RankInput(
                 ts=request.ts,
                 anchors=[(a.anchor_weight, a.followers) for a in answers],
                 knn=[(a.anchor_weight, a.knn) for a in answers if a.knn],
@@ -214,10 +263,14 @@ class RankLogic(StatefulBatchLogic):
                 content=user_vector([(a.anchor_weight, a.vector) for a in answers if a.vector]),
                 user_id=request.user_id,
                 history=request.history,
-            )
-            context = st.blend.context(len(request.seen))
-            result = rank(inp, st.trending, st.item_category, st.unavailable, cfg.ranking,
-                          st.blend[context], st.vectors, st.mf)
+            ))
+            contexts.append(st.blend.context(len(request.seen)))
+        models = RankModels(st.trending, st.item_category, st.unavailable, st.vectors, st.mf,
+                            _item_codes())
+        weights = np.stack([b.weights for b in st.blend.blends])
+        results = rank_batch(inputs, models, cfg.ranking, weights, contexts)
+        out = []
+        for (request, _), result, context in zip(round_, results, contexts):
             items, strategy = result.items, result.strategy
             if not items:
                 items, strategy = self._last_resort(request), "recent"

@@ -1,0 +1,435 @@
+"""Ranking a whole batch of requests at once: one candidate table, array operations only.
+
+Same lists as :func:`models.ranking.rank` called once per request (that function stays as
+the readable reference, and the tests hold the two to the same answers), at a fraction
+of the cost: candidates of every request are gathered into flat arrays, item ids become
+dense integer slots of an :class:`ItemVocabulary`, and everything after that (the signal
+table, cosines, seen tests, rules, blending, top-K, diversity, strategy) is numpy over
+the whole batch. Python touches each request a few times and each *signal list* once,
+never each candidate.
+
+>>> from models.trending import Trending
+>>> t = Trending(3600.0); t.observe("p9", "hats", 3.0, 0.0)
+>>> reqs = [RankInput(ts=0.0, anchors=[(1.0, [("p2", 0.7), ("p3", 0.3)])]), RankInput(ts=0.0)]
+>>> [[i for i, _ in r.items] for r in rank_batch(reqs, RankModels(t), RankConfig(k=3))]
+[['p2', 'p3', 'p9'], ['p9']]
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from models.content import VectorIndex
+from models.mf import ImplicitMF
+from models.ranking import (
+    FEATURES, SIGNALS, RankConfig, RankInput, RankResult, _category_mix, prior_weights,
+)
+from models.trending import Trending
+from models.vocabulary import ItemVocabulary
+
+__all__ = ["ItemCodes", "RankModels", "rank_batch"]
+
+_F = {name: i for i, name in enumerate(FEATURES)}
+_NS = len(SIGNALS)
+_NF = len(FEATURES)
+_SEEN, _MF = _F["seen"], _F["mf"]
+
+
+class ItemCodes:
+    """Item ids as dense slots of a bounded :class:`ItemVocabulary`, with what is cached
+    per slot: the three Bloom-filter bit positions of the item (a pure function of its
+    id, as :class:`models.ranking.SeenFilter`; -1: not computed yet).
+
+    Only a cache: which slot an item gets never changes a list, so a worker keeps one
+    for all its rankings and recovery need not restore it.
+    """
+
+    __slots__ = ("vocab", "bloom")
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.vocab = ItemVocabulary(capacity)
+        self.bloom = np.full((0, 3), -1, dtype=np.int32)
+
+    def slots(self, items: Sequence[str], ts: float) -> np.ndarray:
+        """Slots of ``items``; evicted slots forget their cached bit positions."""
+        evicted: list[int] = []
+        slots = self.vocab.encode(items, ts, evicted)
+        size = self.vocab.size
+        if len(self.bloom) < size:
+            grow = max(size, 2 * len(self.bloom), 256)
+            extra = np.full((grow - len(self.bloom), 3), -1, dtype=np.int32)
+            self.bloom = np.concatenate([self.bloom, extra])
+        if evicted:
+            self.bloom[evicted] = -1
+        return slots
+
+    def bloom_positions(self, slots: np.ndarray) -> np.ndarray:
+        """The ``(n, 3)`` Bloom bit positions of ``slots`` (computed once per item)."""
+        pos = self.bloom[slots]
+        todo = np.flatnonzero(pos[:, 0] < 0)
+        if len(todo):
+            ids = self.vocab.ids
+            for row in todo.tolist():
+                raw = ids[int(slots[row])].encode()
+                h = zlib.crc32(raw)
+                pos[row] = (h & 0xFFF, (h >> 12) & 0xFFF, zlib.adler32(raw) & 0xFFF)
+            self.bloom[slots[todo]] = pos[todo]
+        return pos
+
+
+@dataclass
+class RankModels:
+    """What a batch is ranked against: the shared item-side models, and the item codes."""
+
+    trending: Trending
+    item_category: Mapping[str, str] = field(default_factory=dict)
+    unavailable: set[str] | frozenset[str] = frozenset()
+    vectors: VectorIndex | None = None
+    mf: ImplicitMF | None = None
+    codes: ItemCodes = field(default_factory=ItemCodes)
+
+
+class _Table:
+    """The flat candidate lists of one batch: ids, signal column, value, request."""
+
+    __slots__ = ("ids", "vals", "cols", "reqs", "scales", "divs", "lens")
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.vals: list[float] = []
+        self.cols: list[int] = []  # per block
+        self.reqs: list[int] = []  # per block
+        self.scales: list[float] = []  # per block
+        self.divs: list[float] = []  # per block
+        self.lens: list[int] = []  # per block
+
+    def block(self, req: int, col: int, ids, vals, scale: float, div: float = 1.0) -> None:
+        self.ids.extend(ids)
+        self.vals.extend(vals)
+        self.cols.append(col)
+        self.reqs.append(req)
+        self.scales.append(scale)
+        self.divs.append(div)
+        self.lens.append(len(ids))
+
+    def pairs(self, req: int, col: int, pairs, scale: float) -> None:
+        if pairs:
+            ids, vals = zip(*pairs)
+            self.block(req, col, ids, vals, scale)
+
+    def share(self, req: int, col: int, pairs, scale: float) -> None:
+        if pairs:
+            ids, vals = zip(*pairs)
+            total = sum(vals)  # a distribution, as the reference's add_share
+            if total > 0.0:
+                self.block(req, col, ids, vals, scale, total)
+
+
+def _gather(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig) -> _Table:
+    table = _Table()
+    trending, vectors = models.trending, models.vectors
+    cached: dict[tuple, list] = {}  # trending heads, read once per batch
+
+    def top(kind: str, key: str | None, n: int, ts: float) -> list:
+        got = cached.get((kind, key))
+        if got is None:
+            if kind == "c":
+                got = trending.top_in(key, n, ts)
+            elif kind == "s":
+                got = trending.top_segment(key, n, ts)
+            else:
+                got = trending.top(n, ts)
+            cached[(kind, key)] = got
+        return got
+
+    per_cat = cfg.candidates_per_category
+    content = vectors is not None and len(vectors) > 0
+    for r, inp in enumerate(inputs):
+        anchor_total = sum(a for a, _ in inp.anchors) or 1.0
+        for weight, followers in inp.anchors:
+            table.pairs(r, 0, followers, weight / anchor_total)
+        knn_total = sum(a for a, _ in inp.knn) or 1.0
+        for weight, votes in inp.knn:
+            table.pairs(r, 6, votes, weight / knn_total)
+        if inp.seen:
+            decay = cfg.session_decay
+            seen = inp.seen[::-1]
+            table.block(r, 1, seen, [decay**i for i in range(len(seen))], 1.0)
+        ts = inp.ts
+        for cat, share in _category_mix(inp):
+            table.share(r, 2, top("c", cat, per_cat, ts), share)
+        if inp.segment:
+            table.share(r, 3, top("s", inp.segment, per_cat, ts), 1.0)
+        table.share(r, 4, top("t", None, per_cat * 2, ts), 1.0)
+        if content and inp.content is not None:
+            near = vectors.nearest(inp.content, cfg.content_candidates)
+            if near:
+                table.block(r, 5, [i for i, _ in near], [0.0] * len(near), 0.0)
+    return table
+
+
+def _empty() -> RankResult:
+    return RankResult([], "empty", [], np.zeros((0, _NF)))
+
+
+def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
+               weights: np.ndarray | None = None,
+               contexts: Sequence[int] | None = None) -> list[RankResult]:
+    """Rank every request of ``inputs`` against the same models.
+
+    ``weights`` is a ``(contexts, features)`` table of blend weights and ``contexts`` the
+    row each request uses (default: the prior weights of ``cfg`` for all).
+    """
+    n_req = len(inputs)
+    if n_req == 0:
+        return []
+    if weights is None:
+        weights = prior_weights(cfg)[None, :]
+        contexts = [0] * n_req
+    ctx = np.asarray(contexts, dtype=np.intp)
+    table = _gather(inputs, models, cfg)
+    if not table.ids:
+        return [_empty() for _ in inputs]
+    ts = max(inp.ts for inp in inputs)
+    lens = np.asarray(table.lens, dtype=np.intp)
+    entry_req = np.repeat(np.asarray(table.reqs, dtype=np.int64), lens)
+    entry_col = np.repeat(np.asarray(table.cols, dtype=np.intp), lens)
+    vals = np.asarray(table.vals, dtype=np.float64)
+    divs = np.repeat(np.asarray(table.divs), lens)
+    scales = np.repeat(np.asarray(table.scales), lens)
+    vals = scales * (vals / divs)  # the reference's scale * p (or scale * (p / total))
+    slots = models.codes.slots(table.ids, ts)
+
+    # One row per (request, item), in order of first appearance within the request.
+    keys = entry_req * models.codes.vocab.capacity + slots
+    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    row_of = np.empty(len(uniq), dtype=np.intp)
+    row_of[order] = np.arange(len(uniq))
+    entry_row = row_of[inverse.ravel()]
+    n_rows = len(uniq)
+    row_req = entry_req[first[order]].astype(np.intp)
+    row_slot = slots[first[order]]
+    X = np.zeros((n_rows, _NF))
+    X[:, :_NS] = np.bincount(entry_row * _NS + entry_col, weights=vals,
+                             minlength=n_rows * _NS).reshape(n_rows, _NS)
+    starts = np.searchsorted(row_req, np.arange(n_req + 1))
+    ids = models.codes.vocab.ids
+    row_items = [ids[s] for s in row_slot.tolist()]
+
+    vectors = models.vectors
+    if vectors is not None and len(vectors) > 0:
+        for r, inp in enumerate(inputs):
+            if inp.content is None or starts[r] == starts[r + 1]:
+                continue
+            a, b = starts[r], starts[r + 1]
+            sims = np.clip(vectors.cosine(inp.content, row_items[a:b]), 0.0, None)
+            total = float(sims.sum())
+            if total > 0.0:
+                X[a:b, 5] = sims / total
+
+    keep = _rules(inputs, models, cfg, X, row_req, row_slot, row_items)
+    if not keep.all():
+        X, row_req, row_slot = X[keep], row_req[keep], row_slot[keep]
+        row_items = [item for item, k in zip(row_items, keep.tolist()) if k]
+        starts = np.searchsorted(row_req, np.arange(n_req + 1))
+    if len(row_req) == 0:
+        return [_empty() for _ in inputs]
+
+    _cold_and_mf(inputs, models, cfg, X, starts, row_items)
+    scores = np.empty(len(row_req))
+    row_ctx = ctx[row_req]
+    for c in np.unique(ctx).tolist():
+        mask = row_ctx == c
+        scores[mask] = X[mask] @ weights[c]
+    if cfg.repeat_policy == "demote":
+        scores = np.where(X[:, _SEEN] > 0, scores * cfg.repeat_factor, scores)
+    return _select(inputs, models, cfg, X, scores, row_req, row_items, weights, ctx)
+
+
+def _rules(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray, row_req: np.ndarray,
+           row_slot: np.ndarray, row_items: list[str]) -> np.ndarray:
+    """Mark seen items in ``X`` and return which rows survive exclusions and rules."""
+    n_req = len(inputs)
+    keep = np.ones(len(row_req), dtype=bool)
+    cap = models.codes.vocab.capacity
+    row_keys = row_req.astype(np.int64) * cap + row_slot
+    gone_ids: list[str] = []
+    gone_req: list[int] = []
+    seen_ids: list[str] = []
+    seen_req: list[int] = []
+    for r, inp in enumerate(inputs):
+        if inp.excluded:
+            gone_ids.extend(inp.excluded)
+            gone_req.extend([r] * len(inp.excluded))
+        if inp.seen:
+            seen_ids.extend(inp.seen)
+            seen_req.extend([r] * len(inp.seen))
+    lookup = models.codes.vocab.lookup
+    if gone_ids:
+        s = lookup(gone_ids)
+        known = s >= 0
+        keep &= ~np.isin(row_keys, np.asarray(gone_req, dtype=np.int64)[known] * cap + s[known])
+    if models.unavailable:
+        s = lookup(models.unavailable)
+        keep &= ~np.isin(row_slot, s[s >= 0])
+    seen = np.zeros(len(row_req), dtype=bool)
+    if seen_ids:
+        s = lookup(seen_ids)
+        known = s >= 0
+        seen |= np.isin(row_keys, np.asarray(seen_req, dtype=np.int64)[known] * cap + s[known])
+    filters = [i for i, inp in enumerate(inputs) if inp.seen_filter]
+    if filters:
+        bits = np.zeros((n_req, 512), dtype=np.uint8)
+        for i in filters:
+            bits[i] = np.frombuffer(inputs[i].seen_filter, dtype=np.uint8)
+        pos = models.codes.bloom_positions(row_slot)
+        hit = np.ones(len(row_req), dtype=bool)
+        for j in range(3):
+            p = pos[:, j]
+            hit &= (bits[row_req, p >> 3] >> (p & 7)) & 1 == 1
+        seen |= hit
+    X[:, _SEEN] = seen
+    if cfg.repeat_policy == "exclude":
+        keep &= ~seen
+        X[:, _SEEN] = 0.0
+    return keep
+
+
+def _cold_and_mf(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray,
+                 starts: np.ndarray, row_items: list[str]) -> None:
+    mf = models.mf
+    for r, inp in enumerate(inputs):
+        a, b = starts[r], starts[r + 1]
+        if a == b:
+            continue
+        if inp.cold:
+            X[a:b, _F["covis_cold"]] = X[a:b, _F["covis"]]
+            X[a:b, _F["trending_cold"]] = X[a:b, _F["trending"]]
+        if mf is not None and inp.user_id is not None and inp.history >= cfg.mf_min_history:
+            X[a:b, _MF] = np.clip(mf.scores(inp.user_id, row_items[a:b]), 0.0, 1.0)
+
+
+def _select(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray, scores: np.ndarray,
+            row_req: np.ndarray, row_items: list[str], weights: np.ndarray,
+            ctx: np.ndarray) -> list[RankResult]:
+    """Top-K per request: stable descending order, diversity, strategy, feedback rows."""
+    n_req = len(inputs)
+    n = len(row_req)
+    # Highest score first within each request, ties in candidate order (a stable sort).
+    order = np.lexsort((np.arange(n), -scores, row_req))
+    req_sorted = row_req[order]
+    starts = np.searchsorted(req_sorted, np.arange(n_req + 1))
+    position = np.arange(n) - starts[req_sorted]
+    k = cfg.k
+
+    # Strategy: the signal that contributes most to the top K (before diversity).
+    in_top = position < k
+    top = order[in_top]
+    top_req = req_sorted[in_top]
+    contrib = X[top, :_NS] * weights[ctx[top_req], :_NS]
+    flat = (top_req[:, None] * _NS + np.arange(_NS)).ravel()
+    contrib = np.bincount(flat, weights=contrib.ravel(), minlength=n_req * _NS)
+    contrib = contrib.reshape(n_req, _NS)
+    strategy_idx = np.argmax(contrib, axis=1).tolist()
+    strategy_ok = (contrib.max(axis=1) > 0).tolist()
+
+    pick_rows, pick_scores = _diversify(cfg, models, order, position, req_sorted, scores,
+                                        row_items, n_req)
+    picked = pick_rows >= 0
+    counts = picked.sum(axis=1).tolist()
+    names = [row_items[i] for i in pick_rows[picked].tolist()]
+    values = pick_scores[picked].tolist()
+
+    fb_n = min(cfg.feedback_candidates, max(cfg.k * 4, cfg.feedback_candidates))
+    in_fb = position < fb_n
+    fb_rows = order[in_fb]
+    fb_counts = np.bincount(req_sorted[in_fb], minlength=n_req).tolist()
+    fb_names = [row_items[i] for i in fb_rows.tolist()]
+    fb_X = X[fb_rows].astype(np.float32)
+
+    out: list[RankResult] = []
+    at = fb_at = 0
+    for r in range(n_req):
+        c, f = counts[r], fb_counts[r]
+        if f == 0:
+            out.append(_empty())
+            continue
+        strategy = SIGNALS[strategy_idx[r]] if strategy_ok[r] else "trending"
+        out.append(RankResult(list(zip(names[at : at + c], values[at : at + c])), strategy,
+                              fb_names[fb_at : fb_at + f], fb_X[fb_at : fb_at + f]))
+        at += c
+        fb_at += f
+    return out
+
+
+def _diversify(cfg: RankConfig, models: RankModels, order, position, req_sorted, scores,
+               row_items, n_req: int) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy MMR over every request's head at once (see ``models.ranking._diversify``):
+    each pick from a category already listed is damped by ``(1 - diversity)`` per earlier
+    pick of it; optional hard cap per category.
+
+    No pick-by-pick loop is needed: within a category items are always picked in score
+    order (they share the damping), so the j-th item of a category is worth
+    ``score * damp**j`` when it can be picked, and that is below what its predecessor
+    was worth. The greedy sequence is therefore the head sorted by those values (ties in
+    head order), without the items past a category's cap.
+
+    Returns ``(rows, scores)``, each ``(n_req, k)``: the picked candidate rows best first
+    (-1 where a request has fewer) and their scores rounded to 6 decimals.
+    """
+    k = cfg.k
+    plain = cfg.diversity <= 0.0 and cfg.max_per_category <= 0
+    head_n = k if plain else k * 3  # diversity reorders the head; the tail never shows
+    in_head = position < head_n
+    head = order[in_head]  # by request, then score order
+    head_req = req_sorted[in_head]
+    head_pos = position[in_head]
+    head_scores = scores[head]
+    if not plain:
+        # Damping is multiplicative: scores must be positive (shift only when needed).
+        low = np.minimum(0.0, _group_min(head_scores, head_req, n_req))
+        shifted = head_scores - low[head_req] + 1e-9
+        cat_of = models.item_category.get
+        codes: dict[str, int] = {}
+        cats = np.array([codes.setdefault(c, len(codes)) if c else -1
+                         for c in map(cat_of, [row_items[i] for i in head.tolist()])],
+                        dtype=np.int64)
+        # Rank of each item within its request's category (in score order).
+        group = head_req.astype(np.int64) * (len(codes) + 1) + (cats + 1)
+        by_group = np.lexsort((head_pos, group))
+        g_sorted = group[by_group]
+        g_start = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
+        within = np.empty(len(head), dtype=np.int64)
+        within[by_group] = np.arange(len(head)) - np.repeat(g_start, np.diff(np.r_[g_start, len(head)]))
+        within[cats < 0] = 0  # no category: never damped, never capped
+        damp = 1.0 - cfg.diversity
+        adjusted = np.where(within > 0, shifted * damp**within, shifted)
+        ok = np.ones(len(head), dtype=bool)
+        if cfg.max_per_category > 0:
+            ok = within < cfg.max_per_category
+        head, head_req, adjusted = head[ok], head_req[ok], adjusted[ok]
+        head_pos = head_pos[ok]
+        resort = np.lexsort((head_pos, -adjusted, head_req))
+        head, head_req = head[resort], head_req[resort]
+        head_scores = adjusted[resort] + low[head_req]
+        starts = np.searchsorted(head_req, np.arange(n_req))
+        head_pos = np.arange(len(head)) - starts[head_req]
+        pick = head_pos < k
+        head, head_req, head_pos, head_scores = (head[pick], head_req[pick], head_pos[pick],
+                                                 head_scores[pick])
+    rows = np.full((n_req, k), -1, dtype=np.intp)
+    values = np.zeros((n_req, k))
+    rows[head_req, head_pos] = head
+    values[head_req, head_pos] = head_scores
+    return rows, np.round(values, 6)
+
+
+def _group_min(values: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
+    out = np.full(n, np.inf)
+    np.minimum.at(out, groups, values)
+    return out

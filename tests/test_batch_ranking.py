@@ -1,0 +1,135 @@
+"""Batch ranking gives the lists of the per-request reference (``models.ranking.rank``)."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import random
+
+import numpy as np
+import pytest
+
+from models.batch_ranking import ItemCodes, RankModels, rank_batch
+from models.blend import ContextBlend
+from models.content import VectorIndex, item_vector
+from models.mf import ImplicitMF
+from models.ranking import RankConfig, RankInput, SeenFilter, prior_weights, rank
+from models.trending import Trending
+
+T0 = 1_732_680_000.0
+CATS = [f"c{i}" for i in range(6)]
+
+
+def _world(rng: random.Random, n_items: int = 400):
+    items = [f"p{i}" for i in range(n_items)]
+    category = {it: rng.choice(CATS) for it in items}
+    trending = Trending(3600.0)
+    vectors = VectorIndex(capacity=300, search_window=128)
+    for it in rng.sample(items, 250):
+        trending.observe(it, category[it], rng.uniform(0.1, 50.0), T0 - rng.uniform(0, 600))
+        tags = [f"t{rng.randrange(20)}" for _ in range(rng.randrange(0, 3))]
+        vectors.put(it, item_vector(category[it], tags, {"brand": rng.randrange(5)}))
+    for seg in ("f-20", "m-30"):
+        for it in rng.sample(items, 40):
+            trending.observe_segment(seg, it, rng.uniform(0.1, 5.0), T0 - rng.uniform(0, 600))
+    mf = ImplicitMF(max_users=100, max_items=1000)
+    for _ in range(300):
+        mf.learn(f"u{rng.randrange(10)}", rng.choice(items), rng.sample(items, 2))
+    unavailable = set(rng.sample(items, 10))
+    return items, category, trending, vectors, mf, unavailable
+
+
+def _request(rng: random.Random, items: list[str], vectors: VectorIndex, ts: float) -> RankInput:
+    def pairs(n):
+        return [(it, rng.uniform(0.01, 1.0)) for it in rng.sample(items, n)]
+
+    seen = rng.sample(items, rng.randrange(0, 8))
+    bits = None
+    if rng.random() < 0.6:
+        bits = SeenFilter.empty()
+        for it in rng.sample(items, rng.randrange(1, 30)):
+            SeenFilter.add(bits, it)
+        bits = bytes(bits)
+    anchors = [(0.5**i, pairs(rng.randrange(0, 40))) for i in range(rng.randrange(0, 4))]
+    content = None
+    if rng.random() < 0.7 and seen:
+        from models.content import user_vector
+        content = user_vector([(1.0, vectors.get(it).astype(np.float16).tobytes())
+                               for it in seen if vectors.get(it) is not None])
+    return RankInput(
+        ts=ts,
+        anchors=anchors,
+        knn=[(0.5**i, pairs(rng.randrange(0, 20))) for i in range(rng.randrange(0, 3))],
+        categories=[(c, rng.uniform(0.1, 3.0)) for c in rng.sample(CATS, rng.randrange(0, 4))],
+        session_categories=[(c, rng.uniform(0.1, 2.0)) for c in rng.sample(CATS, rng.randrange(0, 3))],
+        preferences=rng.sample(CATS, 2) if rng.random() < 0.3 else None,
+        segment=rng.choice([None, "f-20", "m-30", "x-99"]),
+        seen=seen,
+        excluded=rng.sample(items, rng.randrange(0, 4)),
+        seen_filter=bits,
+        cold=rng.random() < 0.2,
+        content=content,
+        user_id=f"u{rng.randrange(15)}",
+        history=rng.randrange(0, 30),
+    )
+
+
+CONFIGS = [
+    RankConfig(k=20, diversity=0.01),
+    RankConfig(k=10, diversity=0.0),
+    RankConfig(k=10, diversity=0.3, max_per_category=2),
+    RankConfig(k=15, repeat_policy="demote", w_seen=0.4),
+    RankConfig(k=12, repeat_policy="exclude", diversity=0.1),
+    RankConfig(k=5, max_per_category=1),
+]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"k{c.k}-{c.repeat_policy}-d{c.diversity}-cap{c.max_per_category}")
+def test_batch_gives_the_reference_lists(seed, cfg):
+    rng = random.Random(seed)
+    items, category, trending, vectors, mf, unavailable = _world(rng)
+    blend = ContextBlend(prior_weights(cfg))
+    for context in range(len(blend)):  # learned, unequal weights per context
+        blend[context].weights = blend[context].weights + np.array(
+            [rng.uniform(-0.2, 0.5) for _ in range(len(blend[context].weights))])
+    inputs = [_request(rng, items, vectors, T0) for _ in range(rng.randrange(1, 40))]
+    contexts = [blend.context(len(inp.seen)) for inp in inputs]
+    expected = [rank(inp, trending, category, unavailable, cfg, blend[c], vectors, mf)
+                for inp, c in zip(inputs, contexts)]
+    models = RankModels(trending, category, unavailable, vectors, mf, ItemCodes(5000))
+    weights = np.stack([b.weights for b in blend.blends])
+    frozen = pickle.dumps((inputs, trending, vectors, mf))
+    got = rank_batch(inputs, models, cfg, weights, contexts)
+    assert pickle.dumps((inputs, trending, vectors, mf)) == frozen  # nothing mutated
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert [i for i, _ in g.items] == [i for i, _ in e.items]
+        assert [s for _, s in g.items] == pytest.approx([s for _, s in e.items], abs=1e-6)
+        assert g.strategy == e.strategy
+        assert g.candidates == e.candidates
+        np.testing.assert_allclose(g.features, e.features, rtol=1e-6, atol=1e-7)
+
+
+def test_batch_with_nothing_known_gives_empty_lists_and_handles_no_requests():
+    models = RankModels(Trending(3600.0))
+    got = rank_batch([RankInput(ts=T0), RankInput(ts=T0, seen=[])], models, RankConfig())
+    assert [r.items for r in got] == [[], []] and {r.strategy for r in got} == {"empty"}
+    assert rank_batch([], models, RankConfig()) == []
+
+
+def test_a_small_vocabulary_evicts_and_still_ranks_like_the_reference():
+    rng = random.Random(11)
+    items, category, trending, vectors, mf, unavailable = _world(rng)
+    cfg = RankConfig(k=10, diversity=0.05)
+    models = RankModels(trending, category, unavailable, vectors, mf, ItemCodes(600))
+    for round_ in range(30):  # more distinct items over time than the vocabulary holds
+        more = [f"q{round_}-{i}" for i in range(60)]
+        inputs = [_request(rng, items, vectors, T0)
+                  for _ in range(3)] + [RankInput(ts=T0, anchors=[(1.0, [(m, 1.0 / (1 + j)) for j, m in enumerate(more)])])]
+        expected = [rank(inp, trending, category, unavailable, cfg, None, vectors, mf)
+                    for inp in inputs]
+        got = rank_batch(inputs, models, cfg)
+        assert [[i for i, _ in r.items] for r in got] == [[i for i, _ in r.items] for r in expected]
+    assert len(models.codes.vocab) <= 600
+    copy.deepcopy(models)  # picklable state: no clients, no lambdas
