@@ -68,11 +68,14 @@ class SegmentHit:
 @_compact
 @dataclass(slots=True)
 class TrendDelta:
-    """From a trending aggregator to every rank shard: new popularity values."""
+    """From a trending aggregator to every rank shard: new popularity values (a worker
+    applies one copy of each broadcast for all its shards)."""
 
     route: str
     items: list  # [(item_id, category, popularity, ts, content vector)]
     segments: list  # [(segment, item_id, value, ts)]
+    origin: str = ""  # the aggregator that sent it; with ``seq``, names the broadcast
+    seq: int = 0  # its broadcasts are numbered 1, 2, ...; 0: unnumbered
 
 
 @_compact

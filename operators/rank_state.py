@@ -1,8 +1,12 @@
-"""A rank shard's state: the shared models beside its users, the requests waiting for
-answers, the event-time queue of trend news, and which erased lives to ignore.
+"""A rank shard's own state: its users' requests waiting for answers, the blend and the
+factor model learned from its users' choices, and which erased lives to ignore.
 
-Pickled as the rank step's snapshot. Snapshots written before this module existed name
-``operators.rank_step.RankShardState``, which that module re-exports.
+The item-side models every shard reads (trending, categories, vectors, availability)
+are the worker's, shared by its shards (``operators.worker_models``).
+
+Snapshots written before this module existed name ``operators.rank_step.RankShardState``,
+which that module re-exports; snapshots from before the worker's shared models carried
+those models in every shard, and restore through :attr:`RankShardState.legacy`.
 """
 
 from __future__ import annotations
@@ -15,15 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.blend import ContextBlend, OnlineBlend
-from models.content import VectorIndex
 from models.mf import ImplicitMF
 from models.ranking import FEATURES, RankConfig, prior_weights
-from models.trending import Trending
+from operators.worker_models import WorkerModels
 
 __all__ = ["RankStepConfig", "RankShardState", "of_erased_life"]
 
-# Tie-breaker for deferred trend entries with equal (ts, kind): increasing across
-# restarts too, so entries never compare by their payload (which may hold arrays).
 _ORDER = itertools.count(time.time_ns())
 
 
@@ -41,19 +42,28 @@ class RankStepConfig:
     content_search_window: int = 2_048  # nearest-item search: the items put most recently
     max_deferred: int = 100_000  # trend entries waiting for a request with a later ts
     # Requests ranked together span at most this much event time; each sees trend news
-    # up to the first of them (see operators.rank_step._rounds).
-    batch_window: float = 1.0
+    # up to the first of them (see operators.rank_step._rounds). A minute of lag is
+    # nothing beside trending's hours of half-life, and a backlog read at 20x real time
+    # still ranks whole batches together.
+    batch_window: float = 60.0
     snapshots: bool = True  # False when recovery is off (see dataflows.recommend)
+
+    def worker_models(self) -> WorkerModels:
+        """Empty item-side models for one worker."""
+        return WorkerModels(self.trending_half_life, self.max_item_vectors,
+                            self.content_search_window, self.max_item_categories)
+
+
+# The slots of a shard's state before the worker's shared models (restored, then moved).
+_LEGACY = ("trending", "item_category", "unavailable", "pending", "last_seq", "forgotten",
+           "blend", "shown", "vectors", "mf", "ready", "deferred", "recent")
 
 
 class RankShardState:
-    __slots__ = ("trending", "item_category", "unavailable", "pending", "last_seq", "forgotten",
-                 "blend", "shown", "vectors", "mf", "ready", "deferred", "recent")
+    __slots__ = ("pending", "last_seq", "forgotten", "blend", "shown", "mf", "ready", "recent",
+                 "legacy")
 
     def __init__(self, cfg: RankStepConfig) -> None:
-        self.trending = Trending(cfg.trending_half_life)
-        self.item_category: dict[str, str] = {}
-        self.unavailable: set[str] = set()
         self.pending: dict[tuple[str, int], list] = {}  # (user, seq) -> [request, answers]
         self.last_seq: dict[str, int] = {}
         # Erased users: answers to their requests up to this seq are dropped on arrival.
@@ -62,33 +72,45 @@ class RankShardState:
         # user -> (candidates best first, their feature rows): what the blend learns from
         # when the user's next item event shows which one they chose.
         self.shown: dict[str, tuple[list[str], np.ndarray, int]] = {}
-        self.vectors = VectorIndex(cfg.max_item_vectors, cfg.content_search_window)
         self.mf = ImplicitMF(max_users=cfg.max_users // 4, max_items=cfg.max_item_vectors)
         # Complete requests waiting for an earlier one of the same user (exact order).
         self.ready: dict[tuple[str, int], list] = {}
-        # Trend entries not yet applied, a heap by event time: a request sees only what
-        # happened before it, even when a batch (or a faster worker) brings later news.
-        # A heap, not a sorted list: with several processes news arrives out of order
-        # and merging into a long sorted list per message was quadratic.
-        self.deferred: list[tuple] = []  # heap of (ts, kind, order, entry)
         # Items this shard's users acted on last (newest last): the list of last resort
         # when a fresh system knows nothing else yet (no trend news has arrived).
         self.recent: dict[str, None] = {}
+        self.legacy: WorkerModels | None = None  # models restored from an older snapshot
 
     def __getstate__(self):
-        return tuple(getattr(self, s) for s in self.__slots__)
+        return tuple(getattr(self, s) for s in self.__slots__[:-1])
 
     def __setstate__(self, state):
+        self.legacy = None
+        if len(state) >= 11:  # the layout that kept the item-side models in every shard
+            self._restore_legacy(dict(zip(_LEGACY, state)))
+            return
         for s, v in zip(self.__slots__, state):
             setattr(self, s, v)
-        # Older snapshots end earlier: before the event-time queue, before `recent`.
-        if len(state) <= self.__slots__.index("deferred"):
-            self.deferred = []
-        if len(state) <= self.__slots__.index("recent"):
+
+    def _restore_legacy(self, old: dict) -> None:
+        for s in self.__slots__[:-1]:
+            setattr(self, s, old.get(s))
+        if self.recent is None:
             self.recent = {}
-        if self.deferred and len(self.deferred[0]) == 3:  # a sorted list: (ts, kind, entry)
-            self.deferred = [(ts, kind, next(_ORDER), e) for ts, kind, e in self.deferred]
-            heapq.heapify(self.deferred)  # sorted by ts only, not by (ts, kind)
+        models = WorkerModels.__new__(WorkerModels)
+        models.trending = old["trending"]
+        models.item_category = old["item_category"]
+        models.unavailable = old["unavailable"]
+        models.vectors = old["vectors"]
+        deferred = old.get("deferred") or []
+        if deferred and len(deferred[0]) == 3:  # a sorted list: (ts, kind, entry)
+            deferred = [(ts, kind, next(_ORDER), e) for ts, kind, e in deferred]
+            heapq.heapify(deferred)  # sorted by ts only, not by (ts, kind)
+        models.deferred = deferred
+        models.last_news = {}
+        models.version = 0
+        models.max_item_categories = 50_000
+        models._pickled = None
+        self.legacy = models
         blend = self.blend
         if isinstance(blend, OnlineBlend):  # from before one blend per session context
             if len(blend.weights) == len(FEATURES) - 1:  # and before the `knn` feature
@@ -97,51 +119,6 @@ class RankShardState:
                     setattr(blend, name, np.insert(getattr(blend, name), at, 0.0))
             self.blend = ContextBlend.from_single(blend)
             self.shown = {}  # feedback rows without their context
-
-    def apply_until(self, ts: float | None, learn_category) -> None:
-        """Apply deferred trend entries older than ``ts`` (all of them when None)."""
-        deferred = self.deferred
-        if not deferred:
-            return
-        if ts is None:
-            self.apply_count(len(deferred), learn_category)
-            return
-        pop = heapq.heappop
-        due = []
-        while deferred and deferred[0][0] < ts:
-            due.append(pop(deferred))
-        self._apply(due, learn_category)
-
-    def apply_count(self, n: int, learn_category) -> None:
-        """Apply the ``n`` oldest deferred trend entries."""
-        deferred = self.deferred
-        if n <= 0:
-            return
-        if n >= len(deferred):
-            due = sorted(deferred)
-            deferred.clear()
-        else:
-            due = [heapq.heappop(deferred) for _ in range(n)]
-        self._apply(due, learn_category)
-
-    def add_news(self, news: list[tuple]) -> None:
-        """Queue trend entries ``(ts, kind, entry)`` until a request with a later ts."""
-        deferred, push, order = self.deferred, heapq.heappush, _ORDER
-        for ts, kind, entry in news:
-            push(deferred, (ts, kind, next(order), entry))
-
-    def _apply(self, due: list[tuple], learn_category) -> None:
-        trending, unavailable, vectors = self.trending, self.unavailable, self.vectors
-        for _ts, kind, _order, entry in due:
-            if kind == 0:
-                item, category, popularity, when, vector = entry
-                if item not in unavailable:
-                    trending.observe(item, category, popularity, when)
-                    learn_category(item, category)
-                    if vector is not None:
-                        vectors.put(item, vector)
-            else:
-                trending.set_segment(*entry)
 
 
 def of_erased_life(forgotten, seq: int, life: float | None) -> bool:

@@ -26,6 +26,7 @@ from operators.messages import (
 )
 # RankShardState is re-exported: snapshots taken before it moved name it here.
 from operators.rank_state import RankShardState, RankStepConfig, of_erased_life
+from operators.worker_models import WorkerModels, adopt, worker_models
 
 __all__ = ["RankStepConfig", "RankShardState", "RankLogic"]
 
@@ -40,15 +41,14 @@ def _answer_order(answer: ItemAnswer) -> tuple[float, str]:
     return (-answer.anchor_weight, answer.item_id)
 
 
-_CODES = threading.local()
+_CODES: dict[int, ItemCodes] = {}  # per worker thread (see operators.worker_models)
 
 
 def _item_codes() -> ItemCodes:
-    """This worker's item codes: a cache shared by its rank shards (one per thread, as
-    Bytewax runs a process's workers as threads)."""
-    codes = getattr(_CODES, "codes", None)
+    """This worker's item codes: a cache shared by its rank shards."""
+    codes = _CODES.get(threading.get_ident())
     if codes is None:
-        codes = _CODES.codes = ItemCodes()
+        codes = _CODES[threading.get_ident()] = ItemCodes()
     return codes
 
 
@@ -89,6 +89,9 @@ def _event_time_order(done: list[list]) -> list[list]:
     return [slot for _, slot in keyed]
 
 
+_SNAPSHOT = "rank-shard/2"  # (tag, shard state, the worker's models as bytes)
+
+
 class RankLogic(StatefulBatchLogic):
     def __init__(self, cfg: RankStepConfig, resume: bytes | None,
                  now: Callable[[], float] = time.time,
@@ -96,20 +99,28 @@ class RankLogic(StatefulBatchLogic):
         self.cfg = cfg
         self.on_news = on_news  # replays: told of news landed (see dataflows.recommend)
         self.now = now
-        self.state = pickle.loads(resume) if resume is not None else RankShardState(cfg)
-        if resume is not None:  # the snapshot's window, or none (older ones): this config's
-            self.state.vectors.set_search_window(cfg.content_search_window)
-
-    def _learn_category(self, item: str, category: str | None) -> None:
-        if not category:
+        if resume is None:
+            self.state = RankShardState(cfg)
             return
-        cats = self.state.item_category
-        if item not in cats and len(cats) >= self.cfg.max_item_categories:
-            del cats[next(iter(cats))]
-        cats[item] = category
+        restored = pickle.loads(resume)
+        if isinstance(restored, tuple) and restored[0] == _SNAPSHOT:
+            _, self.state, models = restored
+            models = pickle.loads(models)
+        else:  # a snapshot from before the worker's shared models
+            self.state, models = restored, restored.legacy
+            restored.legacy = None
+        if models is not None:
+            # The snapshot's window, or none (older ones): this config's.
+            models.vectors.set_search_window(cfg.content_search_window)
+            adopt(cfg, models)
+
+    def models(self) -> WorkerModels:
+        """The item-side models of this worker (shared by its rank shards)."""
+        return worker_models(self.cfg, self.cfg.worker_models)
 
     def on_batch(self, values: list) -> tuple[Iterable, bool]:
         st = self.state
+        models = self.models()
         done: list[list] = []
         erased: list[EraseUser] = []
         landed = 0
@@ -125,17 +136,14 @@ class RankLogic(StatefulBatchLogic):
                 slot = st.pending.setdefault((msg.user_id, msg.seq), [None, []])
                 slot[0] = msg
             elif isinstance(msg, TrendDelta):
-                news = [(e[3], 0, e) for e in msg.items]
-                news.extend((e[3], 1, e) for e in msg.segments)
-                st.add_news(news)
+                if not msg.seq or models.last_news.get(msg.origin, 0) < msg.seq:
+                    news = [(e[3], 0, e) for e in msg.items]
+                    news.extend((e[3], 1, e) for e in msg.segments)
+                    models.take_news(msg.origin, msg.seq, news)
                 landed += 1
                 continue
             elif isinstance(msg, Availability):
-                if msg.available:
-                    st.unavailable.discard(msg.item_id)
-                else:
-                    st.unavailable.add(msg.item_id)
-                    st.trending.forget(msg.item_id)
+                models.set_available(msg.item_id, msg.available)
                 landed += 1
                 continue
             elif isinstance(msg, ForgetUser):
@@ -172,9 +180,9 @@ class RankLogic(StatefulBatchLogic):
         out = self._rank_all(done)
         if erased:
             out = erased + out  # new-life lists of this batch come after the erasure
-        excess = len(st.deferred) - self.cfg.max_deferred
+        excess = len(models.deferred) - self.cfg.max_deferred
         if excess > 0:  # no request came for long: let the oldest news in regardless
-            st.apply_count(excess, self._learn_category)
+            models.apply_count(excess)
         if landed and self.on_news is not None:
             self.on_news(-landed)
         return out, StatefulBatchLogic.RETAIN
@@ -230,8 +238,9 @@ class RankLogic(StatefulBatchLogic):
         if len(done) > 1:
             done = _event_time_order(done)
         out: list[RecUpdate] = []
+        models = self.models()
         for round_ in _rounds(done, cfg.batch_window):
-            st.apply_until(round_[0][0].ts, self._learn_category)
+            models.apply_until(round_[0][0].ts)
             if cfg.conflate:
                 round_ = [s for s in round_ if st.last_seq.get(s[0].user_id, 0) <= s[0].seq]
                 if not round_:
@@ -240,10 +249,10 @@ class RankLogic(StatefulBatchLogic):
                 for request, _ in round_:
                     if request.item_id is not None:
                         self._learn(request.user_id, request.item_id)
-            out.extend(self._rank_round(round_))
+            out.extend(self._rank_round(round_, models))
         return out
 
-    def _rank_round(self, round_: list[list]) -> list[RecUpdate]:
+    def _rank_round(self, round_: list[list], shared: WorkerModels) -> list[RecUpdate]:
         st, cfg = self.state, self.cfg
         inputs = []
         contexts = []
@@ -265,15 +274,15 @@ class RankLogic(StatefulBatchLogic):
                 history=request.history,
             ))
             contexts.append(st.blend.context(len(request.seen)))
-        models = RankModels(st.trending, st.item_category, st.unavailable, st.vectors, st.mf,
-                            _item_codes())
+        models = RankModels(shared.trending, shared.item_category, shared.unavailable,
+                            shared.vectors, st.mf, _item_codes())
         weights = np.stack([b.weights for b in st.blend.blends])
         results = rank_batch(inputs, models, cfg.ranking, weights, contexts)
         out = []
         for (request, _), result, context in zip(round_, results, contexts):
             items, strategy = result.items, result.strategy
             if not items:
-                items, strategy = self._last_resort(request), "recent"
+                items, strategy = self._last_resort(request, shared), "recent"
             if request.item_id is not None:
                 recent = st.recent
                 recent.pop(request.item_id, None)
@@ -297,29 +306,20 @@ class RankLogic(StatefulBatchLogic):
             )
         return out
 
-    def _take_answers(self, answers: list[ItemAnswer]) -> None:
-        """Order a complete request's answers and learn the item data they carry.
-
-        Answers arrive in whatever order the item workers sent them (with several
-        processes, a different one every run), and that order breaks ties twice: in the
-        vector index (slots, the search window) and in the candidate list (first come,
-        first listed). The most recent anchor (heaviest) first, then by item, gives
-        every worker count the same lists.
-        """
+    @staticmethod
+    def _take_answers(answers: list[ItemAnswer]) -> None:
+        """Put a complete request's answers in a fixed order: the most recent anchor
+        (heaviest) first, then by item. They arrive in whatever order the item workers
+        sent them (with several processes, a different one every run), and that order
+        would break ties in the candidate list (first come, first listed)."""
         if len(answers) > 1:
             answers.sort(key=_answer_order)
-        vectors = self.state.vectors
-        for a in answers:
-            self._learn_category(a.item_id, a.category)
-            if a.vector is not None:
-                vectors.put(a.item_id, a.vector)
 
-    def _last_resort(self, request: RankRequest) -> list[tuple[str, float]]:
+    def _last_resort(self, request: RankRequest, shared: WorkerModels) -> list[tuple[str, float]]:
         """What this shard's users acted on just before, newest first: for the first events
         of a fresh system, when no signal has anything yet (trend news travels further)."""
-        st = self.state
-        skip = set(request.excluded) | st.unavailable
-        picked = [i for i in reversed(st.recent) if i not in skip][: self.cfg.ranking.k]
+        skip = set(request.excluded) | shared.unavailable
+        picked = [i for i in reversed(self.state.recent) if i not in skip][: self.cfg.ranking.k]
         return [(item, round(0.5 ** n, 6)) for n, item in enumerate(picked)]
 
     def _learn(self, user_id: str, chosen: str) -> None:
@@ -351,4 +351,5 @@ class RankLogic(StatefulBatchLogic):
     def snapshot(self) -> bytes | None:
         if not self.cfg.snapshots:
             return None  # recovery is off: nobody reads it
-        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((_SNAPSHOT, self.state, self.models().pickled()),
+                            protocol=pickle.HIGHEST_PROTOCOL)

@@ -82,7 +82,9 @@ class TrendLogic(StatefulBatchLogic):
         out: list = []
         if (st.reports >= due or stale) and (st.items or st.segments):
             items, segments = list(st.items.values()), list(st.segments.values())
-            out = [TrendDelta(f"rank-{s}", items, segments) for s in range(self.cfg.rank_shards)]
+            origin = values[0].route  # this aggregator's key
+            out = [TrendDelta(f"rank-{s}", items, segments, origin, st.broadcasts + 1)
+                   for s in range(self.cfg.rank_shards)]
             st.items, st.segments = {}, {}
             st.reports = 0
             st.oldest = None

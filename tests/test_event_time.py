@@ -6,6 +6,8 @@ were batched or spread over workers: no look into the future.
 
 from __future__ import annotations
 
+import pickle
+
 import time
 
 import pytest
@@ -55,7 +57,7 @@ def test_trend_news_from_later_events_waits_for_requests_after_it():
     assert _items(early) == ["old"]  # "new" became popular at ts 200, after this event
     (late,), _ = logic.on_batch([_request("u2", 1, 300.0)])
     assert _items(late)[0] == "new" and "old" in _items(late)
-    assert logic.state.deferred == []
+    assert logic.models().deferred == []
 
 
 def test_requests_of_one_batch_are_ranked_in_event_time_order():
@@ -77,16 +79,16 @@ def test_news_arriving_out_of_order_is_applied_by_event_time():
     logic.on_batch([TrendDelta("rank-0", [("early", None, 1.0, 50.0, None)], [])])
     (rec,), _ = logic.on_batch([_request("u1", 1, 200.0)])
     assert set(_items(rec)) == {"early", "mid", "mid2"}
-    assert [entry[0] for entry in logic.state.deferred] == [300.0]
+    assert [entry[0] for entry in logic.models().deferred] == [300.0]
     (rec,), _ = logic.on_batch([_request("u2", 1, 400.0)])
-    assert _items(rec)[0] == "late" and logic.state.deferred == []
+    assert _items(rec)[0] == "late" and logic.models().deferred == []
 
 
 def test_deferred_news_is_bounded():
     logic = RankLogic(RankStepConfig(conflate=False, max_deferred=10), None)
     entries = [(f"i{n}", None, 1.0, float(n), None) for n in range(25)]
     logic.on_batch([TrendDelta("rank-0", entries, [])])
-    assert len(logic.state.deferred) <= 10
+    assert len(logic.models().deferred) <= 10
 
 
 def test_item_step_answers_before_learning_from_a_later_event_in_the_same_batch():
@@ -151,27 +153,42 @@ def test_lock_step_source_moves_on_when_events_leave_no_record(tmp_path):
 
 
 def test_a_rank_snapshot_from_before_the_queue_and_the_knn_feature_restores():
+    # The layout that kept trending, categories, vectors and availability in every
+    # shard, one blend for all contexts, no `knn` feature, no news queue: the shard's
+    # own state restores, and its item-side models become the worker's.
     import numpy as np
 
-    from models.ranking import FEATURES
+    from models.blend import OnlineBlend
+    from models.content import VectorIndex
+    from models.mf import ImplicitMF
+    from models.ranking import FEATURES, prior_weights
+    from models.trending import Trending
     from operators.rank_step import RankShardState
 
-    old = RankShardState(RankStepConfig())
-    old.shown["u1"] = (["a"], np.zeros((1, len(FEATURES) - 1), np.float32))
-    old.blend = old.blend[0]  # one shared blend, as before the per-context blends
-    for name in ("prior", "raw", "weights"):
-        setattr(old.blend, name, np.delete(getattr(old.blend, name), FEATURES.index("knn")))
-    state = old.__getstate__()[:-2]  # no `deferred` (nor `recent`) slot yet
+    prior = np.delete(prior_weights(RankStepConfig().ranking), FEATURES.index("knn"))
+    trending = Trending(3600.0)
+    trending.observe("p0", "hats", 2.0, 1.0)
+    shown = {"u1": (["a"], np.zeros((1, len(FEATURES) - 1), np.float32))}
+    old = (trending, {"p0": "hats"}, {"gone"}, {}, {}, {}, OnlineBlend(prior), shown,
+           VectorIndex(100), ImplicitMF(), {})  # no `deferred`, no `recent` yet
     restored = RankShardState.__new__(RankShardState)
-    restored.__setstate__(state)
-    assert restored.deferred == [] and restored.shown == {}
+    restored.__setstate__(old)
+    assert restored.shown == {} and restored.recent == {}
     assert len(restored.blend) == 3
     assert all(len(restored.blend[c].weights) == len(FEATURES) for c in range(3))
-    logic = RankLogic(RankStepConfig(conflate=False), None)
-    logic.state = restored
+    assert restored.legacy.deferred == [] and restored.legacy.unavailable == {"gone"}
+
+
+    class OldSnapshot:  # pickles as the old class with its old state tuple
+        def __reduce__(self):
+            return (RankShardState.__new__, (RankShardState,), old)
+
+    logic = RankLogic(RankStepConfig(conflate=False), pickle.dumps(OldSnapshot()))
+    assert logic.models().item_category == {"p0": "hats"}
+    assert logic.models().unavailable == {"gone"}
     (rec,), _ = logic.on_batch([TrendDelta("rank-0", [("p1", None, 1.0, 1.0, None)], []),
                                 _request("u1", 1, 5.0)])
-    assert _items(rec) == ["p1"]
+    assert _items(rec) == ["p0", "p1"]
 
 
 def test_erasure_leaves_the_rank_shard_behind_the_old_lists_and_before_new_ones():

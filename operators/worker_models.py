@@ -1,0 +1,166 @@
+"""Item-side models that every rank shard of a worker reads: one copy per worker.
+
+Trending (overall, per category, per segment), item categories, content vectors and
+availability reach the rank step only by broadcast: every trend aggregator sends each
+change to every rank shard. Kept per shard, each change was applied once per shard
+(8 times with 8 shards, and more shards for more workers). Here the shards of a worker
+share one :class:`WorkerModels`; a broadcast is applied by whichever shard gets its
+copy first, and the copies that follow are recognised by ``(origin, seq)`` and skipped.
+
+Fed only by broadcasts, the models are the same on every worker (and with any number
+of workers) once the same news has landed: nothing a shard learns from its own users
+goes in here.
+
+Recovery: each shard's snapshot carries the worker's models (bytes pickled once per
+change and shared by the shards' snapshots). On resume, every restored shard offers
+its copy and the most advanced one (most news applied) becomes the worker's.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import pickle
+import threading
+import time
+
+from models.content import VectorIndex
+from models.trending import Trending
+
+__all__ = ["WorkerModels", "worker_models", "adopt"]
+
+# Tie-breaker for deferred trend entries with equal (ts, kind): increasing across
+# restarts too, so entries never compare by their payload (which may hold arrays).
+_ORDER = itertools.count(time.time_ns())
+
+
+class WorkerModels:
+    __slots__ = ("trending", "item_category", "unavailable", "vectors", "deferred",
+                 "last_news", "version", "max_item_categories", "_pickled")
+
+    def __init__(self, trending_half_life: float, max_item_vectors: int,
+                 search_window: int, max_item_categories: int) -> None:
+        self.trending = Trending(trending_half_life)
+        self.item_category: dict[str, str] = {}
+        self.unavailable: set[str] = set()
+        self.vectors = VectorIndex(max_item_vectors, search_window)
+        # Trend entries not yet applied, a heap by event time: a request sees only what
+        # happened before it, even when a batch (or a faster worker) brings later news.
+        self.deferred: list[tuple] = []  # heap of (ts, kind, order, entry)
+        self.last_news: dict[str, int] = {}  # origin -> highest broadcast seq taken
+        self.version = 0  # changes applied or queued: the most advanced copy wins
+        self.max_item_categories = max_item_categories
+        self._pickled: tuple[int, bytes] | None = None
+
+    def __getstate__(self):
+        return tuple(getattr(self, s) for s in self.__slots__[:-1])
+
+    def __setstate__(self, state):
+        for s, v in zip(self.__slots__, state):
+            setattr(self, s, v)
+        self._pickled = None
+
+    def pickled(self) -> bytes:
+        """These models as bytes, pickled once per version (every shard's snapshot in an
+        epoch carries the same bytes)."""
+        if self._pickled is None or self._pickled[0] != self.version:
+            self._pickled = (self.version, pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
+        return self._pickled[1]
+
+    def take_news(self, origin: str, seq: int, news: list[tuple]) -> bool:
+        """Queue a broadcast's trend entries ``(ts, kind, entry)`` unless a copy of it was
+        taken already. ``seq`` 0: no sequence, always taken. Returns whether it was new."""
+        if seq:
+            if self.last_news.get(origin, 0) >= seq:
+                return False
+            self.last_news[origin] = seq
+        deferred, push, order = self.deferred, heapq.heappush, _ORDER
+        for ts, kind, entry in news:
+            push(deferred, (ts, kind, next(order), entry))
+        self.version += 1
+        return True
+
+    def set_available(self, item: str, available: bool) -> None:
+        if available:
+            self.unavailable.discard(item)
+        else:
+            self.unavailable.add(item)
+            self.trending.forget(item)
+        self.version += 1
+
+    def apply_until(self, ts: float | None) -> None:
+        """Apply deferred trend entries older than ``ts`` (all of them when None)."""
+        deferred = self.deferred
+        if not deferred:
+            return
+        if ts is None:
+            self.apply_count(len(deferred))
+            return
+        pop = heapq.heappop
+        due = []
+        while deferred and deferred[0][0] < ts:
+            due.append(pop(deferred))
+        self._apply(due)
+
+    def apply_count(self, n: int) -> None:
+        """Apply the ``n`` oldest deferred trend entries."""
+        deferred = self.deferred
+        if n <= 0:
+            return
+        if n >= len(deferred):
+            due = sorted(deferred)
+            deferred.clear()
+        else:
+            due = [heapq.heappop(deferred) for _ in range(n)]
+        self._apply(due)
+
+    def _apply(self, due: list[tuple]) -> None:
+        if not due:
+            return
+        trending, unavailable, vectors = self.trending, self.unavailable, self.vectors
+        for _ts, kind, _order, entry in due:
+            if kind == 0:
+                item, category, popularity, when, vector = entry
+                if item not in unavailable:
+                    trending.observe(item, category, popularity, when)
+                    self.learn_category(item, category)
+                    if vector is not None:
+                        vectors.put(item, vector)
+            else:
+                trending.set_segment(*entry)
+        self.version += 1
+
+    def learn_category(self, item: str, category: str | None) -> None:
+        if not category:
+            return
+        cats = self.item_category
+        if item not in cats and len(cats) >= self.max_item_categories:
+            del cats[next(iter(cats))]
+        cats[item] = category
+
+
+# One entry per (worker thread, owner). Not ``threading.local``: Bytewax's workers are
+# Rust threads that take and release a Python thread state at every call into Python,
+# and a thread-local dies with its thread state; the OS thread id stays.
+_TABLE: dict[tuple[int, int], tuple[object, WorkerModels]] = {}
+
+
+def worker_models(owner: object, build) -> WorkerModels:
+    """This worker's models for ``owner`` (a step's config object: one per flow built),
+    made with ``build()`` on first use."""
+    key = (threading.get_ident(), id(owner))
+    got = _TABLE.get(key)
+    if got is None or got[0] is not owner:
+        got = _TABLE[key] = (owner, build())
+    return got[1]
+
+
+def adopt(owner: object, restored: WorkerModels) -> WorkerModels:
+    """Offer a restored copy: it becomes the worker's models if it is the most advanced
+    seen so far. Returns the worker's models."""
+    key = (threading.get_ident(), id(owner))
+    got = _TABLE.get(key)
+    if got is None or got[0] is not owner or got[1].version < restored.version:
+        _TABLE[key] = (owner, restored)
+        return restored
+    return got[1]
