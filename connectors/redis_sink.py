@@ -11,12 +11,17 @@ import logging
 import time
 from typing import Callable, Iterable
 
+import numpy as np
 import orjson
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.rec_file_sink import rec_record
 from operators.messages import DeadLetter, EraseUser, ProfileWrite, RecUpdate
+from streamrec.metrics import (
+    DEAD_LETTERS, EVENT_TO_REDIS, HEALTH, LISTS_WRITTEN, PROFILES_WRITTEN, REDIS_UP,
+    SINK_BATCH_SIZE, SINK_WRITE_SECONDS,
+)
 
 __all__ = ["RedisSink", "RedisKeys", "encode_rec", "erase_user"]
 
@@ -150,6 +155,10 @@ class _RedisPartition(StatelessSinkPartition):
         latest: dict[str, RecUpdate] = {}
         profiles: dict[str, ProfileWrite] = {}
         pending = 0
+        started = time.monotonic()
+        ingested: list[float] = []
+        written = {"lists": 0, "profiles": 0}
+        reasons: dict[str, int] = {}
 
         def flush() -> None:
             nonlocal pending
@@ -162,17 +171,22 @@ class _RedisPartition(StatelessSinkPartition):
                 body["seq"] = p.seq
                 self.guarded_set(keys=[keys.profile(p.user_id)], args=[p.seq, orjson.dumps(body)],
                                  client=pipe)
+            n_profiles = len(profiles)
             latest.clear()
             profiles.clear()
             if pending or len(pipe):
                 pipe.execute()
             pending = 0
+            written["profiles"] += n_profiles
 
         emitted_at = self.now()
         for item in items:
             if isinstance(item, RecUpdate):
                 pipe.xadd(keys.recs, encode_rec(item, emitted_at), maxlen=self.recs_maxlen,
                           approximate=True)
+                written["lists"] += 1
+                if item.ingested_at is not None:
+                    ingested.append(item.ingested_at)
                 prev = latest.get(item.user_id)
                 if prev is None or prev.seq <= item.seq:
                     latest[item.user_id] = item
@@ -183,6 +197,7 @@ class _RedisPartition(StatelessSinkPartition):
             elif isinstance(item, DeadLetter):
                 pipe.xadd(keys.dlq, dead_letter_fields(item, self.payload_limit, emitted_at),
                           maxlen=self.dlq_maxlen, approximate=True)
+                reasons[item.reason] = reasons.get(item.reason, 0) + 1
                 pending += 1
             elif isinstance(item, EraseUser):
                 flush()
@@ -192,6 +207,24 @@ class _RedisPartition(StatelessSinkPartition):
                 msg = f"Redis sink got an unexpected {type(item).__name__}"
                 raise TypeError(msg)
         flush()
+        self._record(len(items), written, reasons, ingested, started)
+
+    def _record(self, n_items: int, written: dict, reasons: dict[str, int],
+                ingested: list[float], started: float) -> None:
+        """Metrics of one written batch: a few calls per batch, none per item."""
+        done = self.now()
+        if written["lists"]:
+            LISTS_WRITTEN.inc(written["lists"])
+        if written["profiles"]:
+            PROFILES_WRITTEN.inc(written["profiles"])
+        if ingested:
+            EVENT_TO_REDIS.observe_many(done - np.asarray(ingested))
+        for reason, n in reasons.items():
+            DEAD_LETTERS.add(reason, n)
+        SINK_BATCH_SIZE.observe(n_items)
+        SINK_WRITE_SECONDS.observe(time.monotonic() - started)
+        REDIS_UP.set(1)
+        HEALTH.batch_written()
 
     def close(self) -> None:
         self.client.close()
@@ -233,6 +266,7 @@ class RedisSink(DynamicSink):
         self.now = now
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
+        HEALTH.sinks_built += 1
         return _RedisPartition(self.url, self.keys, self.recs_maxlen, self.dlq_maxlen,
                                self.payload_limit, self.conflate, self.now)
 

@@ -260,7 +260,11 @@ def _flow_from_env() -> Dataflow:
     log.info("streamrec worker: topics %s/%s, prefix %r, top-k %d, recovery %s",
              settings.events_topic, settings.items_topic, settings.prefix, settings.top_k,
              "on (state snapshots every epoch)" if snapshots else "off (no state snapshots)")
-    return build_flow(settings, snapshots=snapshots)
+    flow = build_flow(settings, snapshots=snapshots)
+    from connectors.ops_server import start_ops_server
+
+    start_ops_server(settings, sys.argv, os.environ)
+    return flow
 
 
 def __getattr__(name: str):

@@ -77,6 +77,13 @@ class Settings:
     dlq_payload_limit: int = 2048
     conflate: bool = True
     write_profiles: bool = True
+    redis_timeout: float = 5.0  # socket connect/read timeout, seconds
+    redis_retries: int = 3  # client-level retries of one command or pipeline (blips)
+    redis_retry_budget: float = 300.0  # seconds a failing batch is retried before the worker stops
+    # Operations
+    metrics_port: int = 9464  # base port of /metrics, /healthz, /readyz (+ process id); 0: off
+    metrics_host: str = "0.0.0.0"
+    log_format: str = "text"  # "text" | "json"
     # Profiles and decay (event time, seconds)
     long_half_life: float = 7 * 24 * 3600.0
     session_half_life: float = 1800.0
@@ -206,6 +213,12 @@ class Settings:
         number("STREAMREC_MAX_PER_CATEGORY", "max_per_category", int, 0)
         number("STREAMREC_MAX_EVENTS_PER_MINUTE", "max_events_per_minute", int, 1)
         number("STREAMREC_MAX_CLOCK_SKEW", "max_clock_skew", float, 0.0)
+        number("STREAMREC_REDIS_TIMEOUT", "redis_timeout", float, 0.01)
+        number("STREAMREC_REDIS_RETRIES", "redis_retries", int, 0)
+        number("STREAMREC_REDIS_RETRY_BUDGET", "redis_retry_budget", float, 0.0)
+        number("STREAMREC_METRICS_PORT", "metrics_port", int, 0)
+        text("STREAMREC_METRICS_HOST", "metrics_host")
+        text("STREAMREC_LOG_FORMAT", "log_format")
         flag("STREAMREC_CONFLATE", "conflate")
         flag("STREAMREC_WRITE_PROFILES", "write_profiles")
         flag("STREAMREC_CONSUME_ITEMS", "consume_items")
@@ -246,6 +259,12 @@ class Settings:
             raise ConfigError(msg)
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             msg = "REDIS_URL must start with redis://, rediss:// or unix:// (e.g. redis://localhost:6379/0)"
+            raise ConfigError(msg)
+        if self.metrics_port > 65535:
+            msg = f"STREAMREC_METRICS_PORT={self.metrics_port} is not a TCP port; use 1..65535 or 0 (off)"
+            raise ConfigError(msg)
+        if self.log_format not in ("text", "json"):
+            msg = f"STREAMREC_LOG_FORMAT={self.log_format!r} must be text or json"
             raise ConfigError(msg)
         if not self.kafka_bootstrap_servers.strip():
             msg = "KAFKA_BOOTSTRAP_SERVERS is empty; set it like localhost:9092"
