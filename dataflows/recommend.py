@@ -214,7 +214,10 @@ def build_flow(
                                    recs_maxlen=settings.recs_maxlen,
                                    dlq_maxlen=settings.dlq_maxlen,
                                    payload_limit=settings.dlq_payload_limit,
-                                   conflate=settings.conflate)
+                                   conflate=settings.conflate,
+                                   timeout=settings.redis_timeout,
+                                   retries=settings.redis_retries,
+                                   retry_budget=settings.redis_retry_budget)
     op.output("redis_out", op.merge("sink_in", outputs, dead), redis_sink)
     if kafka_dlq:
         kafka_dead_letters("dlq_kafka", dead, brokers=settings.brokers,

@@ -21,10 +21,11 @@ import math
 import os
 from dataclasses import dataclass, field
 from typing import Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from streamrec.errors import ConfigError
 
-__all__ = ["Settings", "DEFAULT_EVENT_WEIGHTS"]
+__all__ = ["Settings", "DEFAULT_EVENT_WEIGHTS", "redact_url"]
 
 # Engagement weight of one event of each type. hover and dwell are scaled by their
 # duration (value in ms, see ``models.events.engagement``); scroll by its depth.
@@ -45,14 +46,29 @@ DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
 _SECRET_HINTS = ("password", "secret", "token", "key")
 
 
-def _redact_url(url: str) -> str:
-    # redis://user:password@host -> redis://user:***@host
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0] if ":" in creds else ""
-    return f"{scheme}://{user}:***@{host}"
+def redact_url(url: str) -> str:
+    """A URL safe to log: the password (in the user part or a ``password=`` query) masked.
+
+    >>> redact_url("redis://streamrec:s3cret@redis:6379/0")
+    'redis://streamrec:***@redis:6379/0'
+    >>> redact_url("rediss://:s3cret@redis:6380/0?password=s3cret&ssl_cert_reqs=required")
+    'rediss://:***@redis:6380/0?password=***&ssl_cert_reqs=required'
+    >>> redact_url("redis://redis:6379/0")
+    'redis://redis:6379/0'
+    """
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        creds, host = netloc.rsplit("@", 1)
+        if ":" in creds:
+            creds = creds.split(":", 1)[0] + ":***"
+        netloc = f"{creds}@{host}"
+    query = "&".join(
+        f"{k}=***" if k.lower() in ("password", "pass", "pwd") else part
+        for part in parts.query.split("&") if part
+        for k in [part.split("=", 1)[0]]
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @dataclass(frozen=True)
@@ -287,7 +303,7 @@ class Settings:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name == "redis_url":
-                value = _redact_url(value)
+                value = redact_url(value)
             elif f.name == "kafka_config":
                 value = {
                     k: ("***" if any(h in k for h in _SECRET_HINTS) else v) for k, v in value.items()
