@@ -258,11 +258,20 @@ def recovery_requested(argv: list[str] | None = None, environ=None) -> bool:
 
 def _flow_from_env() -> Dataflow:
     settings = Settings.from_env()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from streamrec.logs import configure_logging
+    from streamrec.settings import redact_url
+
+    configure_logging(settings.log_format)
     snapshots = recovery_requested()
     log.info("streamrec worker: topics %s/%s, prefix %r, top-k %d, recovery %s",
              settings.events_topic, settings.items_topic, settings.prefix, settings.top_k,
              "on (state snapshots every epoch)" if snapshots else "off (no state snapshots)")
+    # Values only of settings that are never secret; of the rest, the names.
+    shown = {k: v for k, v in settings.kafka_config.items()
+             if k in ("security.protocol", "sasl.mechanism", "sasl.mechanisms")}
+    others = sorted(k for k in settings.kafka_config if k not in shown)
+    log.info("kafka %s %s (also set: %s), redis %s", settings.kafka_bootstrap_servers, shown,
+             ", ".join(others) or "nothing", redact_url(settings.redis_url))
     flow = build_flow(settings, snapshots=snapshots)
     from connectors.ops_server import start_ops_server
 
