@@ -56,3 +56,28 @@ def test_batch_histogram_matches_prometheus_le_semantics():
     assert samples[("h_seconds_bucket", "+Inf")] == 7
     assert samples[("h_seconds_count", None)] == 7
     assert abs(samples[("h_seconds_sum", None)] - values.sum()) < 1e-9
+
+
+def test_every_metric_is_documented_and_the_dashboard_uses_only_real_ones():
+    import json
+    import re
+    from pathlib import Path
+
+    from prometheus_client import REGISTRY
+
+    root = Path(__file__).resolve().parents[1]
+    names = set()
+    for family in REGISTRY.collect():
+        if family.name.startswith("streamrec_"):
+            suffix = "_total" if family.type == "counter" else ""
+            names.add(family.name + suffix)
+    assert len(names) >= 12
+    doc = (root / "docs" / "operations.md").read_text()
+    assert not [n for n in names if f"`{n}`" not in doc], "undocumented metrics"
+    dashboard = json.loads((root / "docs" / "grafana-dashboard.json").read_text())
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= set(re.findall(r"streamrec_[a-z_]+", target["expr"]))
+    known = names | {f"{n}_{s}" for n in names for s in ("bucket", "sum", "count")}
+    assert used and used <= known, used - known
