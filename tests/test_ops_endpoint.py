@@ -105,9 +105,17 @@ def test_metrics_count_what_was_sent_and_the_worker_is_ready(
         assert metrics["streamrec_batch_size_sum"][0][1] >= written + len(BAD)
         assert metrics["streamrec_redis_up"][0][1] == 1
         assert metrics["streamrec_kafka_up"][0][1] == 1
-        # Everything was read: the lag of every partition this process read is zero.
-        lag = by_label(metrics["streamrec_kafka_consumer_lag"], "partition")
-        assert lag and set(lag.values()) == {0.0}
+        # Everything was read: the lag of every partition this process read is zero
+        # (the gauge is refreshed by a probe cached for 2 s, so it may take a scrape more).
+        deadline = time.monotonic() + 15
+        while True:
+            lag = {(labels["topic"], labels["partition"]): value
+                   for labels, value in scrape(url).get("streamrec_kafka_consumer_lag", [])}
+            if {(topic, "0"), (topic, "1"), (f"{topic}-items", "0")} <= set(lag):
+                break
+            assert time.monotonic() < deadline, f"lag gauges: {lag}"
+            time.sleep(0.5)
+        assert set(lag.values()) == {0.0}, lag
         assert httpx.get(f"{url}/nope", timeout=10).status_code == 404
     finally:
         group.stop()
