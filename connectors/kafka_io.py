@@ -11,10 +11,35 @@ from bytewax.dataflow import Dataflow, Stream
 
 from operators.messages import DeadLetter, Envelope
 
-__all__ = ["kafka_envelopes", "kafka_dead_letters", "source_config", "ingested_at"]
+__all__ = ["kafka_envelopes", "kafka_dead_letters", "source_config", "ingested_at",
+           "read_positions"]
 
 OFFSET_BEGINNING = -2
 OFFSET_END = -1
+
+# (topic, partition) -> the next offset this process will read, for the consumer-lag
+# gauge (connectors.ops_server). Each partition is read by one worker thread, so every
+# key has one writer; readers take a copy.
+_POSITIONS: dict[tuple[str, int], int] = {}
+
+
+def read_positions() -> dict[tuple[str, int], int]:
+    """Next offset to read per (topic, partition), for partitions read at least once."""
+    return dict.copy(_POSITIONS)
+
+
+def _to_envelopes(source: str):
+    def convert(msgs: list[KafkaSourceMessage]) -> list[Envelope]:
+        out = []
+        last: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            out.append(Envelope(m.value, ingested_at(m), source))
+            last[(m.topic, m.partition)] = m.offset
+        for key, offset in last.items():
+            _POSITIONS[key] = offset + 1
+        return out
+
+    return convert
 
 
 def source_config(fetch_wait_ms: int, extra: Mapping[str, str]) -> dict[str, str]:
@@ -44,8 +69,7 @@ def kafka_envelopes(step_id: str, flow: Dataflow, *, brokers: list[str], topic: 
     """(envelopes, dead letters from consumer errors) read from one topic."""
     kin = kop.input(step_id, flow, brokers=brokers, topics=[topic], tail=True,
                     starting_offset=starting_offset, add_config=config, batch_size=batch_size)
-    envs = op.map(f"{step_id}_envelope", kin.oks,
-                  lambda m: Envelope(m.value, ingested_at(m), source))
+    envs = op.flat_map_batch(f"{step_id}_envelope", kin.oks, _to_envelopes(source))
     errs = op.map(
         f"{step_id}_errors", kin.errs,
         lambda e: DeadLetter("kafka:consumer_error", e.msg.value or b"", source, str(e.err)[:200]),

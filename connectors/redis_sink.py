@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Callable
 
+import numpy as np
 import orjson
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.rec_file_sink import rec_record
+from connectors.redis_retry import OutageGuard, sink_client
 from operators.messages import DeadLetter, EraseUser, ProfileWrite, RecUpdate
+from streamrec.metrics import (
+    DEAD_LETTERS, EVENT_TO_REDIS, HEALTH, LISTS_WRITTEN, PROFILES_WRITTEN, REDIS_UP,
+    SINK_BATCH_SIZE, SINK_WRITE_SECONDS,
+)
 
 __all__ = ["RedisSink", "RedisKeys", "encode_rec", "erase_user"]
 
@@ -132,10 +139,38 @@ def erase_user(client: redis.Redis, keys: RedisKeys, user_id: str, scan_chunk: i
     return removed
 
 
+@dataclass
+class _Written:
+    """What a batch wrote, for the metrics (recorded once Redis accepted it)."""
+
+    lists: int = 0
+    profiles: int = 0
+    ingested: list[float] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def _segments(items: list) -> list[list]:
+    """Split a batch at erasures: each segment is one pipeline, or one EraseUser.
+
+    A segment is the unit a Redis outage retries, so a retry never repeats the
+    pipelines of segments Redis already accepted.
+    """
+    out: list[list] = [[]]
+    for item in items:
+        if isinstance(item, EraseUser):
+            out.append([item])
+            out.append([])
+        else:
+            out[-1].append(item)
+    return [seg for seg in out if seg]
+
+
 class _RedisPartition(StatelessSinkPartition):
     def __init__(self, url: str, keys: RedisKeys, recs_maxlen: int, dlq_maxlen: int,
-                 payload_limit: int, conflate: bool, now: Callable[[], float]) -> None:
-        self.client = redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=30)
+                 payload_limit: int, conflate: bool, now: Callable[[], float],
+                 timeout: float, retries: int, retry_budget: float) -> None:
+        self.client = sink_client(url, timeout, retries)
+        self.guard = OutageGuard(url, retry_budget, client=self.client)
         self.keys = keys
         self.recs_maxlen = recs_maxlen
         self.dlq_maxlen = dlq_maxlen
@@ -145,53 +180,78 @@ class _RedisPartition(StatelessSinkPartition):
         self.guarded_set = self.client.register_script(_GUARDED_SET)
 
     def write_batch(self, items: list) -> None:
+        started = time.monotonic()
+        total = _Written()
+        for segment in _segments(items):
+            if isinstance(segment[0], EraseUser):
+                erase = segment[0]
+                n = self.guard.run(lambda: erase_user(self.client, self.keys, erase.user_id,
+                                                      part=erase.part))
+                log.info("erased a user: %d stream entries removed", n)
+                continue
+            done = self.guard.run(lambda: self._write_pipeline(segment))
+            total.lists += done.lists
+            total.profiles += done.profiles
+            total.ingested += done.ingested
+            for reason, n in done.reasons.items():
+                total.reasons[reason] = total.reasons.get(reason, 0) + n
+        self._record(len(items), total, started)
+
+    def _write_pipeline(self, items: list) -> _Written:
+        """One pipeline: stream entries, then the guarded latest lists and profiles."""
         keys = self.keys
         pipe = self.client.pipeline(transaction=False)
         latest: dict[str, RecUpdate] = {}
         profiles: dict[str, ProfileWrite] = {}
-        pending = 0
-
-        def flush() -> None:
-            nonlocal pending
-            emitted_at = self.now()
-            for rec in latest.values():
-                self.guarded_set(keys=[keys.latest(rec.user_id)],
-                                 args=[rec.seq, latest_json(rec, emitted_at)], client=pipe)
-            for p in profiles.values():
-                body = dict(p.profile)
-                body["seq"] = p.seq
-                self.guarded_set(keys=[keys.profile(p.user_id)], args=[p.seq, orjson.dumps(body)],
-                                 client=pipe)
-            latest.clear()
-            profiles.clear()
-            if pending or len(pipe):
-                pipe.execute()
-            pending = 0
-
+        written = _Written()
         emitted_at = self.now()
         for item in items:
             if isinstance(item, RecUpdate):
                 pipe.xadd(keys.recs, encode_rec(item, emitted_at), maxlen=self.recs_maxlen,
                           approximate=True)
+                written.lists += 1
+                if item.ingested_at is not None:
+                    written.ingested.append(item.ingested_at)
                 prev = latest.get(item.user_id)
                 if prev is None or prev.seq <= item.seq:
                     latest[item.user_id] = item
-                pending += 1
             elif isinstance(item, ProfileWrite):
                 profiles[item.user_id] = item
-                pending += 1
             elif isinstance(item, DeadLetter):
                 pipe.xadd(keys.dlq, dead_letter_fields(item, self.payload_limit, emitted_at),
                           maxlen=self.dlq_maxlen, approximate=True)
-                pending += 1
-            elif isinstance(item, EraseUser):
-                flush()
-                n = erase_user(self.client, keys, item.user_id, part=item.part)
-                log.info("erased a user: %d stream entries removed", n)
+                written.reasons[item.reason] = written.reasons.get(item.reason, 0) + 1
             else:
                 msg = f"Redis sink got an unexpected {type(item).__name__}"
                 raise TypeError(msg)
-        flush()
+        for rec in latest.values():
+            self.guarded_set(keys=[keys.latest(rec.user_id)],
+                             args=[rec.seq, latest_json(rec, emitted_at)], client=pipe)
+        for p in profiles.values():
+            body = dict(p.profile)
+            body["seq"] = p.seq
+            self.guarded_set(keys=[keys.profile(p.user_id)], args=[p.seq, orjson.dumps(body)],
+                             client=pipe)
+        written.profiles = len(profiles)
+        if len(pipe):
+            pipe.execute()
+        return written
+
+    def _record(self, n_items: int, written: _Written, started: float) -> None:
+        """Metrics of one written batch: a few calls per batch, none per item."""
+        done = self.now()
+        if written.lists:
+            LISTS_WRITTEN.inc(written.lists)
+        if written.profiles:
+            PROFILES_WRITTEN.inc(written.profiles)
+        if written.ingested:
+            EVENT_TO_REDIS.observe_many(done - np.asarray(written.ingested))
+        for reason, n in written.reasons.items():
+            DEAD_LETTERS.add(reason, n)
+        SINK_BATCH_SIZE.observe(n_items)
+        SINK_WRITE_SECONDS.observe(time.monotonic() - started)
+        REDIS_UP.set(1)
+        HEALTH.batch_written()
 
     def close(self) -> None:
         self.client.close()
@@ -223,7 +283,8 @@ class RedisSink(DynamicSink):
 
     def __init__(self, url: str, prefix: str, *, recs_maxlen: int = 100_000,
                  dlq_maxlen: int = 100_000, payload_limit: int = 2048, conflate: bool = True,
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time, timeout: float = 5.0, retries: int = 3,
+                 retry_budget: float = 300.0) -> None:
         self.url = url
         self.keys = RedisKeys(prefix)
         self.recs_maxlen = recs_maxlen
@@ -231,9 +292,14 @@ class RedisSink(DynamicSink):
         self.payload_limit = payload_limit
         self.conflate = conflate
         self.now = now
+        self.timeout = timeout
+        self.retries = retries
+        self.retry_budget = retry_budget
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
+        HEALTH.sinks_built += 1
         return _RedisPartition(self.url, self.keys, self.recs_maxlen, self.dlq_maxlen,
-                               self.payload_limit, self.conflate, self.now)
+                               self.payload_limit, self.conflate, self.now, self.timeout,
+                               self.retries, self.retry_budget)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,11 +17,30 @@ from typing import Mapping
 
 import atexit
 
-from connectors.embedded import _parent_death_signal, free_port
+from connectors.embedded import RESERVED_PORTS, _parent_death_signal, free_port
 
-__all__ = ["WorkerGroup"]
+__all__ = ["WorkerGroup", "free_port_run"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port_run(n: int, host: str = "127.0.0.1") -> int:
+    """A port p such that p .. p+n-1 are all free now (one per worker process)."""
+    for _ in range(50):
+        base = free_port(host)
+        if base + n - 1 <= 65535 and all(_port_free(host, base + i) for i in range(1, n)):
+            return base
+    msg = f"no run of {n} free ports on {host} after 50 tries"
+    raise OSError(msg)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return port not in RESERVED_PORTS
 
 
 class WorkerGroup:
@@ -48,6 +68,7 @@ class WorkerGroup:
         self.module = module
         self.procs: list[subprocess.Popen] = []
         self._logs: list = []
+        self.metrics_port: int | None = None
 
     def command(self, index: int, addresses: str | None) -> list[str]:
         cmd = [sys.executable, "-m", "bytewax.run", self.module]
@@ -66,6 +87,12 @@ class WorkerGroup:
         env = {**os.environ, **self.env}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # The metrics endpoint listens on loopback at free ports (base + process id),
+        # unless the caller chose: a fixed default port would collide between groups.
+        env.setdefault("STREAMREC_METRICS_HOST", "127.0.0.1")
+        if "STREAMREC_METRICS_PORT" not in self.env:
+            env["STREAMREC_METRICS_PORT"] = str(free_port_run(self.processes))
+        self.metrics_port = int(env["STREAMREC_METRICS_PORT"])
         addresses = None
         if self.processes > 1:
             addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(self.processes))
@@ -83,6 +110,15 @@ class WorkerGroup:
             )
         atexit.register(self.kill)
         return self
+
+    @property
+    def metrics_urls(self) -> list[str]:
+        """``http://host:port`` of each process's /metrics, /healthz and /readyz (none when off)."""
+        if not self.metrics_port:
+            return []
+        host = {**os.environ, **self.env}.get("STREAMREC_METRICS_HOST", "127.0.0.1")
+        host = "127.0.0.1" if host == "0.0.0.0" else host
+        return [f"http://{host}:{self.metrics_port + i}" for i in range(self.processes)]
 
     def alive(self) -> bool:
         return bool(self.procs) and all(p.poll() is None for p in self.procs)

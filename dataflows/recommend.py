@@ -214,7 +214,10 @@ def build_flow(
                                    recs_maxlen=settings.recs_maxlen,
                                    dlq_maxlen=settings.dlq_maxlen,
                                    payload_limit=settings.dlq_payload_limit,
-                                   conflate=settings.conflate)
+                                   conflate=settings.conflate,
+                                   timeout=settings.redis_timeout,
+                                   retries=settings.redis_retries,
+                                   retry_budget=settings.redis_retry_budget)
     op.output("redis_out", op.merge("sink_in", outputs, dead), redis_sink)
     if kafka_dlq:
         kafka_dead_letters("dlq_kafka", dead, brokers=settings.brokers,
@@ -255,12 +258,25 @@ def recovery_requested(argv: list[str] | None = None, environ=None) -> bool:
 
 def _flow_from_env() -> Dataflow:
     settings = Settings.from_env()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from streamrec.logs import configure_logging
+    from streamrec.settings import redact_url
+
+    configure_logging(settings.log_format)
     snapshots = recovery_requested()
     log.info("streamrec worker: topics %s/%s, prefix %r, top-k %d, recovery %s",
              settings.events_topic, settings.items_topic, settings.prefix, settings.top_k,
              "on (state snapshots every epoch)" if snapshots else "off (no state snapshots)")
-    return build_flow(settings, snapshots=snapshots)
+    # Values only of settings that are never secret; of the rest, the names.
+    shown = {k: v for k, v in settings.kafka_config.items()
+             if k in ("security.protocol", "sasl.mechanism", "sasl.mechanisms")}
+    others = sorted(k for k in settings.kafka_config if k not in shown)
+    log.info("kafka %s %s (also set: %s), redis %s", settings.kafka_bootstrap_servers, shown,
+             ", ".join(others) or "nothing", redact_url(settings.redis_url))
+    flow = build_flow(settings, snapshots=snapshots)
+    from connectors.ops_server import start_ops_server
+
+    start_ops_server(settings, sys.argv, os.environ)
+    return flow
 
 
 def __getattr__(name: str):

@@ -11,6 +11,7 @@ import orjson
 from models.events import MAX_EVENT_BYTES, Event, InvalidEvent, parse_event, validate_event
 from operators.item_step import CatalogRecord
 from operators.messages import DeadLetter, Envelope
+from streamrec.metrics import EVENTS
 
 __all__ = ["EventParser", "parse_catalog", "raw_bytes"]
 
@@ -52,6 +53,7 @@ class EventParser:
             return DeadLetter(ex.reason, raw_bytes(payload), env.source, ex.detail)
         except RecursionError as ex:  # absurdly nested JSON
             return DeadLetter("payload:too_deep", raw_bytes(payload)[:256], env.source, str(ex)[:80])
+        EVENTS.add(event.type)  # a dict increment; dead letters are counted by the sink
         return (event, env.ingested_at)
 
 

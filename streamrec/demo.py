@@ -145,6 +145,8 @@ def run_demo(opts: DemoOptions, out=sys.stdout) -> dict:
         keys = RedisKeys(opts.prefix)
         startup = _wait_until_serving(kafka.bootstrap, events_topic, client, keys, workers)
         print(f"worker serving after {startup:.1f}s", file=out)
+        for url in workers.metrics_urls:
+            print(f"  metrics {url}/metrics  (readiness {url}/readyz)", file=out)
         from gateway import serve_in_thread
 
         gateway = serve_in_thread(env, catalog=catalog)

@@ -8,6 +8,8 @@
 ``EmbeddedServiceError``
     The embedded broker or Redis could not be started or did not become ready.
     The message carries the tail of the service's log.
+``RedisUnavailableError``
+    Redis stayed unreachable longer than ``STREAMREC_REDIS_RETRY_BUDGET``; the worker stops.
 ``DatasetError``
     A dataset file is missing or not in the documented format.
 ``gateway.tokens.TokenError``
@@ -17,7 +19,8 @@ Bad *input events* are not exceptions: they are data and go to the dead-letter
 outputs with a reason (see ``models.events``).
 """
 
-__all__ = ["StreamrecError", "ConfigError", "EmbeddedServiceError", "DatasetError"]
+__all__ = ["StreamrecError", "ConfigError", "EmbeddedServiceError", "DatasetError",
+           "RedisUnavailableError"]
 
 
 class StreamrecError(Exception):
@@ -34,3 +37,7 @@ class EmbeddedServiceError(StreamrecError, RuntimeError):
 
 class DatasetError(StreamrecError, ValueError):
     """A dataset file is missing or not in the documented format."""
+
+
+class RedisUnavailableError(StreamrecError, RuntimeError):
+    """Redis did not answer for longer than the retry budget; the message says what to check."""

@@ -21,10 +21,11 @@ import math
 import os
 from dataclasses import dataclass, field
 from typing import Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from streamrec.errors import ConfigError
 
-__all__ = ["Settings", "DEFAULT_EVENT_WEIGHTS"]
+__all__ = ["Settings", "DEFAULT_EVENT_WEIGHTS", "redact_url"]
 
 # Engagement weight of one event of each type. hover and dwell are scaled by their
 # duration (value in ms, see ``models.events.engagement``); scroll by its depth.
@@ -45,14 +46,29 @@ DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
 _SECRET_HINTS = ("password", "secret", "token", "key")
 
 
-def _redact_url(url: str) -> str:
-    # redis://user:password@host -> redis://user:***@host
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0] if ":" in creds else ""
-    return f"{scheme}://{user}:***@{host}"
+def redact_url(url: str) -> str:
+    """A URL safe to log: the password (in the user part or a ``password=`` query) masked.
+
+    >>> redact_url("redis://streamrec:s3cret@redis:6379/0")
+    'redis://streamrec:***@redis:6379/0'
+    >>> redact_url("rediss://:s3cret@redis:6380/0?password=s3cret&ssl_cert_reqs=required")
+    'rediss://:***@redis:6380/0?password=***&ssl_cert_reqs=required'
+    >>> redact_url("redis://redis:6379/0")
+    'redis://redis:6379/0'
+    """
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        creds, host = netloc.rsplit("@", 1)
+        if ":" in creds:
+            creds = creds.split(":", 1)[0] + ":***"
+        netloc = f"{creds}@{host}"
+    query = "&".join(
+        f"{k}=***" if k.lower() in ("password", "pass", "pwd") else part
+        for part in parts.query.split("&") if part
+        for k in [part.split("=", 1)[0]]
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,13 @@ class Settings:
     dlq_payload_limit: int = 2048
     conflate: bool = True
     write_profiles: bool = True
+    redis_timeout: float = 5.0  # socket connect/read timeout, seconds
+    redis_retries: int = 3  # client-level retries of one command or pipeline (blips)
+    redis_retry_budget: float = 300.0  # seconds a failing batch is retried before the worker stops
+    # Operations
+    metrics_port: int = 9464  # base port of /metrics, /healthz, /readyz (+ process id); 0: off
+    metrics_host: str = "0.0.0.0"
+    log_format: str = "text"  # "text" | "json"
     # Profiles and decay (event time, seconds)
     long_half_life: float = 7 * 24 * 3600.0
     session_half_life: float = 1800.0
@@ -206,6 +229,12 @@ class Settings:
         number("STREAMREC_MAX_PER_CATEGORY", "max_per_category", int, 0)
         number("STREAMREC_MAX_EVENTS_PER_MINUTE", "max_events_per_minute", int, 1)
         number("STREAMREC_MAX_CLOCK_SKEW", "max_clock_skew", float, 0.0)
+        number("STREAMREC_REDIS_TIMEOUT", "redis_timeout", float, 0.01)
+        number("STREAMREC_REDIS_RETRIES", "redis_retries", int, 0)
+        number("STREAMREC_REDIS_RETRY_BUDGET", "redis_retry_budget", float, 0.0)
+        number("STREAMREC_METRICS_PORT", "metrics_port", int, 0)
+        text("STREAMREC_METRICS_HOST", "metrics_host")
+        text("STREAMREC_LOG_FORMAT", "log_format")
         flag("STREAMREC_CONFLATE", "conflate")
         flag("STREAMREC_WRITE_PROFILES", "write_profiles")
         flag("STREAMREC_CONSUME_ITEMS", "consume_items")
@@ -247,6 +276,12 @@ class Settings:
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             msg = "REDIS_URL must start with redis://, rediss:// or unix:// (e.g. redis://localhost:6379/0)"
             raise ConfigError(msg)
+        if self.metrics_port > 65535:
+            msg = f"STREAMREC_METRICS_PORT={self.metrics_port} is not a TCP port; use 1..65535 or 0 (off)"
+            raise ConfigError(msg)
+        if self.log_format not in ("text", "json"):
+            msg = f"STREAMREC_LOG_FORMAT={self.log_format!r} must be text or json"
+            raise ConfigError(msg)
         if not self.kafka_bootstrap_servers.strip():
             msg = "KAFKA_BOOTSTRAP_SERVERS is empty; set it like localhost:9092"
             raise ConfigError(msg)
@@ -268,7 +303,7 @@ class Settings:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name == "redis_url":
-                value = _redact_url(value)
+                value = redact_url(value)
             elif f.name == "kafka_config":
                 value = {
                     k: ("***" if any(h in k for h in _SECRET_HINTS) else v) for k, v in value.items()
