@@ -13,7 +13,7 @@ from typing import Callable
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from operators.messages import RecUpdate, Unranked
+from operators.messages import RecUpdate
 
 __all__ = ["RecFileSink", "rec_record"]
 
@@ -31,9 +31,11 @@ def rec_record(rec: RecUpdate, emitted_at: float) -> dict:
 
 
 class _FilePartition(StatelessSinkPartition):
-    def __init__(self, path: Path, on_write: Callable[[int], None] | None) -> None:
+    def __init__(self, path: Path, on_write: Callable[[int], None] | None,
+                 notes: tuple[type, ...]) -> None:
         self.file = open(path, "ab")
         self.on_write = on_write
+        self.notes = notes
 
     def write_batch(self, items: list) -> None:
         now = time.time()
@@ -42,23 +44,27 @@ class _FilePartition(StatelessSinkPartition):
             self.file.write(b"\n".join(lines) + b"\n")
         if self.on_write is not None:
             # Events that will get no list count as done too (lock-step replays).
-            self.on_write(len(lines) + sum(1 for r in items if isinstance(r, Unranked)))
+            notes = self.notes
+            self.on_write(len(lines) + (sum(1 for r in items if isinstance(r, notes))
+                                        if notes else 0))
 
     def close(self) -> None:
         self.file.close()
 
 
 class RecFileSink(DynamicSink):
-    """Writes ``{out_dir}/recs-{process}-{worker}.jsonl``; ignores other messages (an
-    ``Unranked`` one only tells ``on_write`` that its event is done)."""
+    """Writes ``{out_dir}/recs-{process}-{worker}.jsonl``; ignores other messages (one of
+    the ``notes`` types only tells ``on_write`` that its event is done)."""
 
     def __init__(self, out_dir: str | Path, process: int = 0,
-                 on_write: Callable[[int], None] | None = None) -> None:
+                 on_write: Callable[[int], None] | None = None,
+                 notes: tuple[type, ...] = ()) -> None:
         self.out_dir = Path(out_dir)
         self.process = process
         self.on_write = on_write
+        self.notes = notes
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _FilePartition:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         return _FilePartition(self.out_dir / f"recs-{self.process}-{worker_index}.jsonl",
-                              self.on_write)
+                              self.on_write, self.notes)

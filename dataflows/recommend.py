@@ -41,8 +41,7 @@ from connectors.kafka_io import kafka_dead_letters, kafka_envelopes, source_conf
 from connectors.redis_sink import RedisSink
 from operators.item_step import CatalogRecord, ItemLogic, ItemStepConfig
 from operators.messages import (
-    DeadLetter, EraseUser, ForgetUser, ItemQuery, PopularityReport, ProfileWrite, RankRequest,
-    SegmentHit, Unranked,
+    DeadLetter, ForgetUser, ItemQuery, PopularityReport, RankRequest, SegmentHit,
 )
 from operators.parse import EventParser, parse_catalog
 from operators.rank_step import RankLogic, RankStepConfig
@@ -100,6 +99,13 @@ def _route(msg) -> tuple[str, object]:
     return (msg.route, msg)
 
 
+def _built(step: str, make, observe):
+    """The logic builder of ``step``, its logic wrapped by ``observe`` when given."""
+    if observe is None:
+        return make
+    return lambda resume: observe(step, make(resume))
+
+
 def wire(
     flow: Dataflow,
     envelopes: Stream,
@@ -108,8 +114,7 @@ def wire(
     *,
     now: Callable[[], float] | None = None,
     snapshots: bool = True,
-    report_unranked: bool = False,
-    on_news: Callable[[int], None] | None = None,
+    observe: Callable[[str, object], object] | None = None,
 ) -> tuple[Stream, Stream]:
     """Add the recommend steps to ``flow``.
 
@@ -121,30 +126,22 @@ def wire(
     pickling a rank shard's state (trending, vector index, models) every epoch is pure
     cost when nothing stores it.
 
-    ``report_unranked=True`` (lock-step replays) adds an Unranked output for every event
-    that will get no list, so the replay knows it is done without waiting for one.
-
-    ``on_news`` (lock-step replays) is called by the steps with the change in "news in
-    flight": model updates that get no answer (update-only item questions, segment hits,
-    popularity reports, trend broadcasts, availability changes), counted up when sent
-    and down when applied; catalog records count down as the item step applies them
-    (the replay counts them up front).
-    A replay that reads the next event only once it is back to zero gives every worker
-    count the same view of shared models (trending travels one hop more than answers).
+    ``observe(step, logic)`` may wrap each stateful step's logic (``"user"``, ``"item"``,
+    ``"trend"``, ``"rank"``) to watch its batches from outside, as a lock-step replay
+    does (``evaluation.observe``); what a wrapper adds to a user step's output goes to
+    the sink.
     """
     configs = step_configs(settings)
     if not snapshots:
         configs = tuple(dataclasses.replace(c, snapshots=False) for c in configs)
     user_cfg, item_cfg, rank_cfg, trend_cfg = configs
-    if report_unranked:
-        user_cfg = dataclasses.replace(user_cfg, report_unranked=True)
     parser = EventParser(settings.max_clock_skew if now is not None else None, now)
     parsed = op.map("parse", envelopes, parser)
     branch = op.branch("valid", parsed, lambda x: not isinstance(x, DeadLetter))
     dead = [branch.falses]
     by_user = op.key_on("key_user", branch.trues, lambda pair: pair[0].user_id)
     user_out = op.stateful_batch(
-        "user", by_user, lambda resume: UserLogic(user_cfg, resume, on_news)
+        "user", by_user, _built("user", lambda resume: UserLogic(user_cfg, resume), observe)
     )
     user_msgs = op.key_rm("user_msgs", user_out)
 
@@ -156,25 +153,26 @@ def wire(
         dead.append(cat_branch.falses)
         to_item.append(cat_branch.trues)
     item_in = op.merge("item_in", *to_item) if len(to_item) > 1 else to_item[0]
-    item_out = op.stateful_batch("item", item_in, lambda resume: ItemLogic(item_cfg, resume, on_news))
+    item_out = op.stateful_batch("item", item_in, _built("item", lambda resume: ItemLogic(item_cfg, resume), observe))
     item_msgs = op.key_rm("item_msgs", item_out)
     item_split = op.branch("item_reports", item_msgs, lambda m: isinstance(m, PopularityReport))
     answers = item_split.falses  # answers and availability changes, for the rank shards
 
     hits = op.filter("segment_hits", user_msgs, lambda m: isinstance(m, SegmentHit))
     trend_in = op.map("route_trend", op.merge("trend_merge", item_split.trues, hits), _route)
-    trend_out = op.stateful_batch("trend", trend_in, lambda resume: TrendLogic(trend_cfg, resume, on_news))
+    trend_out = op.stateful_batch("trend", trend_in, _built("trend", lambda resume: TrendLogic(trend_cfg, resume), observe))
     deltas = op.key_rm("trend_msgs", trend_out)
 
     rank_bound = op.filter(
         "rank_msgs", user_msgs, lambda m: isinstance(m, (RankRequest, ForgetUser))
     )
     rank_in = op.map("route_rank", op.merge("rank_merge", rank_bound, answers, deltas), _route)
-    rank_out = op.stateful_batch("rank", rank_in, lambda resume: RankLogic(rank_cfg, resume, on_news=on_news))
+    rank_out = op.stateful_batch("rank", rank_in, _built("rank", lambda resume: RankLogic(rank_cfg, resume), observe))
     recs = op.key_rm("recs", rank_out)
 
     sink_bound = op.filter(
-        "user_outputs", user_msgs, lambda m: isinstance(m, (ProfileWrite, EraseUser, Unranked))
+        "user_outputs", user_msgs,
+        lambda m: not isinstance(m, (ItemQuery, SegmentHit, RankRequest, ForgetUser)),
     )
     outputs = op.merge("outputs", recs, sink_bound)
     dead_letters = op.merge("dead_letters", *dead) if len(dead) > 1 else dead[0]

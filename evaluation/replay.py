@@ -25,6 +25,7 @@ from bytewax.testing import cluster_main, run_main
 from connectors.embedded import free_port
 from connectors.rec_file_sink import RecFileSink
 from dataflows.recommend import wire
+from evaluation.observe import Unranked, observer
 from evaluation.pacing import PacedFileSource, ProgressBoard
 from operators.messages import Envelope
 from streamrec.settings import Settings
@@ -35,17 +36,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def eval_settings(base: Settings | None = None) -> Settings:
-    """Settings for replays: every update kept (no conflation), no profile writes, and
-    trending news broadcast as it comes (``trend_batch=1``).
+    """Settings for replays: the production ones, without profile writes (a replay
+    writes lists to files, and profiles are not part of what it measures).
 
-    Live, an aggregator's batch of 200 reports fills in a fraction of a second; a
-    lock-step replay runs one event at a time, so the same batch would hold trending back
-    for 200 events, and which reports share a broadcast would depend on how messages
-    happened to be batched between processes (measured on MovieLens: one process and two
-    differed from the 18th event on, HR@20 -0.8%).
+    The lock-step source feeds one event at a time, so conflation never merges two
+    events of a batch, and trend aggregators broadcast by event time (at most a second
+    of it behind), as they do live.
     """
     base = base or Settings.from_env()
-    return base.replace(conflate=False, write_profiles=False, trend_batch=1)
+    return base.replace(write_profiles=False)
 
 
 def eval_batch_size() -> int:
@@ -88,7 +87,7 @@ def replay_flow(events_path: str | Path, out_dir: str | Path, settings: Settings
         items = op.filter("catalog_lines", items, _is_line)
         catalog = op.map("catalog_envelope", items, lambda line: Envelope(line, None, "items"))
     outputs, dead = wire(flow, envs, catalog, settings, now=None, snapshots=False,
-                         report_unranked=True, on_news=lambda n: board.add_news(process, n))
+                         observe=observer(lambda n: board.add_news(process, n)))
     # Only events' dead letters stand for a source line (bad catalog lines are not events).
     def dead_letter_done(_step: str, letter) -> None:
         if letter.source == "events":
@@ -97,7 +96,7 @@ def replay_flow(events_path: str | Path, out_dir: str | Path, settings: Settings
             board.add_news(process, -1)
 
     op.inspect("dead_letters_done", dead, dead_letter_done)
-    op.output("recs_file", outputs, RecFileSink(out_dir, process, written))
+    op.output("recs_file", outputs, RecFileSink(out_dir, process, written, notes=(Unranked,)))
     return flow
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
 from bytewax.operators import StatefulBatchLogic
 
 from models.covisitation import ItemState
-from operators.messages import Availability, ItemAnswer, ItemQuery, PopularityReport, trend_shard
+from operators.messages import (
+    Availability, ItemAnswer, ItemFeatures, ItemQuery, PopularityReport, trend_shard,
+)
 
 __all__ = ["ItemStepConfig", "ItemLogic", "CatalogRecord"]
 
@@ -42,10 +44,8 @@ class CatalogRecord:
 
 
 class ItemLogic(StatefulBatchLogic):
-    def __init__(self, cfg: ItemStepConfig, resume: bytes | None,
-                 on_news: Callable[[int], None] | None = None) -> None:
+    def __init__(self, cfg: ItemStepConfig, resume: bytes | None) -> None:
         self.cfg = cfg
-        self.on_news = on_news  # replays: told of news landed and sent (see dataflows.recommend)
         # The builder does not get the key: a new state is named by its first message.
         self.state: ItemState | None = pickle.loads(resume) if resume is not None else None
 
@@ -86,20 +86,23 @@ class ItemLogic(StatefulBatchLogic):
                         )
                     )
             elif isinstance(msg, CatalogRecord):
+                before = (state.category, state.vector)
                 if state.apply_catalog(msg.record):
                     # Rare: tell every rank shard, so no list shows an unavailable item.
                     out.extend(
                         Availability(f"rank-{s}", self.item_id, state.available)
                         for s in range(cfg.rank_shards)
                     )
+                if (state.category, state.vector) != before:
+                    # Catalog changes are rare: every rank shard learns the item's
+                    # features now, before anyone interacts with it.
+                    out.extend(
+                        ItemFeatures(f"rank-{s}", self.item_id, state.category, state.vector)
+                        for s in range(cfg.rank_shards)
+                    )
             else:  # a programming error, not bad input: fail loudly
                 msg = f"item step got an unexpected {type(msg).__name__}"
                 raise TypeError(msg)
-        if self.on_news is not None:
-            landed = sum(1 for m in values if isinstance(m, CatalogRecord)
-                         or (isinstance(m, ItemQuery) and m.anchor_weight <= 0.0))
-            sent = sum(1 for m in out if isinstance(m, (PopularityReport, Availability)))
-            self.on_news(sent - landed)
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes | None:

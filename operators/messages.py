@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 __all__ = [
     "Envelope", "DeadLetter", "ItemQuery", "ItemAnswer", "RankRequest", "Availability",
+    "ItemFeatures",
     "ForgetUser", "RecUpdate", "ProfileWrite", "EraseUser", "rank_shard", "trend_shard",
-    "PopularityReport", "SegmentHit", "TrendDelta", "Unranked",
+    "PopularityReport", "SegmentHit", "TrendDelta",
 ]
 
 
@@ -76,6 +77,9 @@ class TrendDelta:
     segments: list  # [(segment, item_id, value, ts)]
     origin: str = ""  # the aggregator that sent it; with ``seq``, names the broadcast
     seq: int = 0  # its broadcasts are numbered 1, 2, ...; 0: unnumbered
+    # Event time of the report that set the broadcast off: lists of events up to then
+    # do not see it (else whether they did would depend on which message came first).
+    release: float = 0.0
 
 
 @_compact
@@ -168,6 +172,17 @@ class Availability:
 
 @_compact
 @dataclass(slots=True)
+class ItemFeatures:
+    """From an item to every rank shard: its catalog features changed."""
+
+    route: str  # rank shard
+    item_id: str
+    category: str | None
+    vector: bytes | None
+
+
+@_compact
+@dataclass(slots=True)
 class ForgetUser:
     route: str  # rank shard
     user_id: str
@@ -213,14 +228,3 @@ class EraseUser:
     route: str  # user id
     user_id: str
     part: str = "all"  # "profile" | "outputs" | "all"
-
-
-@_compact
-@dataclass(slots=True)
-class Unranked:
-    """To the sink, in replays only: this event will get no list (a duplicate, a consent
-    or erasure event, an event of a user without consent, a burst over the guard), so the
-    lock-step replay need not wait for one (``UserStepConfig.report_unranked``)."""
-
-    route: str  # user id
-    event_id: str

@@ -22,7 +22,8 @@ from models.content import user_vector
 from models.batch_ranking import ItemCodes, RankModels, rank_batch
 from models.ranking import FEATURES, RankInput
 from operators.messages import (
-    Availability, EraseUser, ForgetUser, ItemAnswer, RankRequest, RecUpdate, TrendDelta,
+    Availability, EraseUser, ForgetUser, ItemAnswer, ItemFeatures, RankRequest, RecUpdate,
+    TrendDelta,
 )
 # RankShardState is re-exported: snapshots taken before it moved name it here.
 from operators.rank_state import RankShardState, RankStepConfig, of_erased_life
@@ -94,10 +95,8 @@ _SNAPSHOT = "rank-shard/2"  # (tag, shard state, the worker's models as bytes)
 
 class RankLogic(StatefulBatchLogic):
     def __init__(self, cfg: RankStepConfig, resume: bytes | None,
-                 now: Callable[[], float] = time.time,
-                 on_news: Callable[[int], None] | None = None) -> None:
+                 now: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
-        self.on_news = on_news  # replays: told of news landed (see dataflows.recommend)
         self.now = now
         if resume is None:
             self.state = RankShardState(cfg)
@@ -123,7 +122,6 @@ class RankLogic(StatefulBatchLogic):
         models = self.models()
         done: list[list] = []
         erased: list[EraseUser] = []
-        landed = 0
         for msg in values:
             if isinstance(msg, ItemAnswer):
                 if of_erased_life(st.forgotten.get(msg.user_id), msg.seq, msg.life):
@@ -137,14 +135,16 @@ class RankLogic(StatefulBatchLogic):
                 slot[0] = msg
             elif isinstance(msg, TrendDelta):
                 if not msg.seq or models.last_news.get(msg.origin, 0) < msg.seq:
-                    news = [(e[3], 0, e) for e in msg.items]
-                    news.extend((e[3], 1, e) for e in msg.segments)
+                    release = msg.release
+                    news = [(max(e[3], release), 0, e) for e in msg.items]
+                    news.extend((max(e[3], release), 1, e) for e in msg.segments)
                     models.take_news(msg.origin, msg.seq, news)
-                landed += 1
                 continue
             elif isinstance(msg, Availability):
                 models.set_available(msg.item_id, msg.available)
-                landed += 1
+                continue
+            elif isinstance(msg, ItemFeatures):
+                models.set_features(msg.item_id, msg.category, msg.vector)
                 continue
             elif isinstance(msg, ForgetUser):
                 st.last_seq.pop(msg.user_id, None)
@@ -183,8 +183,6 @@ class RankLogic(StatefulBatchLogic):
         excess = len(models.deferred) - self.cfg.max_deferred
         if excess > 0:  # no request came for long: let the oldest news in regardless
             models.apply_count(excess)
-        if landed and self.on_news is not None:
-            self.on_news(-landed)
         return out, StatefulBatchLogic.RETAIN
 
     def _in_order(self, done: list[list]) -> list[list]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -26,12 +26,15 @@ class TrendStepConfig:
     half_life: float = 6 * 3600.0
     rank_shards: int = 8
     batch: int = 200
-    max_delay: float = 30.0  # event-time seconds a report may wait for its batch
+    # Event-time seconds a report may wait for its batch: live, a batch fills in well
+    # under a second; a replay of history (one event at a time) broadcasts about as
+    # often as the live flow would, with no replay-only setting.
+    max_delay: float = 1.0
     snapshots: bool = True  # False when recovery is off (see dataflows.recommend)
 
 
 class _TrendState:
-    __slots__ = ("trending", "reports", "broadcasts", "items", "segments", "oldest")
+    __slots__ = ("trending", "reports", "broadcasts", "items", "segments", "oldest", "newest")
 
     def __init__(self, half_life: float) -> None:
         self.trending = Trending(half_life)
@@ -40,6 +43,7 @@ class _TrendState:
         self.items: dict[str, tuple] = {}  # item -> (item, category, popularity, ts)
         self.segments: dict[tuple[str, str], tuple] = {}
         self.oldest: float | None = None  # event time of the oldest unsent report
+        self.newest: float | None = None  # and of the newest
 
     def __getstate__(self):
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -47,19 +51,33 @@ class _TrendState:
     def __setstate__(self, state):
         for s, v in zip(self.__slots__, state):
             setattr(self, s, v)
+        if len(state) < len(self.__slots__):  # snapshots from before `newest`
+            self.newest = self.oldest
 
 
 class TrendLogic(StatefulBatchLogic):
-    def __init__(self, cfg: TrendStepConfig, resume: bytes | None,
-                 on_news: Callable[[int], None] | None = None) -> None:
+    """Collects reports and broadcasts them when a report of a later event time comes
+    and the unsent ones are enough (``batch``; 1, 2, 4, ... while young, so a fresh
+    system warms up fast) or old enough (``max_delay`` of event time).
+
+    Deciding only when event time moves on makes the broadcasts a function of the
+    reports alone: reports of one event (same time) reach an aggregator from several
+    workers in any order and batching, and always travel in the same broadcast.
+    """
+
+    def __init__(self, cfg: TrendStepConfig, resume: bytes | None) -> None:
         self.cfg = cfg
-        self.on_news = on_news  # replays: told of news landed and sent (see dataflows.recommend)
         self.state = pickle.loads(resume) if resume is not None else _TrendState(cfg.half_life)
 
     def on_batch(self, values: list) -> tuple[Iterable, bool]:
         st = self.state
-        latest = st.oldest
+        out: list = []
         for msg in values:
+            ts = msg.ts
+            if st.newest is not None and ts > st.newest:
+                due = min(self.cfg.batch, 1 << min(st.broadcasts, 20))
+                if st.reports >= due or ts - st.oldest >= self.cfg.max_delay:
+                    out.extend(self._broadcast(msg.route, ts))
             if isinstance(msg, PopularityReport):
                 st.items[msg.item_id] = (msg.item_id, msg.category, msg.popularity, msg.ts,
                                          msg.vector)
@@ -71,27 +89,23 @@ class TrendLogic(StatefulBatchLogic):
                 err = f"trend step got an unexpected {type(msg).__name__}"
                 raise TypeError(err)
             st.reports += 1
-            if st.oldest is None:
-                st.oldest = msg.ts
-            latest = msg.ts if latest is None else max(latest, msg.ts)
-        # Young aggregators broadcast after 1, 2, 4, ... reports: cold start warms fast;
-        # under light traffic a report waits at most max_delay of event time (checked
-        # as further reports arrive).
-        due = min(self.cfg.batch, 1 << min(st.broadcasts, 20))
-        stale = st.oldest is not None and latest - st.oldest >= self.cfg.max_delay
-        out: list = []
-        if (st.reports >= due or stale) and (st.items or st.segments):
-            items, segments = list(st.items.values()), list(st.segments.values())
-            origin = values[0].route  # this aggregator's key
-            out = [TrendDelta(f"rank-{s}", items, segments, origin, st.broadcasts + 1)
-                   for s in range(self.cfg.rank_shards)]
-            st.items, st.segments = {}, {}
-            st.reports = 0
-            st.oldest = None
-            st.broadcasts += 1
-        if self.on_news is not None:
-            self.on_news(len(out) - len(values))
+            st.oldest = ts if st.oldest is None else min(st.oldest, ts)
+            st.newest = ts if st.newest is None else max(st.newest, ts)
         return out, StatefulBatchLogic.RETAIN
+
+    def _broadcast(self, origin: str, release: float) -> list[TrendDelta]:
+        """Every unsent report, to every rank shard (``origin``: this aggregator's key),
+        for lists of events after ``release``."""
+        st = self.state
+        items, segments = list(st.items.values()), list(st.segments.values())
+        st.items, st.segments = {}, {}
+        st.reports = 0
+        st.oldest = st.newest = None
+        if not items and not segments:
+            return []
+        st.broadcasts += 1
+        return [TrendDelta(f"rank-{s}", items, segments, origin, st.broadcasts, release)
+                for s in range(self.cfg.rank_shards)]
 
     def snapshot(self) -> bytes | None:
         if not self.cfg.snapshots:

@@ -10,18 +10,18 @@ import hashlib
 import os
 import pickle
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Iterable
 
 from bytewax.operators import StatefulBatchLogic
 
 from models.events import Event, engagement
 from models.profile import ProfileConfig, UserProfile
 from operators.messages import (
-    EraseUser, ForgetUser, ItemQuery, ProfileWrite, RankRequest, SegmentHit, Unranked, rank_shard,
+    EraseUser, ForgetUser, ItemQuery, ProfileWrite, RankRequest, SegmentHit, rank_shard,
     trend_shard,
 )
 
-__all__ = ["UserStepConfig", "UserLogic", "scatter", "is_news"]
+__all__ = ["UserStepConfig", "UserLogic", "scatter"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,6 @@ class UserStepConfig:
     session_candidates: int = 20  # latest session items the ranker may show again
     session_knn: bool = True  # ask anchors for similar sessions (models.sessionknn)
     snapshots: bool = True  # False when recovery is off (see dataflows.recommend)
-    report_unranked: bool = False  # replays: an Unranked message for events without a list
 
 
 _SESSION_SALT = os.urandom(16)  # per process: item-side session keys link to no user
@@ -55,12 +54,6 @@ def session_hash(session_id: str) -> int:
     ids never share one."""
     digest = hashlib.blake2b(session_id.encode(), digest_size=8, key=_SESSION_SALT).digest()
     return int.from_bytes(digest, "little") or 1
-
-
-def is_news(msg) -> bool:
-    """A message that updates a shared model and gets no answer: an update-only item
-    question or a segment hit. Lock-step replays wait until such news has landed."""
-    return (isinstance(msg, ItemQuery) and msg.anchor_weight <= 0.0) or isinstance(msg, SegmentHit)
 
 
 def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: UserStepConfig,
@@ -183,10 +176,8 @@ def _conflate(scattered: list[list]) -> list:
 class UserLogic(StatefulBatchLogic):
     """Per-user state machine around :class:`UserProfile`."""
 
-    def __init__(self, cfg: UserStepConfig, resume: bytes | None,
-                 on_news: Callable[[int], None] | None = None) -> None:
+    def __init__(self, cfg: UserStepConfig, resume: bytes | None) -> None:
         self.cfg = cfg
-        self.on_news = on_news  # replays: told of model updates sent (see dataflows.recommend)
         # The builder does not get the key: a new profile is named by its first event.
         self.profile: UserProfile | None = pickle.loads(resume) if resume is not None else None
 
@@ -198,14 +189,11 @@ class UserLogic(StatefulBatchLogic):
         self.user_id = self.profile.user_id
         profile = self.profile
         write = False
-        unranked = self.cfg.report_unranked
         for event, ingested_at in values:
             if event.type == "erase":
                 out.extend(self._forget(profile, scattered))
                 self.profile = profile = UserProfile(self.user_id)
                 write = False
-                if unranked:
-                    out.append(Unranked(self.user_id, event.event_id))
                 continue
             if event.type == "consent" or event.consent is not None:
                 granted = (event.value == 1.0) if event.type == "consent" else bool(event.consent)
@@ -215,24 +203,16 @@ class UserLogic(StatefulBatchLogic):
                     self.profile = profile = UserProfile(self.user_id)
                     profile.consent = False
                     write = False
-                    if unranked:
-                        out.append(Unranked(self.user_id, event.event_id))
                     continue
                 profile.consent = True
                 if event.type == "consent":
-                    if unranked:
-                        out.append(Unranked(self.user_id, event.event_id))
                     continue
             if not profile.consent:
-                if unranked:
-                    out.append(Unranked(self.user_id, event.event_id))
                 continue
             prev_session = profile.session_items  # a copy: apply() does not change it
             session_n = profile.session_n
             status = profile.apply(event, self.cfg.profile)
             if status != "applied":
-                if unranked:
-                    out.append(Unranked(self.user_id, event.event_id))
                 continue
             if profile.session_n != session_n:
                 prev_session = []  # a new session: no sequence learned across the gap
@@ -242,8 +222,6 @@ class UserLogic(StatefulBatchLogic):
             scattered = [_conflate(scattered)]
         for msgs in scattered:
             out.extend(msgs)
-        if self.on_news is not None:
-            self.on_news(sum(1 for m in out if is_news(m)))
         if write and self.cfg.write_profiles:
             out.append(ProfileWrite(self.user_id, self.user_id, profile.seq, profile.to_json_dict()))
         if profile.seq == 0 and profile.consent:
@@ -258,13 +236,9 @@ class UserLogic(StatefulBatchLogic):
         erasure, a request of the old life would be ranked into the new one (a first
         event's request restarts the rank shard's sequence) or dropped without a trace.
         """
-        out: list = []
-        if self.cfg.report_unranked:
-            out.extend(Unranked(self.user_id, m.event_id) for msgs in scattered for m in msgs
-                       if isinstance(m, RankRequest))
         scattered.clear()
         shard = rank_shard(self.user_id, self.cfg.rank_shards)
-        return [*out, EraseUser(self.user_id, self.user_id, "profile"),
+        return [EraseUser(self.user_id, self.user_id, "profile"),
                 ForgetUser(shard, self.user_id, profile.seq, profile.first_ts)]
 
     def snapshot(self) -> bytes | None:

@@ -88,6 +88,13 @@ class WorkerModels:
             self.trending.forget(item)
         self.version += 1
 
+    def set_features(self, item: str, category: str | None, vector: bytes | None) -> None:
+        """An item's catalog features (every copy of the broadcast sets the same)."""
+        self.learn_category(item, category)
+        if vector is not None:
+            self.vectors.put(item, vector)
+        self.version += 1
+
     def apply_until(self, ts: float | None) -> None:
         """Apply deferred trend entries older than ``ts`` (all of them when None)."""
         deferred = self.deferred

@@ -1,0 +1,117 @@
+"""What a lock-step replay needs to know of the steps, observed from outside them.
+
+The production steps know nothing of replays. A replay wraps each step's logic
+(:func:`observer`, passed to ``dataflows.recommend.wire``) and watches what goes in and
+comes out:
+
+- **news in flight**: model updates that get no answer (update-only item questions,
+  segment hits, popularity reports, trend broadcasts, availability changes), counted up
+  when a step sends them and down when the step they go to takes them. The lock-step
+  source reads the next event only when this is back to zero, so every worker count
+  ranks with the same view of shared models;
+- **unranked events**: an event that leaves the user step without a rank request (a
+  duplicate, a consent or erasure event, a user without consent, a burst over the
+  guard) gets an :class:`Unranked` note to the sink, so the replay knows it is done
+  without waiting for a list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Iterable
+
+from bytewax.operators import StatefulBatchLogic
+
+from operators.item_step import CatalogRecord
+from operators.messages import (
+    Availability, ItemFeatures, ItemQuery, PopularityReport, RankRequest, SegmentHit, TrendDelta,
+)
+
+__all__ = ["Unranked", "is_news", "observer"]
+
+
+@dataclass(slots=True)
+class Unranked:
+    """To the sink: this event will get no list."""
+
+    route: str  # user id
+    event_id: str
+
+
+def is_news(msg) -> bool:
+    """A message that updates a shared model and gets no answer."""
+    return (isinstance(msg, ItemQuery) and msg.anchor_weight <= 0.0) or isinstance(msg, SegmentHit)
+
+
+def _user_news(values: list, out: list) -> tuple[int, list]:
+    asked = {m.event_id for m in out if isinstance(m, RankRequest)}
+    notes = [Unranked(event.user_id, event.event_id) for event, _ in values
+             if event.event_id not in asked]
+    return sum(1 for m in out if is_news(m)), notes
+
+
+def _item_news(values: list, out: list) -> tuple[int, list]:
+    landed = sum(1 for m in values if isinstance(m, CatalogRecord)
+                 or (isinstance(m, ItemQuery) and m.anchor_weight <= 0.0))
+    sent = sum(1 for m in out if isinstance(m, (PopularityReport, Availability, ItemFeatures)))
+    return sent - landed, []
+
+
+def _trend_news(values: list, out: list) -> tuple[int, list]:
+    return len(out) - len(values), []
+
+
+def _rank_news(values: list, out: list) -> tuple[int, list]:
+    return -sum(1 for m in values if isinstance(m, (TrendDelta, Availability, ItemFeatures))), []
+
+
+_WATCH = {"user": _user_news, "item": _item_news, "trend": _trend_news, "rank": _rank_news}
+
+
+class _Observed(StatefulBatchLogic):
+    """A step's logic, its batches watched by ``watch``."""
+
+    def __init__(self, inner: StatefulBatchLogic, watch, on_news: Callable[[int], None]) -> None:
+        self.inner = inner
+        self.watch = watch
+        self.on_news = on_news
+
+    def on_batch(self, values: list) -> tuple[Iterable, bool]:
+        out, complete = self.inner.on_batch(values)
+        out = list(out)
+        news, notes = self.watch(values, out)
+        if news:
+            self.on_news(news)
+        return (out + notes if notes else out), complete
+
+    def _watched(self, result):
+        out, complete = result
+        out = list(out)
+        news, notes = self.watch([], out)
+        if news:
+            self.on_news(news)
+        return out, complete
+
+    def on_notify(self):
+        return self._watched(self.inner.on_notify())
+
+    def on_eof(self):
+        return self._watched(self.inner.on_eof())
+
+    def notify_at(self):
+        return self.inner.notify_at()
+
+    def snapshot(self):
+        return self.inner.snapshot()
+
+
+def observer(on_news: Callable[[int], None]) -> Callable[[str, StatefulBatchLogic], StatefulBatchLogic]:
+    """A ``wire(observe=...)`` hook that reports news in flight to ``on_news`` and adds
+    :class:`Unranked` notes for events without a list."""
+
+    def observe(step: str, logic: StatefulBatchLogic) -> StatefulBatchLogic:
+        watch = _WATCH.get(step)
+        return logic if watch is None else _Observed(logic, watch, on_news)
+
+    return observe
