@@ -121,20 +121,27 @@ class _Table:
             ids, vals = zip(*pairs)
             self.block(req, col, ids, vals, scale)
 
-    def share(self, req: int, col: int, pairs, scale: float) -> None:
-        if pairs:
-            ids, vals = zip(*pairs)
-            total = sum(vals)  # a distribution, as the reference's add_share
-            if total > 0.0:
-                self.block(req, col, ids, vals, scale, total)
+    def share(self, req: int, col: int, head: tuple, scale: float) -> None:
+        """A distribution block: ``head`` is ``(ids, values, total)`` (see :func:`_head`)."""
+        ids, vals, total = head
+        if total > 0.0:
+            self.block(req, col, ids, vals, scale, total)
+
+
+def _head(pairs: list) -> tuple:
+    """``(ids, values, total)`` of a trending head, unzipped once per batch."""
+    if not pairs:
+        return ((), (), 0.0)
+    ids, vals = zip(*pairs)
+    return ids, vals, sum(vals)  # summed as the reference's add_share
 
 
 def _gather(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig) -> _Table:
     table = _Table()
     trending, vectors = models.trending, models.vectors
-    cached: dict[tuple, list] = {}  # trending heads, read once per batch
+    cached: dict[tuple, tuple] = {}  # trending heads, read once per batch
 
-    def top(kind: str, key: str | None, n: int, ts: float) -> list:
+    def top(kind: str, key: str | None, n: int, ts: float) -> tuple:
         got = cached.get((kind, key))
         if got is None:
             if kind == "c":
@@ -143,7 +150,7 @@ def _gather(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig) ->
                 got = trending.top_segment(key, n, ts)
             else:
                 got = trending.top(n, ts)
-            cached[(kind, key)] = got
+            got = cached[(kind, key)] = _head(got)
         return got
 
     per_cat = cfg.candidates_per_category

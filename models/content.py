@@ -27,6 +27,7 @@ index.
 from __future__ import annotations
 
 import zlib
+from itertools import repeat
 from typing import Mapping
 
 import numpy as np
@@ -197,8 +198,8 @@ class VectorIndex:
 
     def cosine(self, user: np.ndarray, items: list[str]) -> np.ndarray:
         """Cosine of ``user`` with each of ``items`` (0 for items without a vector)."""
-        get = self.slot_of.get
-        slots = np.fromiter((get(item, -1) for item in items), dtype=np.intp, count=len(items))
+        slots = np.fromiter(map(self.slot_of.get, items, repeat(-1)), dtype=np.intp,
+                            count=len(items))
         known = slots >= 0
         out = np.zeros(len(items), dtype=np.float32)
         out[known] = self.matrix[slots[known]] @ user
