@@ -138,7 +138,7 @@ def wire(
     user_cfg, item_cfg, rank_cfg, trend_cfg = configs
     if report_unranked:
         user_cfg = dataclasses.replace(user_cfg, report_unranked=True)
-    parser = EventParser(settings.max_clock_skew if now is not None else None, now)
+    parser = EventParser.from_settings(settings, now)
     parsed = op.map("parse", envelopes, parser)
     branch = op.branch("valid", parsed, lambda x: not isinstance(x, DeadLetter))
     dead = [branch.falses]

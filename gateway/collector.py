@@ -65,7 +65,8 @@ def _reject(batch: AcceptedBatch, index: int, raw, reason: str, detail: str = ""
         batch.rejected.append({"index": index, "reason": reason})
 
 
-def accept_batch(events: list, *, now: float, sent_at: float | None, max_skew: float) -> AcceptedBatch:
+def accept_batch(events: list, *, now: float, sent_at: float | None, max_skew: float,
+                 max_age: float | None = None) -> AcceptedBatch:
     """Validate decoded events; returns the Kafka messages and the rejections.
 
     Access was checked before (:func:`gateway.access.check_events`)."""
@@ -77,10 +78,11 @@ def accept_batch(events: list, *, now: float, sent_at: float | None, max_skew: f
         if isinstance(raw, dict):
             if raw.get("ts") is None:
                 raw = {**raw, "ts": now}
-            elif offset and isinstance(raw["ts"], (int, float)) and not isinstance(raw["ts"], bool):
+            elif (offset and isinstance(raw["ts"], (int, float)) and not isinstance(raw["ts"], bool)
+                  and abs(raw["ts"]) < 1e300):  # beyond: no float; validation says out of range
                 raw = {**raw, "ts": raw["ts"] + offset}
         try:
-            event = validate_event(raw, now, max_skew)
+            event = validate_event(raw, now, max_skew, max_age)
         except InvalidEvent as ex:
             _reject(batch, index, raw, ex.reason, ex.detail)
             continue
@@ -180,7 +182,8 @@ async def collect_endpoint(request: Request) -> JSONResponse:
             return error_response(400, "sent_at must be unix seconds")
         if not math.isfinite(sent_at):
             return error_response(400, "sent_at must be unix seconds")
-    batch = accept_batch(events, now=time.time(), sent_at=sent_at, max_skew=cfg.max_skew)
+    batch = accept_batch(events, now=time.time(), sent_at=sent_at, max_skew=cfg.max_skew,
+                         max_age=state.settings.max_event_age or None)
     if batch.messages and producer.queued() + len(batch.messages) > producer.queue_max:
         stats["queue_full"] += 1
         return error_response(503, "event queue full", 1.0)
