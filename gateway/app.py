@@ -33,6 +33,7 @@ from gateway.producer import EventProducer
 from gateway.push import SSEEndpoint, latest_endpoint, websocket_endpoint
 from gateway.ratelimit import RateLimiter
 from gateway.tokens import sign_token
+from streamrec.pseudonyms import UserPseudonyms
 from streamrec.settings import Settings
 
 __all__ = ["create_app", "STATIC_DIR"]
@@ -158,6 +159,7 @@ def create_app(settings: Settings, config: GatewayConfig, *, catalog: list[dict]
     app.state.demo = demo
     app.state.catalog = _catalog_view(catalog)
     app.state.keys = RedisKeys(settings.prefix)
+    app.state.pseudonyms = UserPseudonyms(settings.user_id_key) if settings.user_id_key else None
     app.state.hub = Hub(max_clients=config.max_clients, max_per_user=config.max_per_user,
                         queue_len=config.client_queue)
     app.state.rate_limiter = RateLimiter(config.rate, config.burst)
