@@ -135,7 +135,7 @@ def wire(
     if not snapshots:
         configs = tuple(dataclasses.replace(c, snapshots=False) for c in configs)
     user_cfg, item_cfg, rank_cfg, trend_cfg = configs
-    parser = EventParser(settings.max_clock_skew if now is not None else None, now)
+    parser = EventParser.from_settings(settings, now)
     parsed = op.map("parse", envelopes, parser)
     branch = op.branch("valid", parsed, lambda x: not isinstance(x, DeadLetter))
     dead = [branch.falses]

@@ -1,4 +1,4 @@
-"""The gateway's ASGI app: collector, push endpoints, tracker, demo storefront, health.
+"""The gateway's ASGI app: collector, erasure, push endpoints, tracker, demo storefront, health.
 
 ``create_app(settings, config)`` builds it; the clients (Kafka producer, Redis, the recs
 reader) are created in the lifespan, never at import time, and the producer is flushed
@@ -26,12 +26,14 @@ from starlette.staticfiles import StaticFiles
 from connectors.redis_sink import RedisKeys
 from gateway.collector import collect_endpoint
 from gateway.config import GatewayConfig
+from gateway.erasure import erase_endpoint
 from gateway.fanout import Hub, RecsReader
 from gateway.openapi import openapi_document
 from gateway.producer import EventProducer
 from gateway.push import SSEEndpoint, latest_endpoint, websocket_endpoint
 from gateway.ratelimit import RateLimiter
 from gateway.tokens import sign_token
+from streamrec.pseudonyms import UserPseudonyms
 from streamrec.settings import Settings
 
 __all__ = ["create_app", "STATIC_DIR"]
@@ -132,10 +134,11 @@ def create_app(settings: Settings, config: GatewayConfig, *, catalog: list[dict]
     middleware = []
     if config.cors_origins:
         middleware.append(Middleware(
-            CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+            CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"], max_age=600))
     routes = [
         Route("/v1/events", collect_endpoint, methods=["POST"]),
+        Route("/v1/users/{user_id}", erase_endpoint, methods=["DELETE"]),
         Route("/v1/users/{user_id}/recommendations", latest_endpoint, methods=["GET"]),
         Route("/v1/users/{user_id}/recommendations/stream", SSEEndpoint(), methods=["GET"]),
         WebSocketRoute("/v1/users/{user_id}/recommendations/ws", websocket_endpoint),
@@ -156,9 +159,11 @@ def create_app(settings: Settings, config: GatewayConfig, *, catalog: list[dict]
     app.state.demo = demo
     app.state.catalog = _catalog_view(catalog)
     app.state.keys = RedisKeys(settings.prefix)
+    app.state.pseudonyms = UserPseudonyms(settings.user_id_key) if settings.user_id_key else None
     app.state.hub = Hub(max_clients=config.max_clients, max_per_user=config.max_per_user,
                         queue_len=config.client_queue)
     app.state.rate_limiter = RateLimiter(config.rate, config.burst)
-    app.state.collector_stats = {"accepted": 0, "rejected": 0, "rate_limited": 0,
-                                 "unavailable": 0, "queue_full": 0}
+    app.state.event_limiter = RateLimiter(config.event_rate, config.event_burst)
+    app.state.collector_stats = {"accepted": 0, "rejected": 0, "rate_limited": 0, "denied": 0,
+                                 "unavailable": 0, "queue_full": 0, "erasures": 0}
     return app

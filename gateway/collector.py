@@ -1,5 +1,10 @@
 """``POST /v1/events``: validate browser events like the dataflow does, produce them to Kafka.
 
+Who may send what is decided in :mod:`gateway.access` before anything is produced:
+events of signed-in users and control events need the user's token or the site's API
+key; anonymous ids may send behaviour events without one. Each client address has two
+token buckets, one for requests and one for events (a request of 500 events costs 500).
+
 The body is one event or a JSON array of events in the input contract (any content
 type: the tracker sends ``text/plain`` so that ``sendBeacon`` and cross-origin ``fetch``
 need no CORS preflight). Each event is checked with ``models.events.validate_event``,
@@ -32,10 +37,11 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
-from gateway.tokens import TokenError, verify_token
+from gateway.access import Caller, Denial, check_events, identify
 from models.events import MAX_EVENT_BYTES, InvalidEvent, validate_event
 
-__all__ = ["accept_batch", "AcceptedBatch", "collect_endpoint"]
+__all__ = ["accept_batch", "AcceptedBatch", "caller_of", "client_address", "collect_endpoint",
+           "denied_response", "error_response"]
 
 log = logging.getLogger("gateway.collector")
 
@@ -60,8 +66,10 @@ def _reject(batch: AcceptedBatch, index: int, raw, reason: str, detail: str = ""
 
 
 def accept_batch(events: list, *, now: float, sent_at: float | None, max_skew: float,
-                 token_user: str | None = None) -> AcceptedBatch:
-    """Validate decoded events; returns the Kafka messages and the rejections."""
+                 max_age: float | None = None) -> AcceptedBatch:
+    """Validate decoded events; returns the Kafka messages and the rejections.
+
+    Access was checked before (:func:`gateway.access.check_events`)."""
     offset = 0.0
     if sent_at is not None and abs(now - sent_at) > _SKEW_TOLERANCE:
         offset = now - sent_at
@@ -70,15 +78,13 @@ def accept_batch(events: list, *, now: float, sent_at: float | None, max_skew: f
         if isinstance(raw, dict):
             if raw.get("ts") is None:
                 raw = {**raw, "ts": now}
-            elif offset and isinstance(raw["ts"], (int, float)) and not isinstance(raw["ts"], bool):
+            elif (offset and isinstance(raw["ts"], (int, float)) and not isinstance(raw["ts"], bool)
+                  and abs(raw["ts"]) < 1e300):  # beyond: no float; validation says out of range
                 raw = {**raw, "ts": raw["ts"] + offset}
         try:
-            event = validate_event(raw, now, max_skew)
+            event = validate_event(raw, now, max_skew, max_age)
         except InvalidEvent as ex:
             _reject(batch, index, raw, ex.reason, ex.detail)
-            continue
-        if token_user is not None and event.user_id != token_user:
-            _reject(batch, index, raw, "user_id:not_token_user")
             continue
         value = orjson.dumps(event.to_dict())
         if len(value) > MAX_EVENT_BYTES:
@@ -96,9 +102,22 @@ def client_address(request: Request, trust_proxy: bool) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _error(status: int, error: str, retry_after: float | None = None, **extra) -> JSONResponse:
+def error_response(status: int, error: str, retry_after: float | None = None, **extra) -> JSONResponse:
     headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="streamrec"'}
     return JSONResponse({"error": error, **extra}, status_code=status, headers=headers)
+
+
+
+def denied_response(denial: Denial) -> JSONResponse:
+    return error_response(denial.status, denial.reason, detail=denial.message)
+
+
+def caller_of(request: Request) -> Caller | Denial:
+    state = request.app.state
+    return identify(request.headers, request.query_params.get("token"), state.secret,
+                    state.config.api_keys)
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -119,49 +138,55 @@ async def collect_endpoint(request: Request) -> JSONResponse:
     state = request.app.state
     cfg = state.config
     stats = state.collector_stats
-    wait = state.rate_limiter.allow(client_address(request, cfg.trust_proxy))
+    caller = caller_of(request)
+    client = client_address(request, cfg.trust_proxy)
+    limited = not isinstance(caller, Caller) or caller.kind != "backend"
+    wait = state.rate_limiter.allow(client) if limited else 0.0
     if wait:
         stats["rate_limited"] += 1
-        return _error(429, "rate limit: too many requests from this client", wait)
+        return error_response(429, "rate limit: too many requests from this client", wait)
+    if isinstance(caller, Denial):
+        stats["denied"] += 1
+        return denied_response(caller)
     producer = state.producer
     if not producer.available:
         stats["unavailable"] += 1
-        return _error(503, "event queue unavailable: Kafka cannot be reached", 5.0)
-    token_user = None
-    if request.headers.get("authorization") or request.query_params.get("token"):
-        auth = request.headers.get("authorization", "")
-        token = auth[7:].strip() if auth[:7].lower() == "bearer " else request.query_params.get("token")
-        try:
-            token_user = verify_token(token, state.secret)
-        except TokenError as ex:
-            return _error(401, ex.reason)
+        return error_response(503, "event queue unavailable: Kafka cannot be reached", 5.0)
     try:
         body = await _read_body(request, cfg.max_body)
     except ClientDisconnect:
-        return _error(400, "client went away")
+        return error_response(400, "client went away")
     if body is None:
-        return _error(413, f"body larger than {cfg.max_body} bytes")
+        return error_response(413, f"body larger than {cfg.max_body} bytes")
     try:
         decoded = orjson.loads(body)
     except orjson.JSONDecodeError as ex:
-        return _error(400, "payload:not_json", detail=str(ex)[:120])
+        return error_response(400, "payload:not_json", detail=str(ex)[:120])
     events = decoded if isinstance(decoded, list) else [decoded]
     if len(events) > cfg.max_batch:
-        return _error(413, f"{len(events)} events in one request; at most {cfg.max_batch}")
+        return error_response(413, f"{len(events)} events in one request; at most {cfg.max_batch}")
+    wait = state.event_limiter.allow(client, cost=len(events)) if limited else 0.0
+    if wait:
+        stats["rate_limited"] += 1
+        return error_response(429, "rate limit: too many events from this client", wait)
+    denial = check_events(events, caller, cfg.anonymous_prefix)
+    if denial is not None:
+        stats["denied"] += 1
+        return denied_response(denial)
     sent_at = None
     raw_sent_at = request.query_params.get("sent_at")
     if raw_sent_at:
         try:
             sent_at = float(raw_sent_at)
         except ValueError:
-            return _error(400, "sent_at must be unix seconds")
+            return error_response(400, "sent_at must be unix seconds")
         if not math.isfinite(sent_at):
-            return _error(400, "sent_at must be unix seconds")
+            return error_response(400, "sent_at must be unix seconds")
     batch = accept_batch(events, now=time.time(), sent_at=sent_at, max_skew=cfg.max_skew,
-                         token_user=token_user)
+                         max_age=state.settings.max_event_age or None)
     if batch.messages and producer.queued() + len(batch.messages) > producer.queue_max:
         stats["queue_full"] += 1
-        return _error(503, "event queue full", 1.0)
+        return error_response(503, "event queue full", 1.0)
     produced = 0
     try:
         for key, value in batch.messages:
@@ -169,7 +194,7 @@ async def collect_endpoint(request: Request) -> JSONResponse:
             produced += 1
     except BufferError:
         stats["queue_full"] += 1
-        return _error(503, "event queue full", 1.0, accepted=produced)
+        return error_response(503, "event queue full", 1.0, accepted=produced)
     stats["accepted"] += produced
     stats["rejected"] += len(batch.rejected)
     return JSONResponse({"accepted": produced, "rejected": len(batch.rejected),

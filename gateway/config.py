@@ -7,11 +7,14 @@ into a frozen value:
 | variable | default | meaning |
 |---|---|---|
 | ``STREAMREC_GATEWAY_SECRET`` | – (required) | HMAC key for user tokens, >= 16 characters |
+| ``STREAMREC_GATEWAY_API_KEYS`` | – | comma-separated keys of the site's back end (``Authorization: Bearer <key>``), >= 16 characters each; several at once for rotation |
+| ``STREAMREC_GATEWAY_ANONYMOUS_PREFIX`` | ``anon-`` | user ids with this prefix may post behaviour events without a token (empty: none may) |
 | ``STREAMREC_GATEWAY_TOKEN_TTL`` | ``3600`` | lifetime of tokens from ``streamrec token``, s |
 | ``STREAMREC_GATEWAY_CORS_ORIGINS`` | – | comma-separated origins allowed to call the API (``*`` = any) |
 | ``STREAMREC_GATEWAY_MAX_BODY`` | ``262144`` | request body limit, bytes (413 beyond) |
 | ``STREAMREC_GATEWAY_MAX_BATCH`` | ``500`` | events per request (413 beyond) |
 | ``STREAMREC_GATEWAY_RATE`` / ``_BURST`` | ``20`` / ``60`` | requests/s per client (token bucket; 429 beyond) |
+| ``STREAMREC_GATEWAY_EVENT_RATE`` / ``_EVENT_BURST`` | ``100`` / ``1000`` | events/s per client (token bucket; 429 beyond); the burst must hold a full batch |
 | ``STREAMREC_GATEWAY_TRUST_PROXY`` | ``0`` | take the client address from ``X-Forwarded-For`` |
 | ``STREAMREC_GATEWAY_MAX_SKEW`` | ``300`` | s a (corrected) client ``ts`` may lie in the future |
 | ``STREAMREC_GATEWAY_PRODUCER_QUEUE`` | ``100000`` | messages librdkafka may hold (503 when full) |
@@ -24,6 +27,8 @@ into a frozen value:
 ...                             "STREAMREC_GATEWAY_CORS_ORIGINS": "https://shop.example, http://localhost:3000"})
 >>> c.cors_origins, c.rate, "s" * 32 in repr(c)
 (('https://shop.example', 'http://localhost:3000'), 20.0, False)
+>>> c.api_keys, c.anonymous_prefix, c.event_burst
+((), 'anon-', 1000.0)
 """
 
 from __future__ import annotations
@@ -47,12 +52,16 @@ class GatewayConfig:
     """The gateway's own settings (see the module docstring for the variables)."""
 
     secret: str = field(default="", repr=False)
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    anonymous_prefix: str = "anon-"
     token_ttl: float = 3600.0
     cors_origins: tuple[str, ...] = ()
     max_body: int = 256 * 1024
     max_batch: int = 500
     rate: float = 20.0
     burst: float = 60.0
+    event_rate: float = 100.0
+    event_burst: float = 1000.0
     trust_proxy: bool = False
     max_skew: float = 300.0
     producer_queue: int = 100_000
@@ -81,6 +90,14 @@ class GatewayConfig:
 
         if env.get("STREAMREC_GATEWAY_SECRET"):
             kw["secret"] = env["STREAMREC_GATEWAY_SECRET"]
+        keys = tuple(k.strip() for k in env.get("STREAMREC_GATEWAY_API_KEYS", "").split(",") if k.strip())
+        if any(len(k) < MIN_SECRET_CHARS for k in keys):
+            raise ConfigError(f"STREAMREC_GATEWAY_API_KEYS: every key must have at least {MIN_SECRET_CHARS} "
+                              "characters; generate one with "
+                              "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        kw["api_keys"] = keys
+        if "STREAMREC_GATEWAY_ANONYMOUS_PREFIX" in env:
+            kw["anonymous_prefix"] = env["STREAMREC_GATEWAY_ANONYMOUS_PREFIX"].strip()
         origins = env.get("STREAMREC_GATEWAY_CORS_ORIGINS", "")
         kw["cors_origins"] = tuple(o.strip().rstrip("/") for o in origins.split(",") if o.strip())
         trust = env.get("STREAMREC_GATEWAY_TRUST_PROXY", "").strip().lower()
@@ -92,13 +109,20 @@ class GatewayConfig:
         number("STREAMREC_GATEWAY_MAX_BATCH", "max_batch", int, 1)
         number("STREAMREC_GATEWAY_RATE", "rate", float, 0.001)
         number("STREAMREC_GATEWAY_BURST", "burst", float, 1.0)
+        number("STREAMREC_GATEWAY_EVENT_RATE", "event_rate", float, 0.001)
+        number("STREAMREC_GATEWAY_EVENT_BURST", "event_burst", float, 1.0)
         number("STREAMREC_GATEWAY_MAX_SKEW", "max_skew", float, 0.0)
         number("STREAMREC_GATEWAY_PRODUCER_QUEUE", "producer_queue", int, 1)
         number("STREAMREC_GATEWAY_CLIENT_QUEUE", "client_queue", int, 1)
         number("STREAMREC_GATEWAY_HEARTBEAT", "heartbeat", float, 0.05)
         number("STREAMREC_GATEWAY_MAX_CLIENTS", "max_clients", int, 1)
         number("STREAMREC_GATEWAY_MAX_PER_USER", "max_per_user", int, 1)
-        return cls(**kw)
+        config = cls(**kw)
+        if config.event_burst < config.max_batch:
+            raise ConfigError(f"STREAMREC_GATEWAY_EVENT_BURST={config.event_burst:g} is smaller than "
+                              f"STREAMREC_GATEWAY_MAX_BATCH={config.max_batch}: a full batch could never "
+                              "pass; raise the burst or lower the batch size")
+        return config
 
     def require_secret(self) -> str:
         """The token secret, or a ConfigError that says how to set one."""

@@ -46,6 +46,17 @@ _USER = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "
 _TOKEN = {"name": "token", "in": "query", "required": False, "schema": {"type": "string"},
           "description": "user token, when an Authorization header cannot be set"}
 _SECURITY = [{"bearer": []}, {"tokenQuery": []}]
+_WRITE_SECURITY = [{"bearer": []}, {"tokenQuery": []}, {"apiKey": []}, {}]
+_ACCESS = ("Events of anonymous ids (prefix `STREAMREC_GATEWAY_ANONYMOUS_PREFIX`, `anon-` by "
+           "default) need no credentials. `consent` and `erase` events, events carrying a "
+           "`consent` field, and every event of an identified user need that user's token or "
+           "an API key of the site's back end; one event that is not allowed refuses the whole "
+           "request and nothing of it is queued. Clients are limited in requests and in events "
+           "per second (API-key callers are not).")
+_ERASURE = ("Queues an `erase` event for the user carrying the receipt in `context.receipt`. "
+            "When the worker has removed the user's state, lists and profile, it appends an "
+            "entry to the Redis stream `{prefix}:erasures` with the fields `receipt`, `user_id` "
+            "(the pseudonym when user ids are pseudonymised) and `completed_at` (unix seconds).")
 
 
 def _json(schema: dict, description: str) -> dict:
@@ -68,13 +79,17 @@ def openapi_document(server_url: str | None = None) -> dict:
                 "bearer": {"type": "http", "scheme": "bearer",
                            "description": "`streamrec token USER_ID` prints one for testing"},
                 "tokenQuery": {"type": "apiKey", "in": "query", "name": "token"},
+                "apiKey": {"type": "http", "scheme": "bearer",
+                           "description": "a key from STREAMREC_GATEWAY_API_KEYS (the site's back "
+                                          "end; header only)"},
             },
             "schemas": {"Event": _EVENT, "Recommendations": _RECS, "Error": _ERROR},
         },
         "paths": {
             "/v1/events": {"post": {
                 "summary": "Send one event or an array of events",
-                "parameters": [{"name": "sent_at", "in": "query", "required": False,
+                "description": _ACCESS, "security": _WRITE_SECURITY,
+                "parameters": [_TOKEN, {"name": "sent_at", "in": "query", "required": False,
                                 "schema": {"type": "number"},
                                 "description": "client clock at send time (unix s), corrects skewed ts"}],
                 "requestBody": {"required": True, "content": {
@@ -90,11 +105,24 @@ def openapi_document(server_url: str | None = None) -> dict:
                             "reason": {"type": "string"}, "detail": {"type": "string"}}}}}},
                         "queued for Kafka; rejected events are listed with a reason"),
                     "400": _json(_ERROR, "body is not JSON"),
-                    "401": _json(_ERROR, "a token was given and it is not valid"),
+                    "401": _json(_ERROR, "no credentials where they are needed, or a token or "
+                                         "API key that is not valid; nothing was queued"),
+                    "403": _json(_ERROR, "an event of a user other than the token's; nothing was queued"),
                     "413": _json(_ERROR, "body or batch too large"),
-                    "429": _json(_ERROR, "per-client rate limit; see Retry-After"),
+                    "429": _json(_ERROR, "per-client limit of requests or events; see Retry-After"),
                     "503": _json(_ERROR, "Kafka unreachable or queue full; see Retry-After"),
                 }}},
+            "/v1/users/{user_id}": {"delete": {
+                "summary": "Erase the user: all state, lists and profile",
+                "description": _ERASURE, "parameters": [_USER, _TOKEN],
+                "security": [{"bearer": []}, {"tokenQuery": []}, {"apiKey": []}],
+                "responses": {
+                    "202": _json({"type": "object", "properties": {"receipt": {"type": "string"}},
+                                  "required": ["receipt"]}, "queued; watch {prefix}:erasures for the receipt"),
+                    "400": _json(_ERROR, "not a valid user id"),
+                    "429": _json(_ERROR, "per-client rate limit; see Retry-After"),
+                    "503": _json(_ERROR, "Kafka unreachable or queue full: nothing queued, retry"),
+                    **_denials()}}},
             "/v1/users/{user_id}/recommendations": {"get": {
                 "summary": "The user's latest recommendation list",
                 "parameters": [_USER, _TOKEN], "security": _SECURITY,

@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from gateway.fanout import HubFull, RecMessage, Subscriber, message_from_latest
 from gateway.tokens import TokenError, verify_token
 
-__all__ = ["authorize", "latest_endpoint", "SSEEndpoint", "websocket_endpoint"]
+__all__ = ["authorize", "latest_endpoint", "SSEEndpoint", "stored_user_id", "websocket_endpoint"]
 
 log = logging.getLogger("gateway.push")
 
@@ -63,9 +63,17 @@ def authorize(conn: HTTPConnection, user_id: str) -> float:
     return float(_token(conn).split(".")[2])
 
 
+def stored_user_id(state, user_id: str) -> str:
+    """The id the worker keeps ``user_id``'s lists under: its pseudonym when user ids are
+    pseudonymised (``STREAMREC_USER_ID_KEY``), else the id itself. Pushed lists carry it."""
+    names = state.pseudonyms
+    return names(user_id) if names is not None else user_id
+
+
 async def _latest(conn: HTTPConnection, user_id: str) -> RecMessage | None:
+    state = conn.app.state
     try:
-        raw = await conn.app.state.redis.get(conn.app.state.keys.latest(user_id))
+        raw = await state.redis.get(state.keys.latest(stored_user_id(state, user_id)))
     except (RedisError, OSError) as ex:
         log.warning("gateway: reading a latest list failed: %s", ex)
         raise Denied(503, "recommendation store unavailable") from None
@@ -93,7 +101,8 @@ def _resume_seq(raw: str | None) -> int | None:
 
 async def _subscribe(conn: HTTPConnection, user_id: str, resume: int | None) -> Subscriber:
     """Subscribe first, then read the latest list: nothing falls between the two."""
-    sub = conn.app.state.hub.subscribe(user_id, -1 if resume is None else resume)
+    sub = conn.app.state.hub.subscribe(stored_user_id(conn.app.state, user_id),
+                                       -1 if resume is None else resume)
     try:
         latest = await _latest(conn, user_id)
     except BaseException:

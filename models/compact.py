@@ -12,7 +12,7 @@ import math
 import sys
 from array import array
 
-from models.decay import _REBASE_EXPONENT, LN2, DecayedCounter
+from models.decay import _REBASE_EXPONENT, LN2, DecayedCounter, _read_factor
 
 __all__ = ["CompactCounter"]
 
@@ -129,7 +129,7 @@ class CompactCounter:
         """Multiply a stored weight by this to read it at ``ts``."""
         if self.landmark is None:
             return 0.0
-        return math.exp(-LN2 * (ts - self.landmark) / self.half_life)
+        return _read_factor(ts, self.landmark, self.half_life)
 
     def top(self, n: int, ts: float) -> list[tuple[str, float]]:
         """The ``n`` heaviest keys with their weights at ``ts``, heaviest first."""

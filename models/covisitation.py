@@ -13,7 +13,7 @@ One ``ItemState`` per item, keyed by item in the dataflow, so every update and e
 from __future__ import annotations
 
 from models.content import item_vector
-from models.decay import DecayedCounter, DecayedScalar
+from models.decay import DecayedCounter, DecayedScalar, decayed_weight
 from models.sessionknn import SessionNeighbours
 
 __all__ = ["ItemState"]
@@ -119,7 +119,8 @@ class ItemState:
         now = self.popularity_at(ts)
         if now <= 0.0:
             return None
-        last = self.reported * 2.0 ** (-(ts - self.reported_ts) / half_life) if self.reported else 0.0
+        last = (self.reported * decayed_weight(ts - self.reported_ts, half_life)
+                if self.reported else 0.0)
         if now < last * growth:
             return None
         self.reported, self.reported_ts = now, ts

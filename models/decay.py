@@ -27,13 +27,24 @@ LN2 = math.log(2.0)
 _REBASE_EXPONENT = 40.0
 
 
+def _read_factor(ts: float, landmark: float, half_life: float) -> float:
+    """Factor that reads a forward-decayed weight at ``ts``. A read far before the
+    landmark (an event weeks older than the newest one) is capped as if ~58 half-lives
+    earlier, instead of overflowing: such a weight is noise next to the recent ones.
+
+    >>> _read_factor(0.0, 1e9, 3600.0) == math.exp(_REBASE_EXPONENT)
+    True
+    """
+    return math.exp(min(-LN2 * (ts - landmark) / half_life, _REBASE_EXPONENT))
+
+
 def decayed_weight(age: float, half_life: float) -> float:
     """Weight of an observation ``age`` seconds old.
 
     >>> decayed_weight(3600.0, 3600.0)
     0.5
     """
-    return math.exp(-LN2 * age / half_life)
+    return math.exp(min(-LN2 * age / half_life, _REBASE_EXPONENT))
 
 
 class DecayedScalar:
@@ -59,7 +70,7 @@ class DecayedScalar:
     def value(self, ts: float) -> float:
         if self.landmark is None:
             return 0.0
-        return self.scaled * math.exp(-LN2 * (ts - self.landmark) / self.half_life)
+        return self.scaled * _read_factor(ts, self.landmark, self.half_life)
 
     def __getstate__(self):
         return (self.half_life, self.landmark, self.scaled)
@@ -162,7 +173,7 @@ class DecayedCounter:
         """Multiply a stored weight by this to read it at ``ts``."""
         if self.landmark is None:
             return 0.0
-        return math.exp(-LN2 * (ts - self.landmark) / self.half_life)
+        return _read_factor(ts, self.landmark, self.half_life)
 
     def top(self, n: int, ts: float) -> list[tuple[str, float]]:
         """The ``n`` heaviest keys with their weights at ``ts``, heaviest first."""

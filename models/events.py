@@ -130,7 +130,10 @@ def _timestamp(value: Any) -> float:
     if isinstance(value, bool):
         raise InvalidEvent("ts:not_number_or_iso8601", "bool")
     if isinstance(value, (int, float)):
-        ts = float(value)
+        try:
+            ts = float(value)
+        except OverflowError:  # a decoded integer beyond any float
+            raise InvalidEvent("ts:out_of_range", "integer too large") from None
     elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
@@ -148,11 +151,15 @@ def _timestamp(value: Any) -> float:
     return ts
 
 
-def validate_event(raw: Any, now: float | None = None, max_skew: float | None = None) -> Event:
+def validate_event(raw: Any, now: float | None = None, max_skew: float | None = None,
+                   max_age: float | None = None) -> Event:
     """Check a decoded JSON value against the contract and build an :class:`Event`.
 
     ``now``/``max_skew``: when both are given, events stamped more than ``max_skew``
     seconds in the future are rejected (a client with a broken clock).
+    ``now``/``max_age``: likewise events older than ``max_age`` seconds (``ts:too_old``):
+    decayed state is kept relative to a user's latest event, and an event weeks older
+    than that cannot be weighed (its decay factor leaves the range of a float).
     """
     if not isinstance(raw, dict):
         raise InvalidEvent("event:not_object", type(raw).__name__)
@@ -169,6 +176,8 @@ def validate_event(raw: Any, now: float | None = None, max_skew: float | None = 
     ts = _timestamp(raw.get("ts"))
     if now is not None and max_skew is not None and ts > now + max_skew:
         raise InvalidEvent("ts:in_future", f"{ts - now:.0f}s ahead")
+    if now is not None and max_age is not None and ts < now - max_age:
+        raise InvalidEvent("ts:too_old", f"{now - ts:.0f}s old")
     item_id = _text(raw, "item_id", etype in ITEM_REQUIRED_TYPES)
     session_id = _text(raw, "session_id", False)
     category = _text(raw, "category", False)
@@ -176,7 +185,10 @@ def validate_event(raw: Any, now: float | None = None, max_skew: float | None = 
     if value is not None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidEvent("value:not_number", type(value).__name__)
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            value = math.inf
         if not math.isfinite(value):
             raise InvalidEvent("value:not_finite")
     context = raw.get("context")
@@ -209,7 +221,8 @@ def validate_event(raw: Any, now: float | None = None, max_skew: float | None = 
 
 
 def parse_event(
-    payload: bytes | str | None, now: float | None = None, max_skew: float | None = None
+    payload: bytes | str | None, now: float | None = None, max_skew: float | None = None,
+    max_age: float | None = None,
 ) -> Event:
     """Decode one Kafka value or JSONL line and validate it."""
     if payload is None:
@@ -221,7 +234,7 @@ def parse_event(
     except orjson.JSONDecodeError as ex:
         # orjson rejects NaN/Infinity literals, as JSON does.
         raise InvalidEvent("payload:not_json", str(ex)[:80]) from ex
-    return validate_event(raw, now, max_skew)
+    return validate_event(raw, now, max_skew, max_age)
 
 
 def engagement(etype: str, value: float | None, weights: Mapping[str, float]) -> float:

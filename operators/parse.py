@@ -12,6 +12,7 @@ from models.events import MAX_EVENT_BYTES, Event, InvalidEvent, parse_event, val
 from operators.item_step import CatalogRecord
 from operators.messages import DeadLetter, Envelope
 from streamrec.metrics import EVENTS
+from streamrec.pseudonyms import UserPseudonyms
 
 __all__ = ["EventParser", "parse_catalog", "raw_bytes"]
 
@@ -26,35 +27,70 @@ def raw_bytes(payload: object) -> bytes:
         return payload.encode("utf-8", "replace")
     try:
         return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-    except TypeError:
+    except TypeError:  # not JSON (or nested deeper than orjson goes)
+        pass
+    try:
         return repr(payload).encode("utf-8", "replace")
+    except RecursionError:
+        return f"<{type(payload).__name__} nested too deeply to show>".encode()
 
 
 class EventParser:
     """Callable for ``op.map``: Envelope -> (Event, ingested_at) or DeadLetter.
 
-    ``now`` is injected (``None`` disables the future-timestamp guard, e.g. for replays of
-    recorded files whose clock is not ours).
+    ``now`` is injected (``None`` disables the future-timestamp and age guards, e.g. for
+    replays of recorded files whose clock is not ours). With ``user_id_key`` every
+    event's user id is replaced by its pseudonym (:mod:`streamrec.pseudonyms`) here,
+    before any state or output sees it; so is the ``user_id`` of a dead letter's payload
+    when that payload is a JSON object.
     """
 
-    def __init__(self, max_skew: float | None, now: Callable[[], float] | None = time.time) -> None:
+    def __init__(self, max_skew: float | None, now: Callable[[], float] | None = time.time, *,
+                 max_age: float | None = None, user_id_key: str = "") -> None:
         self.max_skew = max_skew
         self.now = now
+        self.max_age = max_age
+        self.user_id_key = user_id_key
+        self.pseudonyms = UserPseudonyms(user_id_key) if user_id_key else None
+
+    @classmethod
+    def from_settings(cls, settings, now: Callable[[], float] | None) -> "EventParser":
+        """The worker's parser: time guards only with a clock (live), never for replays."""
+        live = now is not None
+        return cls(settings.max_clock_skew if live else None, now,
+                   max_age=settings.max_event_age if live and settings.max_event_age > 0 else None,
+                   user_id_key=settings.user_id_key)
 
     def __call__(self, env: Envelope):
-        now = self.now() if self.now is not None and self.max_skew is not None else None
+        guarded = self.now is not None and (self.max_skew is not None or self.max_age is not None)
+        now = self.now() if guarded else None
         payload = env.payload
         try:
             if isinstance(payload, (bytes, str)) or payload is None:
-                event = parse_event(payload, now, self.max_skew)
+                event = parse_event(payload, now, self.max_skew, self.max_age)
             else:
-                event = validate_event(payload, now, self.max_skew)
+                event = validate_event(payload, now, self.max_skew, self.max_age)
         except InvalidEvent as ex:
-            return DeadLetter(ex.reason, raw_bytes(payload), env.source, ex.detail)
+            return DeadLetter(ex.reason, self._dead_payload(payload), env.source, ex.detail)
         except RecursionError as ex:  # absurdly nested JSON
             return DeadLetter("payload:too_deep", raw_bytes(payload)[:256], env.source, str(ex)[:80])
         EVENTS.add(event.type)  # a dict increment; dead letters are counted by the sink
+        if self.pseudonyms is not None:
+            event.user_id = self.pseudonyms(event.user_id)
         return (event, env.ingested_at)
+
+    def _dead_payload(self, payload) -> bytes:
+        raw = raw_bytes(payload)
+        if self.pseudonyms is None:
+            return raw
+        try:
+            obj = orjson.loads(raw) if not isinstance(payload, dict) else dict(payload)
+        except orjson.JSONDecodeError:
+            return raw  # not JSON: kept as it came (the DLQ truncates it)
+        if isinstance(obj, dict) and isinstance(obj.get("user_id"), str):
+            obj["user_id"] = self.pseudonyms(obj["user_id"])
+            return raw_bytes(obj)
+        return raw
 
 
 def parse_catalog(env: Envelope):

@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cli.register(sub)
     from streamrec import bench_cli; bench_cli.register(sub)  # noqa: E702
     from streamrec import gateway_cli; gateway_cli.register(sub)  # noqa: E702
+    from streamrec import fuzz_cli; fuzz_cli.register(sub)  # noqa: E702
     return parser
 
 

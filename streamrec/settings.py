@@ -142,7 +142,13 @@ class Settings:
     # Guards
     max_events_per_minute: int = 600
     max_clock_skew: float = 24 * 3600.0
+    # Live worker only, 0 = off: older events go to the DLQ (ts:too_old). Off by default
+    # because benchmarks and `demo --events` feed recorded (old) events to the live worker.
+    max_event_age: float = 0.0
     model_version: str = "streamrec-0.1"
+    # Privacy: with a key, user ids are replaced by keyed hashes in the parse step
+    # (streamrec.pseudonyms, docs/privacy.md); empty keeps them as sent.
+    user_id_key: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -189,6 +195,7 @@ class Settings:
         text("STREAMREC_CATALOG_FILE", "catalog_file")
         text("STREAMREC_MODEL_VERSION", "model_version")
         text("STREAMREC_REPEAT_POLICY", "repeat_policy")
+        text("STREAMREC_USER_ID_KEY", "user_id_key")
         number("STREAMREC_TOP_K", "top_k", int, 1)
         number("STREAMREC_KAFKA_BATCH_SIZE", "kafka_batch_size", int, 1)
         number("STREAMREC_KAFKA_FETCH_WAIT_MS", "kafka_fetch_wait_ms", int, 0)
@@ -235,6 +242,7 @@ class Settings:
         number("STREAMREC_METRICS_PORT", "metrics_port", int, 0)
         text("STREAMREC_METRICS_HOST", "metrics_host")
         text("STREAMREC_LOG_FORMAT", "log_format")
+        number("STREAMREC_MAX_EVENT_AGE", "max_event_age", float, 0.0)
         flag("STREAMREC_CONFLATE", "conflate")
         flag("STREAMREC_WRITE_PROFILES", "write_profiles")
         flag("STREAMREC_CONSUME_ITEMS", "consume_items")
@@ -282,6 +290,10 @@ class Settings:
         if self.log_format not in ("text", "json"):
             msg = f"STREAMREC_LOG_FORMAT={self.log_format!r} must be text or json"
             raise ConfigError(msg)
+        if self.user_id_key and len(self.user_id_key) < 16:
+            msg = ("STREAMREC_USER_ID_KEY is shorter than 16 characters; generate one with "
+                   "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+            raise ConfigError(msg)
         if not self.kafka_bootstrap_servers.strip():
             msg = "KAFKA_BOOTSTRAP_SERVERS is empty; set it like localhost:9092"
             raise ConfigError(msg)
@@ -304,6 +316,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "redis_url":
                 value = redact_url(value)
+            elif f.name == "user_id_key":
+                value = "***" if value else ""
             elif f.name == "kafka_config":
                 value = {
                     k: ("***" if any(h in k for h in _SECRET_HINTS) else v) for k, v in value.items()

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 
 import httpx
+import orjson
 import pytest
 
 from gateway.stack import LocalPipeline
@@ -97,23 +98,54 @@ def test_clicking_one_category_fills_the_panel_with_it_within_2s(browser, pipeli
         page.close()
 
 
-def test_no_events_leave_the_page_when_consent_is_off(browser, pipeline):
+def _accepted(health: str) -> int:
+    return httpx.get(health).json()["collector"]["accepted"]
+
+
+def _wait_accepted(health: str, want: int, timeout: float = 5.0) -> int:
+    deadline = time.monotonic() + timeout
+    while _accepted(health) < want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _accepted(health)
+
+
+def test_consent_off_tells_the_server_then_no_events_leave_the_page(browser, pipeline):
     page, errors = _open(browser, pipeline)
     health = f"{pipeline.gateway.url}/healthz"
+    consents = "window.__streamrec.tracked.filter(e => e.event.type === 'consent').map(e => e.event)"
     try:
+        page.locator("#grid .card").nth(0).click()
+        _wait_accepted(health, _accepted(health) + 1)
+        time.sleep(2.5)  # the batched events (impressions) have left too
+        start = _accepted(health)
         page.uncheck("#consent")
-        before = httpx.get(health).json()["collector"]["accepted"]
+        # The withdrawal itself is sent (with the user's token: consent needs it) ...
+        assert _wait_accepted(health, start + 1) == start + 1
+        (off,) = page.evaluate(consents)
+        assert (off["type"], off["value"], off["user_id"]) == ("consent", 0, page.evaluate("window.__streamrec.user"))
+        # ... and nothing after it.
         page.locator("#grid .card").nth(1).click()
         page.locator("#grid .card [data-track='add_to_cart']").nth(1).click()
         time.sleep(2.5)  # longer than the tracker's batching interval
-        assert httpx.get(health).json()["collector"]["accepted"] == before
-        assert page.evaluate("window.__streamrec.tracked.filter(e => e.event.type === 'click').length") == 0
+        assert _accepted(health) == start + 1
+        assert page.evaluate("window.__streamrec.tracked.filter(e => e.event.type === 'click').length") == 1
         page.check("#consent")
+        assert [e["value"] for e in page.evaluate(consents)] == [0, 1]
         page.locator("#grid .card [data-track='add_to_cart']").nth(1).click()
-        deadline = time.monotonic() + 5
-        while httpx.get(health).json()["collector"]["accepted"] == before and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert httpx.get(health).json()["collector"]["accepted"] > before
+        assert _wait_accepted(health, start + 3) >= start + 3  # consent 1, then the cart event
+        # The worker took the withdrawal: the user's profile was erased and rebuilt from
+        # the events after consent came back (the first click is forgotten).
+        clicked = page.locator("#grid .card").nth(0).get_attribute("data-item-id")
+        user = page.evaluate("window.__streamrec.user")
+        deadline, profile = time.monotonic() + 10, None
+        while time.monotonic() < deadline:
+            raw = pipeline.redis.get(pipeline.keys.profile(user))
+            profile = orjson.loads(raw) if raw else None
+            if profile and profile["counts"].get("add_to_cart"):
+                break
+            time.sleep(0.1)
+        assert profile and profile["counts"].get("add_to_cart"), profile
+        assert clicked not in profile["recent_items"] and not profile["counts"].get("click"), profile
         assert not errors, errors
     finally:
         page.close()

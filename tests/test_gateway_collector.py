@@ -19,12 +19,14 @@ from models.events import parse_event
 pytestmark = pytest.mark.integration
 
 SECRET = "collector-test-secret-0123456789"
+API_KEY = "collector-test-backend-key-0123"
+BACKEND = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def _env(kafka, redis_server, topic, **extra) -> dict:
     return {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "REDIS_URL": redis_server.url,
             "STREAMREC_PREFIX": f"col{uuid.uuid4().hex[:6]}", "STREAMREC_EVENTS_TOPIC": topic,
-            "STREAMREC_GATEWAY_SECRET": SECRET, **extra}
+            "STREAMREC_GATEWAY_SECRET": SECRET, "STREAMREC_GATEWAY_API_KEYS": API_KEY, **extra}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,7 @@ def test_valid_events_reach_kafka_keyed_by_user_and_bad_ones_are_explained(gatew
            "not an object"]
     # text/plain, as the tracker's sendBeacon sends it
     r = httpx.post(f"{gateway.url}/v1/events", content=orjson.dumps(good + bad),
-                   headers={"Content-Type": "text/plain;charset=UTF-8"})
+                   headers={"Content-Type": "text/plain;charset=UTF-8", **BACKEND})
     assert r.status_code == 202, r.text
     body = r.json()
     assert (body["accepted"], body["rejected"]) == (3, 5)
@@ -92,7 +94,7 @@ def test_valid_events_reach_kafka_keyed_by_user_and_bad_ones_are_explained(gatew
 
 
 def test_a_single_event_object_is_accepted(gateway):
-    r = httpx.post(f"{gateway.url}/v1/events", json=_event(3))
+    r = httpx.post(f"{gateway.url}/v1/events", json=_event(3, "anon-1"))
     assert r.status_code == 202 and r.json()["accepted"] == 1
 
 
@@ -104,17 +106,17 @@ def test_client_clock_skew_is_corrected_with_sent_at(kafka, redis_server):
     with serve_in_thread(_env(kafka, redis_server, topic), demo=False) as gw:
         client_now = time.time() - skew
         r = httpx.post(f"{gw.url}/v1/events", params={"sent_at": f"{client_now:.3f}"},
-                       json=[_event(1, ts=client_now - 10.0)])
+                       json=[_event(1, "anon-skew", ts=client_now - 10.0)])
         assert r.status_code == 202 and r.json()["accepted"] == 1
     (msg,) = _consume(kafka.bootstrap, topic, 1)
     assert abs(parse_event(msg.value()).ts - (time.time() - 10.0)) < 5.0
 
 
 def test_body_and_batch_limits(gateway):
-    big = orjson.dumps([_event(1, context={"pad": "x" * 5000})])
+    big = orjson.dumps([_event(1, "anon-1", context={"pad": "x" * 5000})])
     r = httpx.post(f"{gateway.url}/v1/events", content=big)
     assert r.status_code == 413
-    r = httpx.post(f"{gateway.url}/v1/events", json=[_event(n) for n in range(21)])
+    r = httpx.post(f"{gateway.url}/v1/events", json=[_event(n, "anon-1") for n in range(21)])
     assert r.status_code == 413 and "at most 20" in r.json()["error"]
     r = httpx.post(f"{gateway.url}/v1/events", content=b"{not json")
     assert r.status_code == 400 and r.json()["error"] == "payload:not_json"
@@ -126,29 +128,18 @@ def test_cors_allows_only_configured_origins(gateway):
         "Access-Control-Request-Headers": "content-type"})
     assert ok.status_code == 200
     assert ok.headers["access-control-allow-origin"] == "https://shop.example"
-    other = httpx.post(f"{gateway.url}/v1/events", json=_event(1), headers={"Origin": "https://evil.example"})
+    other = httpx.post(f"{gateway.url}/v1/events", json=_event(1, "anon-1"),
+                       headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in other.headers
 
 
 def test_per_client_rate_limit(kafka, redis_server, topic):
     env = _env(kafka, redis_server, topic, STREAMREC_GATEWAY_RATE="0.2", STREAMREC_GATEWAY_BURST="3")
     with serve_in_thread(env, demo=False) as gw, httpx.Client(base_url=gw.url) as client:
-        responses = [client.post("/v1/events", json=_event(n)) for n in range(5)]
+        responses = [client.post("/v1/events", json=_event(n, "anon-1")) for n in range(5)]
         assert [r.status_code for r in responses] == [202, 202, 202, 429, 429]
         assert int(responses[-1].headers["retry-after"]) >= 1
         assert "rate limit" in responses[-1].json()["error"]
-
-
-def test_a_token_binds_events_to_its_user(gateway):
-    from gateway import sign_token
-
-    token = sign_token("alice", SECRET)
-    r = httpx.post(f"{gateway.url}/v1/events", params={"token": token},
-                   json=[_event(1, "alice"), _event(2, "mallory")])
-    assert r.json()["accepted"] == 1
-    assert r.json()["errors"][0]["reason"] == "user_id:not_token_user"
-    r = httpx.post(f"{gateway.url}/v1/events", params={"token": "forged"}, json=[_event(1, "alice")])
-    assert r.status_code == 401
 
 
 def test_unreachable_kafka_gives_503_with_retry_after_not_a_hang(redis_server):
@@ -157,7 +148,7 @@ def test_unreachable_kafka_gives_503_with_retry_after_not_a_hang(redis_server):
            "STREAMREC_GATEWAY_SECRET": SECRET}
     with serve_in_thread(env, demo=False) as gw:
         started = time.monotonic()
-        r = httpx.post(f"{gw.url}/v1/events", json=[_event(1)], timeout=10)
+        r = httpx.post(f"{gw.url}/v1/events", json=[_event(1, "anon-1")], timeout=10)
         assert time.monotonic() - started < 1.0
         assert r.status_code == 503 and int(r.headers["retry-after"]) > 0
         health = httpx.get(f"{gw.url}/healthz").json()
@@ -169,7 +160,8 @@ def test_queued_events_are_flushed_on_shutdown(kafka, redis_server):
     topic = f"flush-{uuid.uuid4().hex[:6]}"
     ensure_topics(kafka.bootstrap, {topic: 2})
     with serve_in_thread(_env(kafka, redis_server, topic), demo=False) as gw:
-        r = httpx.post(f"{gw.url}/v1/events", json=[_event(n, f"u{n}") for n in range(200)])
+        r = httpx.post(f"{gw.url}/v1/events", json=[_event(n, f"u{n}") for n in range(200)],
+                       headers=BACKEND)
         assert r.json()["accepted"] == 200
     # stop() returned: the producer was flushed before the server exited.
     assert len(_consume(kafka.bootstrap, topic, 200)) == 200

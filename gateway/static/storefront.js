@@ -104,7 +104,8 @@ async function main() {
     byCategory.get(cat).push(item);
   }
   $("#who").textContent = `user ${user_id}`;
-  tracker = createTracker({ userId: user_id, page: "storefront" });
+  // The token lets the tracker send this user's events (and consent changes) to the collector.
+  tracker = createTracker({ userId: user_id, token, page: "storefront" });
   log.tracker = tracker;
   $("#consent").onchange = (e) => tracker.setConsent(e.target.checked);
   $("#grid").addEventListener("click", (e) => { const c = e.target.closest(".card"); if (c) c.classList.add("clicked"); });

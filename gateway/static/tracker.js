@@ -10,6 +10,9 @@
 //   data-rec-id="..."                          a list of recommended items (impressions, attribution)
 // Every tracked event is also dispatched on window as CustomEvent("streamrec:track").
 // When consent is off nothing is queued or sent, and the queue is emptied.
+// tracker.setConsent(false) first tells the server (a `consent` event with value 0, which
+// makes the worker forget the user), then stops; setConsent(true) sends value 1. Consent
+// events need the user's token (option `token`), also for anonymous ids.
 
 const DEFAULTS = {
   endpoint: "/v1/events",
@@ -137,24 +140,36 @@ export function createTracker(options = {}) {
     if (!consented()) { queue = []; impressions.clear(); return; }
     drainImpressions();
     if (!queue.length) return;
-    const batch = queue.splice(0, o.maxBatch);
+    send(queue.splice(0, o.maxBatch), beacon);
+    if (queue.length) { if (beacon) flush({ beacon }); else schedule(0); }
+  }
+
+  function send(batch, beacon = false) {
     let url = `${o.endpoint}?sent_at=${(now() / 1000).toFixed(3)}`;
     if (o.token) url += `&token=${encodeURIComponent(o.token)}`;
     const body = JSON.stringify(batch);
     // text/plain keeps sendBeacon and cross-origin fetch free of a CORS preflight.
-    if (beacon && navigator.sendBeacon && navigator.sendBeacon(url, new Blob([body], { type: "text/plain" }))) {
-      if (queue.length) flush({ beacon });
-      return;
-    }
+    if (beacon && navigator.sendBeacon && navigator.sendBeacon(url, new Blob([body], { type: "text/plain" }))) return;
     fetch(url, { method: "POST", body, keepalive: true, credentials: "omit", headers: { "Content-Type": "text/plain" } })
       .then((r) => {
         if (r.status === 429 || r.status === 503) retry(batch, Number(r.headers.get("Retry-After")) || 2);
       })
       .catch(() => retry(batch, 2));
-    if (queue.length) schedule(0);
+  }
+
+  // The server hears of a consent change at once, outside the queue: withdrawal must be
+  // sent although nothing else may be any more.
+  function sendConsent(on) {
+    const event = { event_id: uid(), ts: now() / 1000, user_id: userId(), type: "consent", value: on ? 1 : 0 };
+    window.dispatchEvent(new CustomEvent("streamrec:track", { detail: event }));
+    send([event]);
   }
 
   function retry(batch, seconds) {
+    // A consent change is retried on its own: the queue is dropped while consent is off.
+    const consents = batch.filter((e) => e.type === "consent");
+    if (consents.length) setTimeout(() => send(consents), seconds * 1000);
+    batch = consented() ? batch.filter((e) => e.type !== "consent") : [];
     queue = batch.concat(queue).slice(-o.maxQueue);
     retryAt = now() + seconds * 1000;
     schedule(seconds * 1000);
@@ -280,7 +295,12 @@ export function createTracker(options = {}) {
     wishlist: (itemId, category) => itemEvent("wishlist", itemId, category),
     purchase: (itemId, category, value) => itemEvent("purchase", itemId, category, { value }),
     flush,
-    setConsent(on) { forcedConsent = !!on; if (!on) { queue = []; impressions.clear(); } },
+    setConsent(on) {
+      const changed = consented() !== !!on;
+      if (!on) { queue = []; impressions.clear(); }
+      if (changed) sendConsent(!!on);
+      forcedConsent = !!on;
+    },
     setUser(id, token) { o.userId = id; if (token !== undefined) o.token = token; },
     get sessionId() { return sessionId(); },
     get pending() { return queue.length; },
