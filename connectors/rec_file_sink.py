@@ -15,7 +15,16 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from operators.messages import RecUpdate
 
-__all__ = ["RecFileSink", "rec_record"]
+__all__ = ["RecFileSink", "rec_record", "list_items"]
+
+
+def list_items(rec: RecUpdate) -> list[dict]:
+    """A list's items in the output contract: ``{"item_id", "score", "reason"}`` each
+    (``reason`` when the ranker gave one)."""
+    if rec.reasons:
+        return [{"item_id": i, "score": s, "reason": r}
+                for (i, s), r in zip(rec.items, rec.reasons)]
+    return [{"item_id": i, "score": s} for i, s in rec.items]
 
 
 def rec_record(rec: RecUpdate, emitted_at: float) -> dict:
@@ -24,7 +33,7 @@ def rec_record(rec: RecUpdate, emitted_at: float) -> dict:
         "trigger_event_id": rec.trigger_event_id,
         "event_ts": rec.event_ts,
         "emitted_at": emitted_at,
-        "items": [{"item_id": i, "score": s} for i, s in rec.items],
+        "items": list_items(rec),
         "strategy": rec.strategy,
         "model_version": rec.model_version,
     }

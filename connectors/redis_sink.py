@@ -17,7 +17,7 @@ import orjson
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from connectors.rec_file_sink import rec_record
+from connectors.rec_file_sink import list_items, rec_record
 from connectors.redis_retry import OutageGuard, sink_client
 from operators.messages import DeadLetter, EraseUser, ProfileWrite, RecUpdate
 from streamrec.metrics import (
@@ -85,7 +85,7 @@ class RedisKeys:
 
 def encode_rec(rec: RecUpdate, emitted_at: float) -> dict[str, bytes | str]:
     """Stream-entry fields of one recommendation update (the output contract)."""
-    items = [{"item_id": i, "score": s} for i, s in rec.items]
+    items = list_items(rec)
     return {
         "user_id": rec.user_id,
         "trigger_event_id": rec.trigger_event_id,

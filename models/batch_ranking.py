@@ -96,7 +96,7 @@ class RankModels:
 class _Table:
     """The flat candidate lists of one batch: ids, signal column, value, request."""
 
-    __slots__ = ("ids", "vals", "cols", "reqs", "scales", "divs", "lens")
+    __slots__ = ("ids", "vals", "cols", "reqs", "scales", "divs", "lens", "tags", "tag_names")
 
     def __init__(self) -> None:
         self.ids: list[str] = []
@@ -106,8 +106,17 @@ class _Table:
         self.scales: list[float] = []  # per block
         self.divs: list[float] = []  # per block
         self.lens: list[int] = []  # per block
+        self.tags: list[int] = []  # per block: what proposed it (an anchor item, a category)
+        self.tag_names: list[str | None] = [None]  # tag 0: nothing to name
 
-    def block(self, req: int, col: int, ids, vals, scale: float, div: float = 1.0) -> None:
+    def tag(self, name: str | None) -> int:
+        if name is None:
+            return 0
+        self.tag_names.append(name)
+        return len(self.tag_names) - 1
+
+    def block(self, req: int, col: int, ids, vals, scale: float, div: float = 1.0,
+              tag: int = 0) -> None:
         self.ids.extend(ids)
         self.vals.extend(vals)
         self.cols.append(col)
@@ -115,17 +124,18 @@ class _Table:
         self.scales.append(scale)
         self.divs.append(div)
         self.lens.append(len(ids))
+        self.tags.append(tag)
 
-    def pairs(self, req: int, col: int, pairs, scale: float) -> None:
+    def pairs(self, req: int, col: int, pairs, scale: float, tag: int = 0) -> None:
         if pairs:
             ids, vals = zip(*pairs)
-            self.block(req, col, ids, vals, scale)
+            self.block(req, col, ids, vals, scale, 1.0, tag)
 
-    def share(self, req: int, col: int, head: tuple, scale: float) -> None:
+    def share(self, req: int, col: int, head: tuple, scale: float, tag: int = 0) -> None:
         """A distribution block: ``head`` is ``(ids, values, total)`` (see :func:`_head`)."""
         ids, vals, total = head
         if total > 0.0:
-            self.block(req, col, ids, vals, scale, total)
+            self.block(req, col, ids, vals, scale, total, tag)
 
 
 def _head(pairs: list) -> tuple:
@@ -157,8 +167,9 @@ def _gather(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig) ->
     content = vectors is not None and len(vectors) > 0
     for r, inp in enumerate(inputs):
         anchor_total = sum(a for a, _ in inp.anchors) or 1.0
-        for weight, followers in inp.anchors:
-            table.pairs(r, 0, followers, weight / anchor_total)
+        named = inp.anchor_items or [None] * len(inp.anchors)
+        for (weight, followers), anchor in zip(inp.anchors, named):
+            table.pairs(r, 0, followers, weight / anchor_total, table.tag(anchor))
         knn_total = sum(a for a, _ in inp.knn) or 1.0
         for weight, votes in inp.knn:
             table.pairs(r, 6, votes, weight / knn_total)
@@ -168,7 +179,7 @@ def _gather(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig) ->
             table.block(r, 1, seen, [decay**i for i in range(len(seen))], 1.0)
         ts = inp.ts
         for cat, share in _category_mix(inp):
-            table.share(r, 2, top("c", cat, per_cat, ts), share)
+            table.share(r, 2, top("c", cat, per_cat, ts), share, table.tag(cat))
         if inp.segment:
             table.share(r, 3, top("s", inp.segment, per_cat, ts), 1.0)
         table.share(r, 4, top("t", None, per_cat * 2, ts), 1.0)
@@ -240,8 +251,9 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
                 X[a:b, 5] = sims / total
 
     keep = _rules(inputs, models, cfg, X, row_req, row_slot, row_items)
+    origin = np.arange(n_rows)  # each row's index before the rules dropped any
     if not keep.all():
-        X, row_req, row_slot = X[keep], row_req[keep], row_slot[keep]
+        X, row_req, row_slot, origin = X[keep], row_req[keep], row_slot[keep], origin[keep]
         row_items = [item for item, k in zip(row_items, keep.tolist()) if k]
         starts = np.searchsorted(row_req, np.arange(n_req + 1))
     if len(row_req) == 0:
@@ -255,7 +267,10 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
         scores[mask] = X[mask] @ weights[c]
     if cfg.repeat_policy == "demote":
         scores = np.where(X[:, _SEEN] > 0, scores * cfg.repeat_factor, scores)
-    return _select(inputs, models, cfg, X, scores, row_req, row_items, weights, ctx)
+    results = _select(inputs, models, cfg, X, scores, row_req, row_items, weights, ctx)
+    entries = (entry_row, entry_col, vals, np.repeat(np.asarray(table.tags, dtype=np.intp), lens))
+    _explain(results, X, row_req, origin, weights, ctx, entries, table.tag_names)
+    return results
 
 
 def _rules(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray, row_req: np.ndarray,
@@ -349,7 +364,8 @@ def _select(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray, scores: 
                                         row_items, n_req)
     picked = pick_rows >= 0
     counts = picked.sum(axis=1).tolist()
-    names = [row_items[i] for i in pick_rows[picked].tolist()]
+    rows = pick_rows[picked].tolist()
+    names = [row_items[i] for i in rows]
     values = pick_scores[picked].tolist()
 
     fb_n = min(cfg.feedback_candidates, max(cfg.k * 4, cfg.feedback_candidates))
@@ -367,8 +383,10 @@ def _select(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray, scores: 
             out.append(_empty())
             continue
         strategy = SIGNALS[strategy_idx[r]] if strategy_ok[r] else "trending"
-        out.append(RankResult(list(zip(names[at : at + c], values[at : at + c])), strategy,
-                              fb_names[fb_at : fb_at + f], fb_X[fb_at : fb_at + f]))
+        result = RankResult(list(zip(names[at : at + c], values[at : at + c])), strategy,
+                            fb_names[fb_at : fb_at + f], fb_X[fb_at : fb_at + f])
+        result.reasons = rows[at : at + c]  # rows for now: _explain turns them into reasons
+        out.append(result)
         at += c
         fb_at += f
     return out
@@ -440,3 +458,55 @@ def _group_min(values: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
     out = np.full(n, np.inf)
     np.minimum.at(out, groups, values)
     return out
+
+
+# A reason's kind per feature column: the cold-start copies count as what they copy.
+_REASON_OF = {i: name for i, name in enumerate(FEATURES)}
+_REASON_OF[_F["covis_cold"]] = "covis"
+_REASON_OF[_F["trending_cold"]] = "trending"
+_NAMED = {_F["covis"]: "because", _F["covis_cold"]: "because", _F["category"]: "category"}
+
+
+def _explain(results: list[RankResult], X: np.ndarray, row_req: np.ndarray, origin: np.ndarray,
+             weights: np.ndarray, ctx: np.ndarray, entries: tuple, tag_names: list) -> None:
+    """Give each listed item its reason: the signal that adds most to its score, with
+    what proposed it where there is one to name (the recent item whose followers it is,
+    the category it trends in)."""
+    rows = [r for res in results if res.reasons for r in res.reasons]
+    if not rows:
+        for res in results:
+            res.reasons = []
+        return
+    rows = np.asarray(rows, dtype=np.intp)
+    contrib = X[rows] * weights[ctx[row_req[rows]]]
+    kind = np.argmax(contrib, axis=1)
+    positive = contrib[np.arange(len(rows)), kind] > 0
+    # The strongest entry of that kind for each listed row names what proposed it.
+    entry_row, entry_col, vals, tags = entries
+    strongest = np.full(int(entry_row.max()) + 1, -1, dtype=np.intp)
+    strongest[origin[rows]] = np.where(positive, kind, -1)
+    wanted = strongest[entry_row]
+    match = (wanted == entry_col) | ((wanted == _F["covis_cold"]) & (entry_col == _F["covis"]))
+    match &= tags > 0
+    named: dict[int, str] = {}
+    if match.any():
+        idx = np.flatnonzero(match)
+        order = idx[np.lexsort((-vals[idx], entry_row[idx]))]
+        first = np.r_[True, entry_row[order][1:] != entry_row[order][:-1]]
+        for row, tag in zip(entry_row[order][first].tolist(), tags[order][first].tolist()):
+            named[row] = tag_names[tag]
+    reasons = []
+    for row, k, ok in zip(origin[rows].tolist(), kind.tolist(), positive.tolist()):
+        if not ok:
+            reasons.append({"kind": "trending"})
+            continue
+        reason = {"kind": _REASON_OF[k]}
+        field_name = _NAMED.get(k)
+        if field_name and row in named:
+            reason[field_name] = named[row]
+        reasons.append(reason)
+    at = 0
+    for res in results:
+        n = len(res.reasons or [])
+        res.reasons = reasons[at : at + n]
+        at += n

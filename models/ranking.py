@@ -151,6 +151,7 @@ class RankInput:
     content: np.ndarray | None = None  # the user's content vector
     user_id: str | None = None
     history: int = 0  # item events the user has made
+    anchor_items: list[str] | None = None  # the item behind each of ``anchors`` (reasons)
 
 
 @dataclass
@@ -159,6 +160,7 @@ class RankResult:
     strategy: str
     candidates: list[str]  # best first, for feedback
     features: np.ndarray  # rows of ``candidates``
+    reasons: list[dict] | None = None  # per listed item: why it is there (batch ranking)
 
 
 def _normalised(pairs: list[tuple[str, float]]) -> list[tuple[str, float]]:

@@ -202,6 +202,7 @@ class RecUpdate:
     items: list  # [(item_id, score)]
     strategy: str
     model_version: str
+    reasons: list | None = None  # per item: {"kind": ..., "because"/"category": ...}
 
 
 @_compact

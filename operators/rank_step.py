@@ -270,6 +270,7 @@ class RankLogic(StatefulBatchLogic):
                 content=user_vector([(a.anchor_weight, a.vector) for a in answers if a.vector]),
                 user_id=request.user_id,
                 history=request.history,
+                anchor_items=[a.item_id for a in answers],
             ))
             contexts.append(st.blend.context(len(request.seen)))
         models = RankModels(shared.trending, shared.item_category, shared.unavailable,
@@ -278,9 +279,10 @@ class RankLogic(StatefulBatchLogic):
         results = rank_batch(inputs, models, cfg.ranking, weights, contexts)
         out = []
         for (request, _), result, context in zip(round_, results, contexts):
-            items, strategy = result.items, result.strategy
+            items, strategy, reasons = result.items, result.strategy, result.reasons
             if not items:
                 items, strategy = self._last_resort(request, shared), "recent"
+                reasons = [{"kind": "recent"}] * len(items)
             if request.item_id is not None:
                 recent = st.recent
                 recent.pop(request.item_id, None)
@@ -300,7 +302,8 @@ class RankLogic(StatefulBatchLogic):
                 del last[next(iter(last))]
             out.append(
                 RecUpdate(request.user_id, request.user_id, request.seq, request.event_id,
-                          request.ts, request.ingested_at, items, strategy, cfg.model_version)
+                          request.ts, request.ingested_at, items, strategy, cfg.model_version,
+                          reasons)
             )
         return out
 

@@ -133,3 +133,35 @@ def test_a_small_vocabulary_evicts_and_still_ranks_like_the_reference():
         assert [[i for i, _ in r.items] for r in got] == [[i for i, _ in r.items] for r in expected]
     assert len(models.codes.vocab) <= 600
     copy.deepcopy(models)  # picklable state: no clients, no lambdas
+
+
+def test_every_listed_item_has_a_reason_naming_what_proposed_it():
+    rng = random.Random(21)
+    items, category, trending, vectors, mf, unavailable = _world(rng)
+    cfg = RankConfig(k=20, diversity=0.01)
+    models = RankModels(trending, category, unavailable, vectors, mf, ItemCodes(5000))
+    inputs = [_request(rng, items, vectors, T0) for _ in range(30)]
+    for inp in inputs:
+        inp.anchor_items = [f"anchor{i}" for i in range(len(inp.anchors))]
+    kinds = set()
+    for inp, res in zip(inputs, rank_batch(inputs, models, cfg)):
+        assert len(res.reasons) == len(res.items)
+        for (item, _), reason in zip(res.items, res.reasons):
+            kinds.add(reason["kind"])
+            if reason["kind"] == "covis" and "because" in reason:
+                anchor = int(reason["because"].removeprefix("anchor"))
+                assert item in dict(inp.anchors[anchor][1])  # that anchor's follower
+            if reason["kind"] == "category":
+                assert reason["category"] in {c for c, _ in inp.categories + inp.session_categories} | set(inp.preferences or [])
+    assert {"covis", "category"} <= kinds
+
+
+def test_reasons_name_the_strongest_anchor():
+    t = Trending(3600.0)
+    inp = RankInput(ts=T0, anchors=[(1.0, [("x", 0.2), ("y", 0.9)]), (0.5, [("x", 0.9)])],
+                    anchor_items=["p-new", "p-old"])
+    (res,) = rank_batch([inp], RankModels(t), RankConfig(k=2))
+    reasons = dict(zip([i for i, _ in res.items], res.reasons))
+    assert reasons["y"] == {"kind": "covis", "because": "p-new"}
+    # x: 1/1.5 * 0.2 from p-new against 0.5/1.5 * 0.9 from p-old
+    assert reasons["x"] == {"kind": "covis", "because": "p-old"}

@@ -81,6 +81,10 @@ def _wait_for(predicate, workers: WorkerGroup, timeout: float = 90.0, what: str 
     pytest.fail(f"timed out waiting for {what}:\n{workers.log_tail()}")
 
 
+KINDS = {"covis", "session", "category", "segment", "trending", "content", "knn", "seen", "mf",
+         "recent"}
+
+
 @pytest.mark.parametrize("processes, workers", [(1, 1), (2, 1), (1, 2)],
                          ids=["1-process", "2-processes", "1-process-2-workers"])
 def test_worker_writes_a_list_for_every_user_and_files_bad_input(
@@ -123,7 +127,8 @@ def test_worker_writes_a_list_for_every_user_and_files_bad_input(
         assert {b"user_id", b"trigger_event_id", b"event_ts", b"emitted_at", b"items", b"strategy",
                 b"model_version"} <= set(fields)
         items = orjson.loads(fields[b"items"])
-        assert items and set(items[0]) == {"item_id", "score"}
+        assert items and all(set(i) == {"item_id", "score", "reason"} for i in items)
+        assert all(i["reason"]["kind"] in KINDS for i in items)
         assert float(fields[b"emitted_at"]) >= float(fields[b"event_ts"]) - 3600
     last_by_user = {}
     for e in events:
