@@ -30,8 +30,6 @@ __all__ = [
     "Workload", "expected_ceiling", "expected_full", "generated_workload", "taobao_workload",
 ]
 
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
 
 @dataclass
 class Workload:
@@ -107,7 +105,9 @@ def taobao_workload(limit: int | None = None, data_dir: str | Path | None = None
     """The Taobao 2h slice (real arrival order), optionally its first ``limit`` events."""
     from connectors.datasets import load_dataset
 
-    ds = load_dataset("taobao", Path(data_dir) if data_dir else DEFAULT_DATA_ROOT / "taobao_2h")
+    from connectors.dataset_sources import dataset_dir
+
+    ds = load_dataset("taobao", dataset_dir("taobao", data_dir))
     events = ds.events[:limit] if limit else ds.events
     items = ds.items
     if limit:

@@ -35,7 +35,7 @@ def pipeline(kafka, redis_server, tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     if not shutil.which(CHROMIUM):
-        pytest.fail(f"no Chromium at {CHROMIUM}: .ci/run installs Debian's chromium package")
+        pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium package (as root)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
