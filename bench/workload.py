@@ -88,8 +88,8 @@ def _build(name: str, events: list[dict], catalog: list[dict], meta: dict) -> Wo
 
 
 def generated_workload(n_events: int, n_users: int, n_items: int, seed: int = 7) -> Workload:
-    """Synthetic shop traffic (``connectors.traffic``) that ends before now."""
-    from connectors.traffic import TrafficConfig, generate_catalog, generate_events
+    """Synthetic shop traffic (``workloads.traffic``) that ends before now."""
+    from workloads.traffic import TrafficConfig, generate_catalog, generate_events
 
     # The flow refuses events from the future; a start 30 days back leaves room for
     # ~1M events of 100k users (about 1.4 simulated days).

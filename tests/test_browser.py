@@ -15,7 +15,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from gateway.stack import LocalPipeline
+from connectors.local_stack import shop_stack
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ DEADLINE_MS = 2000
 
 @pytest.fixture(scope="module")
 def pipeline(kafka, redis_server, tmp_path_factory):
-    with LocalPipeline(kafka.bootstrap, redis_server.url, tmp_path_factory.mktemp("browser")) as p:
+    with shop_stack(tmp_path_factory.mktemp("browser"), bootstrap=kafka.bootstrap, redis_url=redis_server.url) as p:
         yield p
 
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import pytest
 
 from connectors.datasets import write_events_jsonl
-from connectors.traffic import TrafficConfig, generate_events
+from workloads.traffic import TrafficConfig, generate_events
 from evaluation.replay import child_settings, eval_settings, read_recs, replay
 from streamrec.errors import ConfigError
 from streamrec.settings import SETTINGS_JSON_ENV, Settings

@@ -25,7 +25,7 @@ OCCUPATIONS = ["student", "engineer", "educator", "technician", "writer", "retir
 
 
 def _traffic(n_events: int, seed: int, **kw) -> list[dict]:
-    from connectors.traffic import TrafficConfig, generate_events
+    from workloads.traffic import TrafficConfig, generate_events
 
     cfg = TrafficConfig(seed=seed, start_ts=START_TS, consent_share=0.0, **kw)
     return list(generate_events(cfg, n_events))
