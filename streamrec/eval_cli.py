@@ -1,5 +1,5 @@
 """`streamrec eval`: replay recorded events through the production dataflow, score it
-with the DESIGN.md protocol, and put the POP, SR and V-SKNN baselines beside it."""
+with the protocol of docs/evaluation.md, and put the POP, SR and V-SKNN baselines beside it."""
 
 from __future__ import annotations
 

@@ -93,7 +93,7 @@ class Settings:
     # Profiles and decay (event time, seconds)
     long_half_life: float = 7 * 24 * 3600.0
     session_half_life: float = 1800.0
-    covis_half_life: float = 30 * 24 * 3600.0  # tuned on warm-up data, see README
+    covis_half_life: float = 30 * 24 * 3600.0  # tuned on warm-up data, see docs/tuning.md
     trending_half_life: float = 6 * 3600.0
     session_gap: float = 1800.0
     event_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
@@ -113,7 +113,7 @@ class Settings:
     trend_batch: int = 200  # popularity reports an aggregator collects per broadcast
     repeat_policy: str = "allow"  # "allow" (learned `seen` weight) | "demote" | "exclude"
     repeat_factor: float = 0.6
-    diversity: float = 0.01  # MMR damping per earlier pick of a category; tuned, see README
+    diversity: float = 0.01  # MMR damping per earlier pick of a category; tuned, see docs/tuning.md
     covis_window: int = 5
     backward_weight: float = 0.5
     anchor_decay: float = 0.5
