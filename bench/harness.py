@@ -141,9 +141,8 @@ def run_bench(opts: BenchOptions) -> dict:
                else Path(tempfile.mkdtemp(prefix="streamrec-bench-")))
     workdir.mkdir(parents=True, exist_ok=True)
     # Services only: each phase creates its own topics and starts its own workers.
-    stack = LocalStack(workdir, StackOptions(events_topic="bench-events", items_topic="bench-items",
-                                             processes=0),
-                       bootstrap=opts.bootstrap, redis_url=opts.redis_url)
+    stack = LocalStack(workdir, StackOptions(processes=0), bootstrap=opts.bootstrap,
+                       redis_url=opts.redis_url)
     try:
         stack.start_services()
         if opts.bootstrap is None or opts.redis_url is None:

@@ -37,7 +37,7 @@ class StackOptions:
     events_topic: str = "events"
     items_topic: str = "items"
     prefix: str = "streamrec"
-    processes: int = 1
+    processes: int = 1  # worker processes; 0: services only, no topics
     events_partitions: int | None = None  # default: one per worker process
     worker_env: Mapping[str, str] = field(default_factory=dict)
     start_timeout: float = 90.0
@@ -70,7 +70,8 @@ class LocalStack:
                 "STREAMREC_PREFIX": o.prefix, **o.worker_env}
 
     def start_services(self) -> "LocalStack":
-        """Start the embedded broker and Redis that were not given; create the topics."""
+        """Start the embedded broker and Redis that were not given; create the topics
+        (unless ``processes`` is 0: then only the services)."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         try:
             if self.bootstrap is None:
@@ -82,8 +83,9 @@ class LocalStack:
                 self._services.append(store)
                 self.redis_url = store.url
             o = self.options
-            ensure_topics(self.bootstrap, {o.events_topic: o.events_partitions or max(1, o.processes),
-                                           o.items_topic: 1, f"{o.events_topic}.dlq": 1})
+            if o.processes > 0:  # services only (processes=0): callers make their own topics
+                ensure_topics(self.bootstrap, {o.events_topic: o.events_partitions or o.processes,
+                                               o.items_topic: 1, f"{o.events_topic}.dlq": 1})
             self.redis = redis.Redis.from_url(self.redis_url)
         except BaseException:
             self.stop()

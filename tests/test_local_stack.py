@@ -40,3 +40,14 @@ def test_stack_on_given_services_leaves_them_running(kafka, redis_server, tmp_pa
     client = redis.Redis.from_url(redis_server.url)
     assert client.ping()
     client.close()
+
+
+def test_services_only_stack_creates_no_topics(kafka, redis_server, tmp_path):
+    from confluent_kafka.admin import AdminClient
+
+    options = StackOptions(events_topic="never-created", processes=0)
+    with LocalStack(tmp_path, options, bootstrap=kafka.bootstrap, redis_url=redis_server.url) as stack:
+        stack.start_services()
+        assert stack.redis.ping()
+    topics = AdminClient({"bootstrap.servers": kafka.bootstrap}).list_topics(timeout=10).topics
+    assert "never-created" not in topics
