@@ -3,8 +3,10 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
+# The browser tests drive Debian's Chromium through Playwright (no browser downloads).
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: venv test demo bench eval clean
+.PHONY: venv test chromium lint-containers demo bench eval clean
 
 venv: $(BIN)/streamrec
 
@@ -15,8 +17,32 @@ $(BIN)/streamrec: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-test: venv
-	$(BIN)/python -m pytest -q
+# The whole suite. pytest's exit code 5 (no tests collected) fails like any other.
+test: chromium venv
+	@STREAMREC_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
+
+# Debian's chromium package when the browser is missing: installed for root, named otherwise.
+chromium:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	    if [ "$$(id -u)" -ne 0 ]; then \
+	        echo "make test: the browser tests need Chromium at $(CHROMIUM), which is missing." >&2; \
+	        echo "  Install it as root:  sudo apt-get update && sudo apt-get install -y chromium" >&2; \
+	        echo "  or point to another build:  make test CHROMIUM=/path/to/chromium" >&2; \
+	        exit 1; \
+	    fi; \
+	    echo "make test: installing Debian's chromium package (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	    if [ ! -x "$(CHROMIUM)" ]; then \
+	        echo "make test: still no Chromium at $(CHROMIUM) after installing the chromium package;" \
+	             "run make test CHROMIUM=/usr/bin/chromium" >&2; \
+	        exit 1; \
+	    fi; \
+	fi
+
+# Static checks of Dockerfile and compose.yaml (no container engine needed); also in `make test`.
+lint-containers: venv
+	$(BIN)/python -m pytest -q tests/test_containers.py
 
 demo: venv
 	$(BIN)/streamrec demo $(ARGS)

@@ -33,7 +33,8 @@ from bench.recovery import recovery_cost
 from bench.report import machine, ratios, targets, to_markdown
 from bench.throughput import RunResult, delete_prefix, run_flow
 from bench.workload import Workload, generated_workload, taobao_workload
-from connectors.embedded import EmbeddedKafka, EmbeddedRedis, ensure_topics
+from connectors.embedded import ensure_topics
+from connectors.local_stack import LocalStack, StackOptions
 from connectors.replay import produce_catalog, produce_raw
 from streamrec.errors import ConfigError, StreamrecError
 
@@ -139,15 +140,14 @@ def run_bench(opts: BenchOptions) -> dict:
     workdir = (Path(opts.keep_dir).resolve() if opts.keep_dir
                else Path(tempfile.mkdtemp(prefix="streamrec-bench-")))
     workdir.mkdir(parents=True, exist_ok=True)
-    services = []
+    # Services only: each phase creates its own topics and starts its own workers.
+    stack = LocalStack(workdir, StackOptions(processes=0), bootstrap=opts.bootstrap,
+                       redis_url=opts.redis_url)
     try:
-        bootstrap, redis_url = opts.bootstrap, opts.redis_url
-        if bootstrap is None or redis_url is None:
-            kafka, store = EmbeddedKafka(log_dir=workdir), EmbeddedRedis(log_dir=workdir)
-            services = [kafka.start(), store.start()]
-            bootstrap, redis_url = kafka.bootstrap, store.url
-            _say(opts, f"embedded kafka {bootstrap}, redis {redis_url} (logs in {workdir})")
-        bench = _Bench(opts, bootstrap, redis_url, workdir)
+        stack.start_services()
+        if opts.bootstrap is None or opts.redis_url is None:
+            _say(opts, f"embedded kafka {stack.bootstrap}, redis {stack.redis_url} (logs in {workdir})")
+        bench = _Bench(opts, stack.bootstrap, stack.redis_url, workdir)
         bench.save = lambda: _save(report, opts, started)
         _run_phases(bench, report)
     except BaseException as ex:
@@ -155,8 +155,7 @@ def run_bench(opts: BenchOptions) -> dict:
         report["error"] = f"{type(ex).__name__}: {ex}"[:2000]
         raise
     finally:
-        for service in reversed(services):
-            service.stop()
+        stack.stop()
         if not opts.keep_dir:
             shutil.rmtree(workdir, ignore_errors=True)
         _save(report, opts, started)

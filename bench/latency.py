@@ -119,7 +119,7 @@ def run_latency(
     idle_share: float = 0.3,
 ) -> list[dict]:
     """Latency percentiles per ``(label, rate)``; ``env`` names a fresh 1-partition topic."""
-    from connectors.traffic import TrafficConfig, generate_events
+    from workloads.traffic import TrafficConfig, generate_events
 
     topic, prefix = env["STREAMREC_EVENTS_TOPIC"], env["STREAMREC_PREFIX"]
     stream = f"{prefix}:recs"

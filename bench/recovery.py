@@ -1,6 +1,6 @@
 """What recovery costs: throughput with ``-r DIR -s 10`` against the same run without.
 
-The recovery store is created the way the README tells operators to
+The recovery store is created the way docs/guarantees.md tells operators to
 (``python -m bytewax.recovery DIR 1``); the run is otherwise identical to the 1-process
 throughput run, so the ratio is the price of snapshotting every piece of state (and the
 Kafka offsets) every 10 seconds.

@@ -30,8 +30,6 @@ __all__ = [
     "Workload", "expected_ceiling", "expected_full", "generated_workload", "taobao_workload",
 ]
 
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
 
 @dataclass
 class Workload:
@@ -90,8 +88,8 @@ def _build(name: str, events: list[dict], catalog: list[dict], meta: dict) -> Wo
 
 
 def generated_workload(n_events: int, n_users: int, n_items: int, seed: int = 7) -> Workload:
-    """Synthetic shop traffic (``connectors.traffic``) that ends before now."""
-    from connectors.traffic import TrafficConfig, generate_catalog, generate_events
+    """Synthetic shop traffic (``workloads.traffic``) that ends before now."""
+    from workloads.traffic import TrafficConfig, generate_catalog, generate_events
 
     # The flow refuses events from the future; a start 30 days back leaves room for
     # ~1M events of 100k users (about 1.4 simulated days).
@@ -107,7 +105,9 @@ def taobao_workload(limit: int | None = None, data_dir: str | Path | None = None
     """The Taobao 2h slice (real arrival order), optionally its first ``limit`` events."""
     from connectors.datasets import load_dataset
 
-    ds = load_dataset("taobao", Path(data_dir) if data_dir else DEFAULT_DATA_ROOT / "taobao_2h")
+    from connectors.dataset_sources import dataset_dir
+
+    ds = load_dataset("taobao", dataset_dir("taobao", data_dir))
     events = ds.events[:limit] if limit else ds.events
     items = ds.items
     if limit:

@@ -1,7 +1,7 @@
 """Loaders for the recorded interaction datasets, and JSONL event files.
 
-Each loader turns one dataset folder (see ``../shared/datasets/README.md``) into
-input events of the DESIGN.md contract, a catalog of items and, where the data
+Each loader turns one dataset folder (see :mod:`connectors.dataset_sources`) into
+input events of the documented contract (docs/contracts.md), a catalog of items and, where the data
 has them, user attributes. Dataset files are read from a path, never copied.
 
 >>> import tempfile, pathlib
@@ -33,7 +33,7 @@ __all__ = [
     "write_events_jsonl",
 ]
 
-#: Canonical dataset name -> folder name under ``../shared/datasets``.
+#: Canonical dataset name -> folder name under the data directory.
 DATASET_FOLDERS: dict[str, str] = {
     "yoochoose": "yoochoose_1_64",
     "taobao": "taobao_2h",

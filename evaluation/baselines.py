@@ -16,7 +16,7 @@ are split by the same rule, and the current session is the recent history.
 >>> sr.recommend("u", 3)  # last item "b": rules b->c (1), b->a (1/2), b->b (1/3)
 ['c', 'a', 'b']
 
-Run all three on the shared datasets: ``python -m evaluation.baselines``.
+Run all three on the recorded datasets: ``python -m evaluation.baselines --data-root DIR``.
 """
 
 from __future__ import annotations
@@ -421,11 +421,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import orjson
 
+    from connectors.dataset_sources import DATA_DIR_ENV, dataset_dir
     from connectors.datasets import DATASET_FOLDERS, load_dataset
 
-    root_default = Path(__file__).resolve().parents[2] / "shared" / "datasets"
     parser = argparse.ArgumentParser(description="Score the POP, SR and V-SKNN baselines on the datasets.")
-    parser.add_argument("--data-root", type=Path, default=root_default, help="folder holding the dataset folders")
+    parser.add_argument("--data-root", type=Path, help=f"folder holding the dataset folders (default ${DATA_DIR_ENV})")
     parser.add_argument("--datasets", nargs="+", default=list(DATASET_FOLDERS), choices=list(DATASET_FOLDERS))
     parser.add_argument("--pop-half-life", type=float, default=3600.0, help="POP half-life in seconds")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
@@ -437,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     header = f"{'dataset':<10} {'model':<7} " + " ".join(f"{c:>11}" for c in columns) + f" {'scored':>7} {'secs':>6}"
     lines = [header, "-" * len(header)]
     for name in args.datasets:
-        dataset = load_dataset(name, args.data_root / DATASET_FOLDERS[name])
+        dataset = load_dataset(name, dataset_dir(name, args.data_root))
         table[name] = run_baselines(
             dataset.events, dataset.test_start, catalog_size=dataset.catalog_size, baselines=baselines
         )

@@ -1,4 +1,4 @@
-"""Next-item accuracy under the DESIGN.md replay protocol, computed as a stream.
+"""Next-item accuracy under the replay protocol of docs/evaluation.md, computed as a stream.
 
 For every event e with an ``item_id`` whose user has an earlier event and with
 ``ts >= test_start``, the target is e's item and the prediction is the list

@@ -28,9 +28,9 @@ from dataflows.recommend import wire
 from evaluation.observe import Unranked, observer
 from evaluation.pacing import PacedFileSource, ProgressBoard
 from operators.messages import Envelope
-from streamrec.settings import Settings
+from streamrec.settings import SETTINGS_JSON_ENV, Settings
 
-__all__ = ["replay_flow", "replay", "read_recs"]
+__all__ = ["child_settings", "replay_flow", "replay", "read_recs"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,7 +134,7 @@ def replay(events_path: str | Path, out_dir: str | Path, *, settings: Settings |
     settings = eval_settings(settings)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in [*out_dir.glob("recs-*.jsonl"), out_dir / "progress.board"]:
+    for old in [*out_dir.glob("recs-*.jsonl"), *out_dir.glob("settings-*.sha256"), out_dir / "progress.board"]:
         old.unlink(missing_ok=True)
     board = ProgressBoard(out_dir / "progress.board")  # before any worker opens it
     if catalog_path:
@@ -148,7 +148,8 @@ def replay(events_path: str | Path, out_dir: str | Path, *, settings: Settings |
         run_main(flow)
     else:
         addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
-        env = {**os.environ, **_settings_env(settings)}
+        # Every field travels as it is (no field can be forgotten by a rebuilt environment).
+        env = {**os.environ, SETTINGS_JSON_ENV: settings.to_json()}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         procs = [
             subprocess.Popen([sys.executable, "-m", "evaluation.replay", str(events_path),
@@ -175,35 +176,11 @@ def replay(events_path: str | Path, out_dir: str | Path, *, settings: Settings |
     return time.perf_counter() - started
 
 
-def _settings_env(s: Settings) -> dict[str, str]:
-    # The child processes rebuild the same settings from the environment.
-    return {"STREAMREC_TOP_K": str(s.top_k), "STREAMREC_RANK_SHARDS": str(s.rank_shards),
-            "STREAMREC_TREND_SHARDS": str(s.trend_shards),
-            "STREAMREC_REPEAT_POLICY": s.repeat_policy, "STREAMREC_DIVERSITY": str(s.diversity),
-            "STREAMREC_LONG_HALF_LIFE": str(s.long_half_life),
-            "STREAMREC_SESSION_HALF_LIFE": str(s.session_half_life),
-            "STREAMREC_COVIS_HALF_LIFE": str(s.covis_half_life),
-            "STREAMREC_TRENDING_HALF_LIFE": str(s.trending_half_life),
-            "STREAMREC_SESSION_GAP": str(s.session_gap),
-            "STREAMREC_QUERY_ITEMS": str(s.query_items),
-            "STREAMREC_REPEAT_FACTOR": str(s.repeat_factor),
-            "STREAMREC_COVIS_WINDOW": str(s.covis_window),
-            "STREAMREC_KNN_SESSIONS": str(s.knn_sessions),
-            "STREAMREC_BACKWARD_WEIGHT": str(s.backward_weight),
-            "STREAMREC_ANCHOR_DECAY": str(s.anchor_decay),
-            "STREAMREC_W_CATEGORY": str(s.w_category),
-            "STREAMREC_W_SESSION": str(s.w_session),
-            "STREAMREC_SESSION_DECAY": str(s.session_decay),
-            "STREAMREC_W_SEEN": str(s.w_seen),
-            "STREAMREC_W_CONTENT": str(s.w_content),
-            "STREAMREC_W_MF": str(s.w_mf),
-            "STREAMREC_LEARN_BLEND": "1" if s.learn_blend else "0",
-            "STREAMREC_BLEND_LEARNING_RATE": str(s.blend_learning_rate),
-            "STREAMREC_FEEDBACK_NEGATIVES": str(s.feedback_negatives),
-            "STREAMREC_W_SEGMENT": str(s.w_segment),
-            "STREAMREC_W_TRENDING": str(s.w_trending),
-            "STREAMREC_MAX_NEIGHBOURS": str(s.max_neighbours),
-            "STREAMREC_ANSWER_NEIGHBOURS": str(s.answer_neighbours)}
+def child_settings(env: dict[str, str] | None = None) -> Settings:
+    """The parent's Settings, passed whole (:data:`SETTINGS_JSON_ENV`), else from the env."""
+    env = os.environ if env is None else env
+    text = env.get(SETTINGS_JSON_ENV)
+    return Settings.from_json(text) if text else eval_settings()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--addresses", required=True)
     parser.add_argument("--catalog")
     args = parser.parse_args(argv)
-    settings = eval_settings()
+    settings = child_settings()
+    # What this process runs with, for a check against the parent's (a digest: no secrets).
+    (Path(args.out_dir) / f"settings-{args.process}.sha256").write_text(settings.fingerprint())
     flow = replay_flow(args.events, args.out_dir, settings, args.catalog, args.process)
     cluster_main(flow, args.addresses.split(";"), args.process)
     return 0

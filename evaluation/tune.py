@@ -24,7 +24,8 @@ import os
 import sys
 
 from connectors.datasets import DATASET_FOLDERS, load_dataset
-from streamrec.eval_cli import DEFAULT_DATA_ROOT, format_table, run_eval
+from connectors.dataset_sources import dataset_dir
+from streamrec.eval_cli import format_table, run_eval
 from streamrec.settings import Settings
 
 __all__ = ["session_validation_split", "validation_split"]
@@ -32,7 +33,7 @@ __all__ = ["session_validation_split", "validation_split"]
 
 def validation_split(name: str, data_dir=None, fraction: float = 0.2):
     """(warm-up events only, items, validation start)."""
-    ds = load_dataset(name, data_dir or DEFAULT_DATA_ROOT / DATASET_FOLDERS[name])
+    ds = load_dataset(name, dataset_dir(name, data_dir))
     warm = [e for e in ds.events if e["ts"] < ds.test_start]
     first, last = warm[0]["ts"], warm[-1]["ts"]
     return warm, ds.items, first + (1.0 - fraction) * (last - first)
@@ -40,7 +41,7 @@ def validation_split(name: str, data_dir=None, fraction: float = 0.2):
 
 def session_validation_split(name: str, data_dir=None, days: float = 1.0):
     """(warm-up events only, items, validation start), rec15-style held-out sessions."""
-    ds = load_dataset(name, data_dir or DEFAULT_DATA_ROOT / DATASET_FOLDERS[name])
+    ds = load_dataset(name, dataset_dir(name, data_dir))
     warm = [e for e in ds.events if e["ts"] < ds.test_start]
     return _session_split(warm, ds.items, days)
 
@@ -75,14 +76,15 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", required=True, choices=list(DATASET_FOLDERS))
     parser.add_argument("--set", action="append", default=[],
                         help="VAR=v1,v2,...: grid over an environment setting")
+    parser.add_argument("--data-dir", help="the folder holding the dataset folders (default $STREAMREC_DATA_DIR)")
     parser.add_argument("--baselines", action="store_true")
     parser.add_argument("--split", choices=["time", "sessions"], default="time",
                         help="last 20%% of warm-up time, or held-out sessions of its last day")
     args = parser.parse_args(argv)
     if args.split == "sessions":
-        events, items, val_start = session_validation_split(args.dataset)
+        events, items, val_start = session_validation_split(args.dataset, args.data_dir)
     else:
-        events, items, val_start = validation_split(args.dataset)
+        events, items, val_start = validation_split(args.dataset, args.data_dir)
     grid = [(kv.split("=", 1)[0], kv.split("=", 1)[1].split(",")) for kv in args.set]
     for combo in itertools.product(*[vals for _, vals in grid]) if grid else [()]:
         env = {name: v for (name, _), v in zip(grid, combo)}

@@ -2,7 +2,7 @@
 recommendations over SSE and WebSocket.
 
 ``streamrec serve`` runs it; ``serve_in_thread`` runs it inside another program (the
-demo, tests). See the README section "Browser: collector, tracker and live push".
+demo, tests). See docs/gateway.md.
 """
 
 from gateway.app import STATIC_DIR, create_app

@@ -30,7 +30,7 @@ _RECS = {
 }
 _EVENT = {
     "type": "object",
-    "description": "An input event as in DESIGN.md; ts may be omitted (server time is used).",
+    "description": "An input event as in docs/contracts.md; ts may be omitted (server time is used).",
     "properties": {
         "event_id": {"type": "string"}, "ts": {"type": ["number", "string"]},
         "user_id": {"type": "string"}, "session_id": {"type": "string"},

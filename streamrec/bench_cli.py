@@ -26,7 +26,7 @@ def register(sub) -> None:
                    help=f"comma-separated phases to leave out: {','.join(PHASES)}")
     p.add_argument("--latency-seconds", type=float, help="seconds of traffic per rate (default 20)")
     p.add_argument("--memory-events", type=int, help="events for the memory phase (default min(N, 300k))")
-    p.add_argument("--data-dir", help="the taobao_2h folder (default ../shared/datasets/taobao_2h)")
+    p.add_argument("--data-dir", help="the folder holding taobao_2h/ (default $STREAMREC_DATA_DIR)")
     p.add_argument("--profile", metavar="DIR",
                    help="also run the full pipeline under py-spy (1 and 2 processes), raw stacks here")
     p.add_argument("--profile-seconds", type=float, default=90.0,

@@ -1,4 +1,4 @@
-"""The `streamrec` command: demo, tail, latest (and eval, bench).
+"""The `streamrec` command: demo, tail, latest (and eval, bench, serve, datasets).
 
 Configuration comes from the same environment variables as the worker
 (see ``streamrec.settings``); options override them where it makes sense.
@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     from streamrec import bench_cli; bench_cli.register(sub)  # noqa: E702
     from streamrec import gateway_cli; gateway_cli.register(sub)  # noqa: E702
     from streamrec import fuzz_cli; fuzz_cli.register(sub)  # noqa: E702
+    from streamrec import datasets_cli; datasets_cli.register(sub)  # noqa: E702
     return parser
 
 

@@ -20,11 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-import redis
 
-from connectors.embedded import EmbeddedKafka, EmbeddedRedis, ensure_topics
-from connectors.redis_sink import RedisKeys
-from connectors.worker import WorkerGroup
+from connectors.local_stack import LocalStack, StackOptions
 from streamrec.errors import StreamrecError
 from streamrec.latency import LatencyRecorder
 
@@ -61,7 +58,7 @@ def _events_and_catalog(opts: DemoOptions):
         events = read_events_jsonl(path)
         catalog = list(read_events_jsonl(opts.catalog)) if opts.catalog else []
         return events, catalog, opts.count
-    from connectors.traffic import TrafficConfig, generate_catalog, generate_events
+    from workloads.traffic import TrafficConfig, generate_catalog, generate_events
 
     cfg = TrafficConfig(n_users=opts.users, n_items=opts.items, seed=opts.seed,
                         start_ts=time.time())
@@ -85,27 +82,8 @@ def _live_timestamps(events):
         yield ev
 
 
-def _wait_until_serving(bootstrap: str, topic: str, client, keys, workers, timeout=60.0) -> float:
-    """Send one probe event and wait for its list: the worker is up and consuming."""
-    from connectors.replay import produce_events
-
-    probe = {"event_id": f"probe-{time.time_ns()}", "ts": time.time(), "user_id": "streamrec-probe",
-             "type": "search", "context": {"query": "warm-up"}}
-    t0 = time.monotonic()
-    produce_events(bootstrap, topic, [probe])
-    while time.monotonic() - t0 < timeout:
-        raw = client.get(keys.latest("streamrec-probe"))
-        if raw and orjson.loads(raw)["trigger_event_id"] == probe["event_id"]:
-            client.delete(keys.latest("streamrec-probe"), keys.profile("streamrec-probe"))
-            return time.monotonic() - t0
-        if not workers.alive():
-            raise StreamrecError("the worker exited during start-up:\n" + workers.log_tail())
-        time.sleep(0.05)
-    raise StreamrecError(f"the worker did not answer within {timeout:.0f}s:\n" + workers.log_tail())
-
-
 def run_demo(opts: DemoOptions, out=sys.stdout) -> dict:
-    from connectors.replay import produce_catalog, produce_events, produce_raw
+    from connectors.replay import produce_events, produce_raw
 
     # Absolute: the broker and Redis run in directories of their own.
     workdir = (Path(opts.keep_dir).resolve() if opts.keep_dir
@@ -113,62 +91,46 @@ def run_demo(opts: DemoOptions, out=sys.stdout) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     previous_sigterm = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    kafka = EmbeddedKafka(log_dir=workdir)
-    store = EmbeddedRedis(log_dir=workdir)
-    workers: WorkerGroup | None = None
-    gateway = None
+    stack = LocalStack(workdir, StackOptions(prefix=opts.prefix, processes=opts.processes,
+                                             worker_env=dict(opts.extra_env)))
     summary: dict = {}
     try:
         print(f"starting the embedded broker and Redis (logs in {workdir}) ...", file=out)
-        kafka.start()
-        store.start()
-        events_topic, items_topic = "events", "items"
-        ensure_topics(kafka.bootstrap, {events_topic: max(1, opts.processes), items_topic: 1,
-                                        f"{events_topic}.dlq": 1})
-        print(f"  kafka  {kafka.bootstrap}\n  redis  {store.url}", file=out)
+        stack.start_services()
+        events_topic, items_topic = stack.options.events_topic, stack.options.items_topic
+        print(f"  kafka  {stack.bootstrap}\n  redis  {stack.redis_url}", file=out)
         events, catalog, count = _events_and_catalog(opts)
         if catalog:
-            n = produce_catalog(kafka.bootstrap, items_topic, catalog)
+            n = stack.send_catalog(catalog)
             print(f"catalog: {n} items sent to topic {items_topic!r}", file=out)
-        env = {
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
-            "REDIS_URL": store.url,
-            "STREAMREC_EVENTS_TOPIC": events_topic,
-            "STREAMREC_ITEMS_TOPIC": items_topic,
-            "STREAMREC_PREFIX": opts.prefix,
-            **opts.extra_env,
-        }
-        workers = WorkerGroup(env, processes=opts.processes, log_dir=workdir).start()
         print(f"worker: python -m bytewax.run dataflows.recommend ({opts.processes} process"
               f"{'es' if opts.processes > 1 else ''})", file=out)
-        client = redis.Redis.from_url(store.url)
-        keys = RedisKeys(opts.prefix)
-        startup = _wait_until_serving(kafka.bootstrap, events_topic, client, keys, workers)
+        startup = stack.start_workers()
+        workers, client, keys = stack.workers, stack.redis, stack.keys
         print(f"worker serving after {startup:.1f}s", file=out)
         for url in workers.metrics_urls:
             print(f"  metrics {url}/metrics  (readiness {url}/readyz)", file=out)
-        from gateway import serve_in_thread
-
-        gateway = serve_in_thread(env, catalog=catalog)
+        gateway = stack.start_gateway(catalog)
         print(f"storefront: {gateway.storefront_url}  (click products; the panel updates live)",
               file=out)
+        kafka_bootstrap, store_url = stack.bootstrap, stack.redis_url
         start_id = (client.xinfo_stream(keys.recs)["last-generated-id"]
                     if client.exists(keys.recs) else "0-0")
         if opts.bad_share:
             n_bad = max(1, int(count * opts.bad_share))
-            produce_raw(kafka.bootstrap, events_topic,
+            produce_raw(kafka_bootstrap, events_topic,
                         [(b"broken", BROKEN_EVENTS[i % len(BROKEN_EVENTS)]) for i in range(n_bad)])
             print(f"sent {n_bad} broken events: they must land in the dead-letter stream",
                   file=out)
         recorder = LatencyRecorder()
-        reader = threading.Thread(target=recorder.follow, args=(store.url, keys.recs, stop, start_id),
+        reader = threading.Thread(target=recorder.follow, args=(store_url, keys.recs, stop, start_id),
                                   daemon=True)
         reader.start()
         produced = {"n": 0}
 
         def produce() -> None:
             try:
-                produced["n"] = produce_events(kafka.bootstrap, events_topic,
+                produced["n"] = produce_events(kafka_bootstrap, events_topic,
                                            _live_timestamps(events),
                                            rate=opts.rate, stop=stop,
                                            on_progress=lambda n: produced.__setitem__("n", n))
@@ -196,14 +158,9 @@ def run_demo(opts: DemoOptions, out=sys.stdout) -> dict:
     finally:
         stop.set()
         signal.signal(signal.SIGTERM, previous_sigterm)
-        if gateway is not None:
-            gateway.stop()
-        if workers is not None:
-            if workers.procs and not workers.alive():
-                print("worker exited early; its log:\n" + workers.log_tail(), file=out)
-            workers.stop()
-        store.stop()
-        kafka.stop()
+        if stack.workers is not None and stack.workers.procs and not stack.workers.alive():
+            print("worker exited early; its log:\n" + stack.workers.log_tail(), file=out)
+        stack.stop()
         if not opts.keep_dir:
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -1,5 +1,5 @@
 """`streamrec eval`: replay recorded events through the production dataflow, score it
-with the DESIGN.md protocol, and put the POP, SR and V-SKNN baselines beside it."""
+with the protocol of docs/evaluation.md, and put the POP, SR and V-SKNN baselines beside it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from streamrec.errors import ConfigError, StreamrecError
 __all__ = ["register", "run_eval", "format_table"]
 
 METRICS = ("HR@10", "MRR@10", "HR@20", "MRR@20", "NDCG@20", "coverage@20")
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def register(sub) -> None:
@@ -24,7 +23,7 @@ def register(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--events", help="a JSONL file of input events in time order")
     src.add_argument("--dataset", choices=["yoochoose", "taobao", "movielens"])
-    p.add_argument("--data-dir", help="the dataset folder (default ../shared/datasets/<name>)")
+    p.add_argument("--data-dir", help="the folder holding the dataset folders (default $STREAMREC_DATA_DIR)")
     p.add_argument("--catalog", help="a catalog JSONL file (with --events)")
     p.add_argument("--test-start", type=float,
                    help="unix seconds; earlier events only warm up (default: the dataset's split, "
@@ -39,11 +38,11 @@ def register(sub) -> None:
 
 
 def _load(args):
-    from connectors.datasets import DATASET_FOLDERS, load_dataset, read_events_jsonl
+    from connectors.dataset_sources import dataset_dir
+    from connectors.datasets import load_dataset, read_events_jsonl
 
     if args.dataset:
-        data_dir = Path(args.data_dir) if args.data_dir else DEFAULT_DATA_ROOT / DATASET_FOLDERS[args.dataset]
-        ds = load_dataset(args.dataset, data_dir)
+        ds = load_dataset(args.dataset, dataset_dir(args.dataset, args.data_dir))
         events, items, test_start, name = ds.events, ds.items, ds.test_start, args.dataset
     else:
         path = Path(args.events)

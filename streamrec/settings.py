@@ -12,20 +12,33 @@ never shown by ``repr`` or logs: see :meth:`Settings.redacted`.
 (10, 'events', 'hunter2')
 >>> "hunter2" in repr(s)
 False
+
+Worker processes started by a tool (a multi-process replay, say) receive the parent's
+object whole, as JSON of every field, rather than a rebuilt environment:
+
+>>> Settings.from_json(s.to_json()) == s
+True
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
+
 from streamrec.errors import ConfigError
 
-__all__ = ["Settings", "DEFAULT_EVENT_WEIGHTS", "redact_url"]
+__all__ = ["Settings", "DEFAULT_EVENT_WEIGHTS", "SETTINGS_JSON_ENV", "redact_url"]
+
+#: Environment variable that carries a whole Settings object (``Settings.to_json``) to a
+#: child process; only tools that start workers themselves set it.
+SETTINGS_JSON_ENV = "STREAMREC_SETTINGS_JSON"
 
 # Engagement weight of one event of each type. hover and dwell are scaled by their
 # duration (value in ms, see ``models.events.engagement``); scroll by its depth.
@@ -103,7 +116,7 @@ class Settings:
     # Profiles and decay (event time, seconds)
     long_half_life: float = 7 * 24 * 3600.0
     session_half_life: float = 1800.0
-    covis_half_life: float = 30 * 24 * 3600.0  # tuned on warm-up data, see README
+    covis_half_life: float = 30 * 24 * 3600.0  # tuned on warm-up data, see docs/tuning.md
     trending_half_life: float = 6 * 3600.0
     session_gap: float = 1800.0
     event_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
@@ -123,7 +136,7 @@ class Settings:
     trend_batch: int = 200  # popularity reports an aggregator collects per broadcast
     repeat_policy: str = "allow"  # "allow" (learned `seen` weight) | "demote" | "exclude"
     repeat_factor: float = 0.6
-    diversity: float = 0.01  # MMR damping per earlier pick of a category; tuned, see README
+    diversity: float = 0.01  # MMR damping per earlier pick of a category; tuned, see docs/tuning.md
     covis_window: int = 5
     backward_weight: float = 0.5
     anchor_decay: float = 0.5
@@ -273,6 +286,36 @@ class Settings:
         settings = cls(**kw)
         settings.validate()
         return settings
+
+    def to_json(self) -> str:
+        """Every field as one JSON object (secrets included: for child processes only)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name, value in values.items():
+            if isinstance(value, Mapping):
+                values[name] = dict(value)
+        return orjson.dumps(values, option=orjson.OPT_SORT_KEYS).decode()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Settings":
+        """The Settings that :meth:`to_json` wrote; raise ConfigError on anything else."""
+        try:
+            values = orjson.loads(text)
+        except orjson.JSONDecodeError as ex:
+            msg = f"{SETTINGS_JSON_ENV}: not JSON ({ex}); it is written by Settings.to_json, do not set it by hand"
+            raise ConfigError(msg) from ex
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names) if isinstance(values, dict) else ["<not an object>"]
+        if unknown:
+            msg = (f"{SETTINGS_JSON_ENV}: unknown settings {', '.join(unknown)}; the parent process "
+                   "runs another streamrec version than this one: install the same one")
+            raise ConfigError(msg)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def fingerprint(self) -> str:
+        """A short digest of every field: equal fingerprints, equal settings (safe to log)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
     def validate(self) -> None:
         if self.repeat_policy not in ("allow", "demote", "exclude"):

@@ -18,7 +18,7 @@ BENCH_MODULES = ["bench.ceiling", "bench.workload", "bench.process", "bench.prof
 
 @pytest.mark.parametrize("name", BENCH_MODULES)
 def test_bench_doctests(name):
-    # testpaths collects doctests from models/ only; the harness's own examples run here.
+    # testpaths collects these doctests as well; this also checks each module keeps examples.
     result = doctest.testmod(importlib.import_module(name))
     assert result.attempted > 0 and result.failed == 0
 

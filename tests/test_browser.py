@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.stack import LocalPipeline
+from connectors.local_stack import shop_stack
 
 pytestmark = pytest.mark.integration
 
@@ -29,14 +29,14 @@ DEADLINE_MS = 2000
 
 @pytest.fixture(scope="module")
 def pipeline(kafka, redis_server, tmp_path_factory):
-    with LocalPipeline(kafka.bootstrap, redis_server.url, tmp_path_factory.mktemp("browser")) as p:
+    with shop_stack(tmp_path_factory.mktemp("browser"), bootstrap=kafka.bootstrap, redis_url=redis_server.url) as p:
         yield p
 
 
 @pytest.fixture(scope="module")
 def browser():
     if not shutil.which(CHROMIUM):
-        pytest.fail(f"no Chromium at {CHROMIUM}: .ci/run installs Debian's chromium package")
+        pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium package (as root)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

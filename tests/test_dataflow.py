@@ -8,7 +8,7 @@ import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSource, cluster_main, run_main
 
-from connectors.traffic import TrafficConfig, generate_catalog, generate_events
+from workloads.traffic import TrafficConfig, generate_catalog, generate_events
 from operators.messages import EraseUser, ProfileWrite, RecUpdate
 from streamrec.settings import Settings
 from tests.flowkit import build_test_flow

@@ -1,6 +1,6 @@
-"""Dataset loaders: the real folders (row counts from each SOURCE.txt) and hand-made files."""
+"""Dataset loaders: the generated files in tests/data (counts from their generator) and
+hand-made files. tests/data/README.md says how the files were made and why."""
 
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -9,34 +9,23 @@ import pytest
 from connectors.datasets import DATASET_FOLDERS, load_dataset, read_events_jsonl, write_events_jsonl
 from streamrec.errors import DatasetError
 
-DATASETS_ROOT = Path(
-    os.environ.get("STREAMREC_DATASETS") or Path(__file__).resolve().parents[2] / "shared" / "datasets"
-)
+TEST_DATA = Path(__file__).resolve().parent / "data"
 EVENT_TYPES = {"view", "click", "add_to_cart", "wishlist", "purchase", "rating"}
-
-
-def _real(name):
-    folder = DATASETS_ROOT / DATASET_FOLDERS[name]
-    if not folder.is_dir():
-        # Not a skip: CI has ../shared beside the clone, and a silent skip would hide a
-        # broken loader.
-        pytest.fail(f"dataset folder {folder} not found (set STREAMREC_DATASETS)")
-    return load_dataset(name, folder)
 
 
 @pytest.fixture(scope="module")
 def yoochoose():
-    return _real("yoochoose")
+    return load_dataset("yoochoose", TEST_DATA / DATASET_FOLDERS["yoochoose"])
 
 
 @pytest.fixture(scope="module")
 def taobao():
-    return _real("taobao")
+    return load_dataset("taobao", TEST_DATA / DATASET_FOLDERS["taobao"])
 
 
 @pytest.fixture(scope="module")
 def movielens():
-    return _real("movielens")
+    return load_dataset("movielens", TEST_DATA / DATASET_FOLDERS["movielens"])
 
 
 def _utc(text):
@@ -70,29 +59,30 @@ def test_yoochoose_counts_and_split(yoochoose):
     events = yoochoose.events
     train = [e for e in events if e["event_id"].startswith("rec15_train_full.txt:")]
     test = [e for e in events if e["event_id"].startswith("rec15_test.txt:")]
-    assert (len(train), len(test)) == (99_943, 7_299)
-    assert len({e["session_id"] for e in train}) == 24_761
-    assert len({e["session_id"] for e in test}) == 1_703
-    assert len({e["item_id"] for e in train}) == 13_133
-    assert len({e["item_id"] for e in test}) == 2_875
+    assert (len(train), len(test)) == (10_701, 2_751)
+    assert len({e["session_id"] for e in train}) == 3_949
+    assert len({e["session_id"] for e in test}) == 1_008
+    assert len({e["item_id"] for e in train}) == 596
+    assert len({e["item_id"] for e in test}) == 535
     assert yoochoose.test_start == min(e["ts"] for e in test)
     assert all(e["user_id"] == e["session_id"] and e["type"] == "click" for e in events)
-    assert len({e["category"] for e in events if "category" in e}) == 30  # 31 CatIds minus 0 = unknown
+    assert len({e["category"] for e in events if "category" in e}) == 12  # CatId 0 = unknown is left out
+    assert sum("category" not in e for e in events) == 1_342
     assert yoochoose.users == {}
 
 
 def test_taobao_counts_and_types(taobao):
     _check_contract(taobao)
     events = taobao.events
-    assert len(events) == 110_300
-    assert len({e["user_id"] for e in events}) == 66_454
-    assert taobao.catalog_size == 84_793
-    assert len({e["category"] for e in events}) == 3_913
+    assert len(events) == 3_346
+    assert len({e["user_id"] for e in events}) == 490
+    assert taobao.catalog_size == 730
+    assert len({e["category"] for e in events}) == 15
     counts = {t: 0 for t in ("view", "add_to_cart", "wishlist", "purchase")}
     for event in events:
         counts[event["type"]] += 1
-    assert counts == {"view": 98_361, "add_to_cart": 6_063, "wishlist": 3_383, "purchase": 2_493}
-    assert events[0]["ts"] == _utc("2017-11-26T01:00:00") and events[-1]["ts"] == _utc("2017-11-26T03:10:11")
+    assert counts == {"view": 2_997, "add_to_cart": 164, "wishlist": 117, "purchase": 68}
+    assert events[0]["ts"] == _utc("2014-09-23T00:02:23") and events[-1]["ts"] == _utc("2014-09-24T21:02:08")
     assert events[0]["event_id"] == "UserBehavior.csv:1"
     first, last = events[0]["ts"], events[-1]["ts"]
     assert taobao.test_start == pytest.approx(first + 0.75 * (last - first))
@@ -102,24 +92,26 @@ def test_taobao_counts_and_types(taobao):
 def test_movielens_counts_attributes_and_genres(movielens):
     _check_contract(movielens)
     events = movielens.events
-    assert len(events) == 100_000
-    assert len({e["user_id"] for e in events}) == len(movielens.users) == 943
-    assert movielens.catalog_size == 1_682
+    assert len(events) == 3_571
+    assert len({e["user_id"] for e in events}) == len(movielens.users) == 191
+    assert movielens.catalog_size == 300
     assert {e["value"] for e in events} == {1.0, 2.0, 3.0, 4.0, 5.0}
-    assert datetime.fromtimestamp(events[0]["ts"], timezone.utc).date().isoformat() == "1997-09-20"
-    assert datetime.fromtimestamp(events[-1]["ts"], timezone.utc).date().isoformat() == "1998-04-22"
+    assert datetime.fromtimestamp(events[0]["ts"], timezone.utc).date().isoformat() == "2014-09-23"
+    assert datetime.fromtimestamp(events[-1]["ts"], timezone.utc).date().isoformat() == "2015-01-28"
     first, last = events[0]["ts"], events[-1]["ts"]
     assert movielens.test_start == pytest.approx(first + 0.8 * (last - first))
-    assert movielens.users["1"] == {"age_band": "18-24", "gender": "M", "occupation": "technician"}
-    assert movielens.users["2"] == {"age_band": "45-54", "gender": "F", "occupation": "other"}
+    assert movielens.users["1"] == {"age_band": "<18", "gender": "F", "occupation": "other"}
+    assert movielens.users["2"] == {"age_band": "45-54", "gender": "M", "occupation": "engineer"}
     for event in events:
         assert event["context"]["user_attrs"] == movielens.users[event["user_id"]]
     assert events[0]["context"]["user_attrs"] is not movielens.users[events[0]["user_id"]]
-    toy_story = next(item for item in movielens.items if item["item_id"] == "1")
-    assert toy_story["title"] == "Toy Story" and toy_story["category"] == "Animation"
-    assert toy_story["tags"] == ["Animation", "Children's", "Comedy"]
-    assert toy_story["attributes"] == {"release_year": 1995}
-    assert next(e for e in events if e["item_id"] == "1")["category"] == "Animation"
+    first_movie = next(item for item in movielens.items if item["item_id"] == "1")
+    assert first_movie["title"] == "Movie 1" and first_movie["category"] == "Action"
+    assert first_movie["tags"] == ["Action", "Horror"]
+    assert first_movie["attributes"] == {"release_year": 1994}
+    placeholder = next(item for item in movielens.items if item["item_id"] == "50")
+    assert placeholder["attributes"] == {"release_year": None}  # MovieLens' "unkonwn" year
+    assert next(e for e in events if e["item_id"] == "1")["category"] == "Action"
 
 
 # --- hand-made folders -------------------------------------------------------------
@@ -236,3 +228,43 @@ def test_jsonl_round_trip_and_errors(tmp_path):
         list(read_events_jsonl(path))
     with pytest.raises(DatasetError, match="cannot open"):
         list(read_events_jsonl(tmp_path / "missing.jsonl"))
+
+
+# --- data directory and `streamrec datasets` ------------------------------------------
+
+
+def test_dataset_dir_names_the_setting_and_the_source(tmp_path, monkeypatch):
+    from connectors.dataset_sources import DATA_DIR_ENV, dataset_dir
+
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    with pytest.raises(DatasetError, match=f"--data-dir DIR or set {DATA_DIR_ENV}"):
+        dataset_dir("taobao")
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    with pytest.raises(DatasetError, match="UserBehavior.csv not found.*tianchi.aliyun.com/dataset/649"):
+        dataset_dir("taobao")
+    monkeypatch.setenv(DATA_DIR_ENV, str(TEST_DATA))
+    assert dataset_dir("taobao_2h") == TEST_DATA / "taobao_2h"
+    # the dataset's own folder is accepted too, and --data-dir wins over the variable
+    assert dataset_dir("movielens", TEST_DATA / "movielens_100k") == TEST_DATA / "movielens_100k"
+
+
+def test_datasets_command_lists_and_converts(tmp_path, monkeypatch, capsys):
+    from streamrec.cli import main
+
+    monkeypatch.delenv("STREAMREC_DATA_DIR", raising=False)
+    assert main(["datasets"]) == 0
+    listing = capsys.readouterr().out
+    assert "data directory: not set (--data-dir or STREAMREC_DATA_DIR)" in listing
+    assert listing.count("not found") == 3 and "grouplens.org" in listing
+
+    assert main(["datasets", "--data-dir", str(TEST_DATA)]) == 0
+    assert capsys.readouterr().out.count("found in ") == 3
+
+    assert main(["datasets", "--data-dir", str(TEST_DATA), "--convert", "taobao", "--out", str(tmp_path)]) == 0
+    assert "3,346 events" in capsys.readouterr().out
+    events = list(read_events_jsonl(tmp_path / "taobao-events.jsonl"))
+    assert events == load_dataset("taobao", TEST_DATA).events
+    assert len(list(read_events_jsonl(tmp_path / "taobao-catalog.jsonl"))) == 730
+
+    assert main(["datasets", "--data-dir", str(tmp_path), "--convert", "yoochoose"]) == 2
+    assert "rec15_train_full.txt, rec15_test.txt not found" in capsys.readouterr().err

@@ -1,8 +1,7 @@
-"""A short evaluation on a slice of real data, through the production dataflow."""
+"""A short evaluation through the production dataflow, on the YooChoose-format test file."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import orjson
@@ -11,16 +10,12 @@ import pytest
 from connectors.datasets import DATASET_FOLDERS, load_dataset
 from streamrec.cli import main
 
-DATASETS_ROOT = Path(os.environ.get("STREAMREC_DATASETS")
-                     or Path(__file__).resolve().parents[2] / "shared" / "datasets")
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="module")
 def yoochoose_slice(tmp_path_factory):
-    folder = DATASETS_ROOT / DATASET_FOLDERS["yoochoose"]
-    if not folder.is_dir():
-        pytest.fail(f"dataset folder {folder} not found (set STREAMREC_DATASETS)")
-    ds = load_dataset("yoochoose", folder)
+    ds = load_dataset("yoochoose", TEST_DATA / DATASET_FOLDERS["yoochoose"])
     events = ds.events[:12_000]
     path = tmp_path_factory.mktemp("eval") / "events.jsonl"
     path.write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")

@@ -14,7 +14,7 @@ from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.embedded import ensure_topics
-from connectors.traffic import TrafficConfig, generate_catalog, generate_events
+from workloads.traffic import TrafficConfig, generate_catalog, generate_events
 from connectors.worker import WorkerGroup
 
 pytestmark = pytest.mark.integration

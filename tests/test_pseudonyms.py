@@ -15,7 +15,7 @@ from confluent_kafka import Producer
 
 from bench.workload import expected_full
 from connectors.embedded import ensure_topics
-from connectors.traffic import TrafficConfig, generate_catalog, generate_events
+from workloads.traffic import TrafficConfig, generate_catalog, generate_events
 from connectors.worker import WorkerGroup
 from gateway import serve_in_thread, sign_token
 from operators.messages import DeadLetter, Envelope

@@ -18,7 +18,7 @@ import redis
 from bench.workload import expected_full
 from connectors.embedded import EmbeddedRedis, ensure_topics
 from connectors.redis_sink import RedisSink
-from connectors.traffic import TrafficConfig, generate_events
+from workloads.traffic import TrafficConfig, generate_events
 from connectors.worker import WorkerGroup
 from operators.messages import RecUpdate
 from streamrec.errors import RedisUnavailableError

@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.embedded import free_port
 from connectors.replay import PRODUCED_AT_HEADER, produce_catalog, produce_events, produce_raw
-from connectors.traffic import TrafficConfig, generate_catalog, generate_events
+from workloads.traffic import TrafficConfig, generate_catalog, generate_events
 
 pytestmark = pytest.mark.integration
 

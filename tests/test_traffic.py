@@ -11,7 +11,7 @@ import time
 import orjson
 import pytest
 
-from connectors.traffic import TrafficConfig, generate_catalog, generate_events
+from workloads.traffic import TrafficConfig, generate_catalog, generate_events
 from models.events import EVENT_TYPES, ITEM_REQUIRED_TYPES, validate_event
 from streamrec.errors import ConfigError
 

@@ -1,8 +1,8 @@
 """Click -> panel-update latency in a real browser, over the whole real pipeline.
 
-    python -m gateway.clickbench [--clicks 60] [--json out/clicks.json]
+    python -m bench.clickbench [--clicks 60] [--json out/clicks.json]
 
-Starts the embedded broker and Redis, the worker and the gateway (``gateway.stack``),
+Starts the embedded broker and Redis, the worker and the gateway (``connectors.local_stack``),
 opens the demo storefront in headless Chromium (Debian's ``/usr/bin/chromium`` through
 Playwright), and clicks products: five in one category, then five in the next, and so on.
 Latency is measured inside the page, from the tracker's click handler to the moment the
@@ -35,15 +35,13 @@ def run(clicks: int = 60, chromium: str = "/usr/bin/chromium", wait_ms: int = 30
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    from connectors.embedded import EmbeddedKafka, EmbeddedRedis
-    from gateway.stack import LocalPipeline
+    from connectors.local_stack import shop_stack
 
     rng = random.Random(seed)
     workdir = Path(tempfile.mkdtemp(prefix="streamrec-clickbench-"))
     latencies: list[float] = []
     unchanged = 0
-    with EmbeddedKafka(log_dir=workdir) as kafka, EmbeddedRedis(log_dir=workdir) as store, \
-            LocalPipeline(kafka.bootstrap, store.url, workdir) as pipeline, sync_playwright() as pw:
+    with shop_stack(workdir) as pipeline, sync_playwright() as pw:
         print(f"pipeline up; storefront {pipeline.gateway.storefront_url}", file=out)
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -87,7 +85,7 @@ def run(clicks: int = 60, chromium: str = "/usr/bin/chromium", wait_ms: int = 30
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.clickbench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.clickbench", description=__doc__.splitlines()[0])
     parser.add_argument("--clicks", type=int, default=60)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--json", help="also write the report here")

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from connectors.shop_catalog import TOP_N, ShopCatalog
+from workloads.shop_catalog import TOP_N, ShopCatalog
 from streamrec.errors import ConfigError
 
 __all__ = ["TrafficConfig", "generate_catalog", "generate_events"]

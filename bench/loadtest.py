@@ -1,6 +1,6 @@
 """A bounded, self-stopping load test of one gateway process on loopback.
 
-    python -m gateway.loadtest [--clients 1000] [--rate 500] [--seconds 20] [--json out.json]
+    python -m bench.loadtest [--clients 1000] [--rate 500] [--seconds 20] [--json out.json]
 
 Starts the embedded Redis and Kafka, runs ``streamrec serve`` as its own process (so its
 RSS and CPU are the gateway's alone), connects ``--clients`` SSE clients (one user each,
@@ -30,7 +30,8 @@ import numpy as np
 import orjson
 import redis
 
-from connectors.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from connectors.embedded import free_port
+from connectors.local_stack import LocalStack, StackOptions
 from gateway.tokens import sign_token
 
 __all__ = ["main", "run"]
@@ -145,9 +146,9 @@ def run(clients: int = 1000, rate: float = 500.0, seconds: float = 20.0, out=sys
         raise SystemExit(f"--clients 1..{MAX_CLIENTS}, --seconds up to {MAX_SECONDS}, --rate > 0")
     workdir = Path(tempfile.mkdtemp(prefix="streamrec-loadtest-"))
     prefix = "load"
-    with EmbeddedRedis(log_dir=workdir) as store, EmbeddedKafka(log_dir=workdir) as kafka:
+    with LocalStack(workdir, StackOptions(prefix=prefix, processes=0)).start_services() as stack:
         port = free_port()
-        env = {**os.environ, "REDIS_URL": store.url, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+        env = {**os.environ, "REDIS_URL": stack.redis_url, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
                "STREAMREC_PREFIX": prefix, "STREAMREC_GATEWAY_SECRET": SECRET,
                "STREAMREC_GATEWAY_MAX_CLIENTS": str(clients + 100)}
         log = open(workdir / "gateway.log", "wb")
@@ -181,7 +182,7 @@ def run(clients: int = 1000, rate: float = 500.0, seconds: float = 20.0, out=sys
                   f"gateway RSS {rss_connected['VmRSS'] / 1024:.0f} MiB; writing {rate:.0f} updates/s "
                   f"for {seconds:.0f}s ...", file=out)
             cpu0, w0 = _cpu_seconds(gateway.pid), time.monotonic()
-            written = _write_updates(store.url, prefix, clients, rate, seconds)
+            written = _write_updates(stack.redis_url, prefix, clients, rate, seconds)
             time.sleep(1.0)  # let the last ones arrive
             cpu = (_cpu_seconds(gateway.pid) - cpu0) / (time.monotonic() - w0)
             rss_end = _rss_kib(gateway.pid)
@@ -219,7 +220,7 @@ def run(clients: int = 1000, rate: float = 500.0, seconds: float = 20.0, out=sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.loadtest", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.loadtest", description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=500.0, help="recommendation updates per second")
     parser.add_argument("--seconds", type=float, default=20.0)

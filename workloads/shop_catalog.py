@@ -1,4 +1,4 @@
-"""The hidden structure of a synthetic shop catalog (``connectors.traffic``'s items).
+"""The hidden structure of a synthetic shop catalog (``workloads.traffic``'s items).
 
 Categories with realistic names, styles and prices; Zipf popularity within each category;
 a hidden circular order of each category's items that styles, brands and tags follow, so
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from connectors.traffic import TrafficConfig
+    from workloads.traffic import TrafficConfig
 
 __all__ = ["ShopCatalog", "TOP_N"]
 

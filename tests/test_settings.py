@@ -1,0 +1,79 @@
+"""Settings travel whole: JSON of every field, and into each process of a replay."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import pytest
+
+from connectors.datasets import write_events_jsonl
+from workloads.traffic import TrafficConfig, generate_events
+from evaluation.replay import child_settings, eval_settings, read_recs, replay
+from streamrec.errors import ConfigError
+from streamrec.settings import SETTINGS_JSON_ENV, Settings
+
+_TEXT = {"kafka_bootstrap_servers": "127.0.0.1:1", "redis_url": "redis://:s3cret@127.0.0.1:1/3",
+         "repeat_policy": "demote"}
+
+
+def _every_field_changed() -> Settings:
+    """Valid settings in which no field keeps its default."""
+    base, changes = Settings(), {}
+    for f in dataclasses.fields(Settings):
+        value = getattr(base, f.name)
+        if isinstance(value, bool):
+            changes[f.name] = not value
+        elif isinstance(value, int):
+            changes[f.name] = value + 3
+        elif isinstance(value, float):
+            changes[f.name] = value * 0.9 + 0.02
+        elif value is None:
+            changes[f.name] = "/nowhere/catalog.jsonl"
+        elif isinstance(value, str):
+            changes[f.name] = _TEXT.get(f.name, value + "-x")
+        elif isinstance(value, Mapping) and value:
+            changes[f.name] = {k: v + 0.5 for k, v in value.items()}
+        else:
+            changes[f.name] = {"sasl.password": "s3cret", "security.protocol": "SASL_SSL"}
+    changed = Settings(**changes)
+    changed.validate()
+    assert [f.name for f in dataclasses.fields(Settings) if getattr(changed, f.name) == getattr(base, f.name)] == []
+    return changed
+
+
+def test_json_round_trip_keeps_every_field():
+    changed = _every_field_changed()
+    assert Settings.from_json(changed.to_json()) == changed
+    assert Settings.from_json(changed.to_json()).fingerprint() == changed.fingerprint() != Settings().fingerprint()
+    assert "s3cret" not in changed.fingerprint()
+
+
+def test_from_json_rejects_what_to_json_did_not_write():
+    with pytest.raises(ConfigError, match="unknown settings colour"):
+        Settings.from_json('{"colour": "red"}')
+    with pytest.raises(ConfigError, match="not JSON"):
+        Settings.from_json("top_k=3")
+    with pytest.raises(ConfigError, match="REPEAT_POLICY"):
+        Settings.from_json('{"repeat_policy": "sometimes"}')
+
+
+def test_child_settings_prefer_the_parents_object():
+    changed = _every_field_changed()
+    assert child_settings({SETTINGS_JSON_ENV: changed.to_json(), "STREAMREC_TOP_K": "5"}) == changed
+
+
+def test_every_field_reaches_both_processes_of_a_replay(tmp_path):
+    cfg = TrafficConfig(n_users=20, n_items=100, n_categories=4, start_ts=1_732_680_000.0)
+    events = [e for e in generate_events(cfg, 300) if e["type"] not in ("erase", "consent")]
+    events_path = tmp_path / "events.jsonl"
+    write_events_jsonl(events_path, events)
+    changed = _every_field_changed()
+    replay(events_path, tmp_path / "out", settings=changed, processes=2, progress=False)
+    expected = eval_settings(changed).fingerprint()
+    seen = sorted((tmp_path / "out").glob("settings-*.sha256"))
+    assert [p.name for p in seen] == ["settings-0.sha256", "settings-1.sha256"]
+    assert [p.read_text() for p in seen] == [expected, expected]
+    records = read_recs(tmp_path / "out")
+    assert records and {r["model_version"] for r in records} == {changed.model_version}
+    assert max(len(r["items"]) for r in records) <= changed.top_k
