@@ -90,8 +90,7 @@ def step_configs(
     rank = RankStepConfig(ranking=ranking, trending_half_life=s.trending_half_life,
                           conflate=s.conflate, model_version=s.model_version,
                           content_search_window=s.content_search_window)
-    trend = TrendStepConfig(half_life=s.trending_half_life, rank_shards=s.rank_shards,
-                            batch=s.trend_batch)
+    trend = TrendStepConfig(half_life=s.trending_half_life, rank_shards=s.rank_shards)
     return user, item, rank, trend
 
 

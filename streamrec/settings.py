@@ -133,7 +133,6 @@ class Settings:
     # Ranking
     rank_shards: int = 8
     trend_shards: int = 4
-    trend_batch: int = 200  # popularity reports an aggregator collects per broadcast
     repeat_policy: str = "allow"  # "allow" (learned `seen` weight) | "demote" | "exclude"
     repeat_factor: float = 0.6
     diversity: float = 0.01  # MMR damping per earlier pick of a category; tuned, see docs/tuning.md
@@ -226,7 +225,6 @@ class Settings:
         number("STREAMREC_QUERY_ITEMS", "query_items", int, 1)
         number("STREAMREC_RANK_SHARDS", "rank_shards", int, 1)
         number("STREAMREC_TREND_SHARDS", "trend_shards", int, 1)
-        number("STREAMREC_TREND_BATCH", "trend_batch", int, 1)
         number("STREAMREC_DIVERSITY", "diversity", float, 0.0)
         number("STREAMREC_REPEAT_FACTOR", "repeat_factor", float, 0.0)
         number("STREAMREC_COVIS_WINDOW", "covis_window", int, 1)
