@@ -31,11 +31,9 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from evaluation.metrics import NextItemScorer, event_ts
+from evaluation.metrics import SESSION_GAP_SECONDS, NextItemScorer, event_ts
 
 __all__ = ["DecayedPopularity", "SequentialRules", "VSKNN", "default_baselines", "run_baselines"]
-
-SESSION_GAP_SECONDS = 30 * 60.0
 
 _WEIGHTINGS = ("same", "div", "linear", "log", "quadratic")
 
@@ -373,8 +371,10 @@ def run_baselines(
     catalog_size: int | None = None,
     progress: bool = True,
     baselines: Mapping[str, Callable[[], object]] | None = None,
+    session_gap: float = SESSION_GAP_SECONDS,
 ) -> dict[str, dict]:
-    """Replay ``events`` through each baseline and score it with ``NextItemScorer``.
+    """Replay ``events`` through each baseline and score it with ``NextItemScorer``
+    (``session_gap`` splits sessions for its new-item numbers).
 
     Per event: score it, learn it, then recommend for its user. A list nobody will
     score (the user's next event is not a scored one) is not computed: it could not
@@ -388,7 +388,8 @@ def run_baselines(
     results: dict[str, dict] = {}
     for name, factory in (baselines or default_baselines()).items():
         model = factory()
-        scorer = NextItemScorer(k_values=k_values, test_start=test_start, catalog_size=catalog_size)
+        scorer = NextItemScorer(k_values=k_values, test_start=test_start, catalog_size=catalog_size,
+                                session_gap=session_gap)
         started = time.perf_counter()
         bar = tqdm(events, desc=name, unit="ev", file=sys.stderr, disable=not progress, mininterval=0.5)
         for event, needed in zip(bar, wanted):
@@ -433,8 +434,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     baselines = {**default_baselines(), "POP": partial(DecayedPopularity, half_life=args.pop_half_life)}
 
     table: dict[str, dict] = {}
-    columns = ("HR@10", "MRR@10", "HR@20", "MRR@20", "NDCG@20", "coverage@20")
-    header = f"{'dataset':<10} {'model':<7} " + " ".join(f"{c:>11}" for c in columns) + f" {'scored':>7} {'secs':>6}"
+    columns = ("HR@10", "MRR@10", "HR@20", "MRR@20", "NDCG@20", "coverage@20", "HR@20_new", "MRR@20_new")
+    header = (f"{'dataset':<10} {'model':<7} " + " ".join(f"{c:>11}" for c in columns)
+              + f" {'scored':>7} {'new':>7} {'secs':>6}")
     lines = [header, "-" * len(header)]
     for name in args.datasets:
         dataset = load_dataset(name, dataset_dir(name, args.data_root))
@@ -443,7 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for model, m in table[name].items():
             values = " ".join(f"{m[c]:11.4f}" for c in columns)
-            lines.append(f"{name:<10} {model:<7} {values} {m['scored']:7d} {m['seconds']:6.1f}")
+            lines.append(f"{name:<10} {model:<7} {values} {m['scored']:7d} {m['scored_new']:7d} "
+                         f"{m['seconds']:6.1f}")
     print("\n".join(lines))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,10 @@ client falls behind, the oldest list is dropped (a newer list supersedes it), so
 reader never waits for anyone and one slow client costs a bounded amount of memory.
 A list is offered only when it is newer (the user's ``seq`` grew) and different (other
 item ids or order) from the last one that subscriber was given.
+
+A subscriber may leave items out (``exclude``: the product the page shows): each list is
+offered to it without them, the rest in the same order, and "different" compares what
+that subscriber would see. The stored lists are never changed.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-__all__ = ["RecMessage", "Subscriber", "Hub", "HubFull", "RecsReader", "message_from_latest"]
+__all__ = ["RecMessage", "Subscriber", "Hub", "HubFull", "RecsReader", "message_from_latest",
+           "without_items"]
 
 log = logging.getLogger("gateway.fanout")
 
@@ -70,13 +75,36 @@ def message_from_latest(raw: bytes) -> RecMessage:
     return _message(obj, obj.get("items") or [])
 
 
+def without_items(msg: RecMessage, exclude: frozenset[str]) -> RecMessage:
+    """``msg`` without the items in ``exclude``, the others in the same order and with
+    the same scores; ``msg`` itself when it holds none of them.
+
+    >>> msg = _message({"user_id": "u", "seq": 3}, [{"item_id": "a", "score": 0.9},
+    ...                                            {"item_id": "b", "score": 0.5}])
+    >>> without_items(msg, frozenset({"a"})).fingerprint
+    ('b',)
+    >>> without_items(msg, frozenset({"z"})) is msg
+    True
+    """
+    if not exclude or exclude.isdisjoint(msg.fingerprint):
+        return msg
+    body = orjson.loads(msg.body)
+    body["items"] = [entry for entry in body["items"] if entry["item_id"] not in exclude]
+    return RecMessage(msg.user_id, msg.seq, tuple(i for i in msg.fingerprint if i not in exclude),
+                      msg.emitted_at, orjson.dumps(body))
+
+
 class Subscriber:
-    """One connection's mailbox: at most ``maxlen`` lists, oldest dropped first."""
+    """One connection's mailbox: at most ``maxlen`` lists, oldest dropped first; lists are
+    queued without the items in ``exclude``."""
 
-    __slots__ = ("user_id", "pending", "wakeup", "last_seq", "last_fingerprint", "dropped", "sent")
+    __slots__ = ("user_id", "pending", "wakeup", "last_seq", "last_fingerprint", "dropped", "sent",
+                 "exclude")
 
-    def __init__(self, user_id: str, maxlen: int, last_seq: int = -1) -> None:
+    def __init__(self, user_id: str, maxlen: int, last_seq: int = -1,
+                 exclude: frozenset[str] = frozenset()) -> None:
         self.user_id = user_id
+        self.exclude = exclude
         self.pending: deque[RecMessage] = deque(maxlen=maxlen)
         self.wakeup = asyncio.Event()
         self.last_seq = last_seq
@@ -89,6 +117,7 @@ class Subscriber:
         (a resumed client whose list was reset, e.g. after an erasure)."""
         if not force and msg.seq <= self.last_seq:
             return False
+        msg = without_items(msg, self.exclude)
         if msg.fingerprint == self.last_fingerprint:
             self.last_seq = max(self.last_seq, msg.seq)
             return False
@@ -133,13 +162,14 @@ class Hub:
         self.clients = 0
         self.published = 0
 
-    def subscribe(self, user_id: str, last_seq: int = -1) -> Subscriber:
+    def subscribe(self, user_id: str, last_seq: int = -1,
+                  exclude: frozenset[str] = frozenset()) -> Subscriber:
         subs = self.by_user.get(user_id)
         if self.clients >= self.max_clients:
             raise HubFull(per_user=False)
         if subs is not None and len(subs) >= self.max_per_user:
             raise HubFull(per_user=True)
-        sub = Subscriber(user_id, self.queue_len, last_seq)
+        sub = Subscriber(user_id, self.queue_len, last_seq, exclude)
         self.by_user.setdefault(user_id, set()).add(sub)
         self.clients += 1
         return sub

@@ -45,6 +45,14 @@ _EVENT = {
 _USER = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _TOKEN = {"name": "token", "in": "query", "required": False, "schema": {"type": "string"},
           "description": "user token, when an Authorization header cannot be set"}
+_EXCLUDE = {"name": "exclude", "in": "query", "required": False,
+            "schema": {"type": "array", "maxItems": 20,
+                       "items": {"type": "string", "minLength": 1, "maxLength": 256}},
+            "style": "form", "explode": True,
+            "description": "an item id to leave out of the lists sent, typically the product the "
+                           "page shows, so a product page never recommends itself; repeat it for "
+                           "several (at most 20). The other items keep their order; the stored "
+                           "list is not changed."}
 _SECURITY = [{"bearer": []}, {"tokenQuery": []}]
 _WRITE_SECURITY = [{"bearer": []}, {"tokenQuery": []}, {"apiKey": []}, {}]
 _ACCESS = ("Events of anonymous ids (prefix `STREAMREC_GATEWAY_ANONYMOUS_PREFIX`, `anon-` by "
@@ -66,6 +74,11 @@ def _json(schema: dict, description: str) -> dict:
 def _denials() -> dict:
     return {"401": _json(_ERROR, "token missing, malformed, forged or expired"),
             "403": _json(_ERROR, "token of another user")}
+
+
+def _read_denials() -> dict:
+    return {"400": _json(_ERROR, "bad `exclude`: more than 20 ids, or an empty or too long one"),
+            **_denials()}
 
 
 def openapi_document(server_url: str | None = None) -> dict:
@@ -125,15 +138,17 @@ def openapi_document(server_url: str | None = None) -> dict:
                     **_denials()}}},
             "/v1/users/{user_id}/recommendations": {"get": {
                 "summary": "The user's latest recommendation list",
-                "parameters": [_USER, _TOKEN], "security": _SECURITY,
+                "parameters": [_USER, _TOKEN, _EXCLUDE], "security": _SECURITY,
                 "responses": {"200": _json({"$ref": "#/components/schemas/Recommendations"}, "the list"),
-                              "404": _json(_ERROR, "no list yet"), **_denials()}}},
+                              "404": _json(_ERROR, "no list yet"), **_read_denials()}}},
             "/v1/users/{user_id}/recommendations/stream": {"get": {
                 "summary": "Server-Sent Events: a message each time the user's list changes",
                 "description": "Each message is `id: <seq>` and `data: <Recommendations JSON>`; "
                                "a `: heartbeat` comment when idle; `event: token-expired` before "
-                               "the stream ends at the token's expiry. Resume with Last-Event-ID.",
-                "parameters": [_USER, _TOKEN,
+                               "the stream ends at the token's expiry. Resume with Last-Event-ID. "
+                               "With `exclude`, every message leaves those items out; a list "
+                               "that differs from the last one sent only in them is not sent.",
+                "parameters": [_USER, _TOKEN, _EXCLUDE,
                                {"name": "Last-Event-ID", "in": "header", "required": False,
                                 "schema": {"type": "string"}}],
                 "security": _SECURITY,
@@ -141,16 +156,17 @@ def openapi_document(server_url: str | None = None) -> dict:
                                       "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                               "429": _json(_ERROR, "too many connections for this user"),
                               "503": _json(_ERROR, "too many connections to this gateway"),
-                              **_denials()}}},
+                              **_read_denials()}}},
             "/v1/users/{user_id}/recommendations/ws": {"get": {
                 "summary": "WebSocket: the same messages as JSON text frames",
                 "description": "Upgrade to WebSocket. `{\"type\": \"heartbeat\"}` when idle; resume "
-                               "with ?last_event_id=<seq>. Refused with 401/403 before the upgrade.",
-                "parameters": [_USER, _TOKEN,
+                               "with ?last_event_id=<seq>. `exclude` as on the SSE stream. Refused "
+                               "with 400/401/403 before the upgrade.",
+                "parameters": [_USER, _TOKEN, _EXCLUDE,
                                {"name": "last_event_id", "in": "query", "required": False,
                                 "schema": {"type": "integer"}}],
                 "security": _SECURITY,
-                "responses": {"101": {"description": "switching protocols"}, **_denials()}}},
+                "responses": {"101": {"description": "switching protocols"}, **_read_denials()}}},
             "/v1/tracker.js": {"get": {"summary": "The JS tracker (an ES module)",
                                        "responses": {"200": {"description": "JavaScript"}}}},
             "/healthz": {"get": {"summary": "Liveness, with the state of Kafka, Redis and the push reader",

@@ -6,6 +6,11 @@ carries any data. Stream resumption uses the user's event counter ``seq`` as the
 event id: ``Last-Event-ID`` (or ``?last_event_id=`` on the WebSocket) says which list
 the client already has, so a reconnect costs one ``GET`` of the latest list, not a scan
 of the shared stream.
+
+Every read takes ``?exclude=ITEM_ID`` (repeatable, at most ``MAX_EXCLUDE``): the items the
+page already shows, typically the product in view, are left out of the lists it gets,
+the other items in the same order. Only what is sent changes: the stored list and the
+worker's view of it stay as they are.
 """
 
 from __future__ import annotations
@@ -19,16 +24,22 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway.fanout import HubFull, RecMessage, Subscriber, message_from_latest
+from gateway.fanout import HubFull, RecMessage, Subscriber, message_from_latest, without_items
 from gateway.tokens import TokenError, verify_token
+from models.events import MAX_ID_CHARS
 
-__all__ = ["authorize", "latest_endpoint", "SSEEndpoint", "stored_user_id", "websocket_endpoint"]
+__all__ = ["MAX_EXCLUDE", "authorize", "excluded_items", "latest_endpoint", "SSEEndpoint",
+           "stored_user_id", "websocket_endpoint"]
+
+#: Item ids one read may leave out (``?exclude=``): a page shows one product, or a few.
+MAX_EXCLUDE = 20
 
 log = logging.getLogger("gateway.push")
 
 
 class Denied(Exception):
-    """The request is refused with ``status`` (401/403, or 503 when Redis fails)."""
+    """The request is refused with ``status`` (400 for a bad parameter, 401/403, or 503
+    when Redis fails)."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -63,6 +74,20 @@ def authorize(conn: HTTPConnection, user_id: str) -> float:
     return float(_token(conn).split(".")[2])
 
 
+def excluded_items(conn: HTTPConnection) -> frozenset[str]:
+    """The item ids of ``?exclude=`` (repeatable); Denied(400) when there are too many or
+    one is empty or too long."""
+    values = conn.query_params.getlist("exclude")
+    if len(values) > MAX_EXCLUDE:
+        raise Denied(400, f"exclude: at most {MAX_EXCLUDE} item ids per request, got "
+                          f"{len(values)}; leave out only what the page shows")
+    for value in values:
+        if not value or len(value) > MAX_ID_CHARS:
+            raise Denied(400, f"exclude: an item id must be 1 to {MAX_ID_CHARS} characters, got "
+                              f"{len(value)}; repeat the parameter for each id (?exclude=A&exclude=B)")
+    return frozenset(values)
+
+
 def stored_user_id(state, user_id: str) -> str:
     """The id the worker keeps ``user_id``'s lists under: its pseudonym when user ids are
     pseudonymised (``STREAMREC_USER_ID_KEY``), else the id itself. Pushed lists carry it."""
@@ -84,12 +109,13 @@ async def latest_endpoint(request: Request) -> Response:
     user_id = request.path_params["user_id"]
     try:
         authorize(request, user_id)
+        exclude = excluded_items(request)
         msg = await _latest(request, user_id)
     except Denied as ex:
         return ex.response()
     if msg is None:
         return JSONResponse({"error": "no recommendations yet", "user_id": user_id}, status_code=404)
-    return Response(msg.body, media_type="application/json", headers={"Cache-Control": "no-store"})
+    return Response(without_items(msg, exclude).body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 def _resume_seq(raw: str | None) -> int | None:
@@ -101,8 +127,9 @@ def _resume_seq(raw: str | None) -> int | None:
 
 async def _subscribe(conn: HTTPConnection, user_id: str, resume: int | None) -> Subscriber:
     """Subscribe first, then read the latest list: nothing falls between the two."""
+    exclude = excluded_items(conn)
     sub = conn.app.state.hub.subscribe(stored_user_id(conn.app.state, user_id),
-                                       -1 if resume is None else resume)
+                                       -1 if resume is None else resume, exclude)
     try:
         latest = await _latest(conn, user_id)
     except BaseException:

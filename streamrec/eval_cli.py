@@ -1,5 +1,9 @@
 """`streamrec eval`: replay recorded events through the production dataflow, score it
-with the protocol of docs/evaluation.md, and put the POP, SR and V-SKNN baselines beside it."""
+with the protocol of docs/evaluation.md, and put the POP, SR and V-SKNN baselines beside it.
+
+Beside the numbers on all targets, ``HR@20_new`` and ``MRR@20_new`` score only the
+targets the user had not interacted with earlier in the same session (column ``new``
+counts them; see ``evaluation.metrics``)."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from streamrec.errors import ConfigError, StreamrecError
 
 __all__ = ["register", "run_eval", "format_table"]
 
-METRICS = ("HR@10", "MRR@10", "HR@20", "MRR@20", "NDCG@20", "coverage@20")
+METRICS = ("HR@10", "MRR@10", "HR@20", "MRR@20", "NDCG@20", "coverage@20", "HR@20_new", "MRR@20_new")
 
 
 def register(sub) -> None:
@@ -66,11 +70,18 @@ def _load(args):
 
 def run_eval(name: str, events: list[dict], items: list[dict], test_start: float, *,
              processes: int = 1, out: str | None = None, baselines: bool = True,
-             progress: bool = True) -> dict:
-    """Score the production dataflow (and the baselines) on ``events``; returns the report."""
+             progress: bool = True, session_gap: float | None = None) -> dict:
+    """Score the production dataflow (and the baselines) on ``events``; returns the report.
+
+    ``session_gap`` splits sessions without a ``session_id`` for the new-item numbers;
+    by default the worker's (``STREAMREC_SESSION_GAP``)."""
     from connectors.datasets import write_events_jsonl
     from evaluation.metrics import recs_by_trigger_from_records, score_stream
     from evaluation.replay import read_recs, replay
+    from streamrec.settings import Settings
+
+    if session_gap is None:
+        session_gap = Settings.from_env().session_gap
 
     catalog_size = len({e["item_id"] for e in events if e.get("item_id")} |
                        {i["item_id"] for i in items})
@@ -90,7 +101,7 @@ def run_eval(name: str, events: list[dict], items: list[dict], test_start: float
                 for r in records:
                     f.write(orjson.dumps(r) + b"\n")
         scores = score_stream(events, recs_by_trigger_from_records(records), test_start,
-                              catalog_size=catalog_size)
+                              catalog_size=catalog_size, session_gap=session_gap)
         results = {"streamrec": {**scores, "seconds": round(seconds, 2),
                                  "events_per_s": round(len(events) / seconds, 1)}}
     finally:
@@ -99,7 +110,7 @@ def run_eval(name: str, events: list[dict], items: list[dict], test_start: float
         from evaluation.baselines import run_baselines
 
         for bname, res in run_baselines(events, test_start, catalog_size=catalog_size,
-                                        progress=progress).items():
+                                        progress=progress, session_gap=session_gap).items():
             res["events_per_s"] = round(len(events) / res["seconds"], 1) if res.get("seconds") else None
             results[bname] = res
     return {
@@ -108,17 +119,19 @@ def run_eval(name: str, events: list[dict], items: list[dict], test_start: float
         "test_start": test_start,
         "processes": processes,
         "catalog_size": catalog_size,
+        "session_gap": session_gap,
         "results": results,
         "date": time.strftime("%Y-%m-%d"),
     }
 
 
 def format_table(report: dict) -> str:
-    header = f"| {report['dataset']} | " + " | ".join(METRICS) + " | scored | events/s |"
-    lines = [header, "|" + "---|" * (len(METRICS) + 3)]
+    header = f"| {report['dataset']} | " + " | ".join(METRICS) + " | scored | new | events/s |"
+    lines = [header, "|" + "---|" * (len(METRICS) + 4)]
     for strategy, r in report["results"].items():
         cells = " | ".join(f"{r.get(m, float('nan')):.4f}" for m in METRICS)
-        lines.append(f"| {strategy} | {cells} | {r.get('scored', 0)} | {r.get('events_per_s') or '-'} |")
+        lines.append(f"| {strategy} | {cells} | {r.get('scored', 0)} | {r.get('scored_new', '-')} "
+                     f"| {r.get('events_per_s') or '-'} |")
     return "\n".join(lines)
 
 
@@ -132,13 +145,14 @@ def plot(report: dict, path: str) -> bool:
         print("(no PNG: `pip install matplotlib` for the chart)", file=sys.stderr)
         return False
     names = list(report["results"])
-    metrics = ["HR@10", "MRR@10", "HR@20", "MRR@20", "NDCG@20"]
-    fig, ax = plt.subplots(figsize=(8, 4))
+    metrics = ["HR@10", "MRR@10", "HR@20", "MRR@20", "NDCG@20", "HR@20_new", "MRR@20_new"]
+    fig, ax = plt.subplots(figsize=(10, 4))
     width = 0.8 / len(names)
     for n, name in enumerate(names):
         values = [report["results"][name].get(m, 0.0) for m in metrics]
         ax.bar([i + n * width for i in range(len(metrics))], values, width, label=name)
-    ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(metrics))], metrics)
+    labels = [m.replace("_new", "\nnew items") for m in metrics]
+    ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(metrics))], labels)
     ax.set_title(f"{report['dataset']}: {report['events']:,} events, test after "
                  f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(report['test_start']))} UTC")
     ax.legend()

@@ -34,6 +34,13 @@ def test_eval_on_a_slice_beats_popularity_and_writes_every_output(yoochoose_slic
     assert res["streamrec"]["scored"] == res["POP"]["scored"] > 500
     assert res["streamrec"]["HR@20"] > res["POP"]["HR@20"] * 2
     assert res["streamrec"]["MRR@20"] > res["POP"]["MRR@20"] * 2
+    # New-item targets (not seen earlier in the session): the same targets for every strategy.
+    assert "HR@20_new | MRR@20_new" in table
+    assert {r["scored_new"] for r in res.values()} == {res["streamrec"]["scored_new"]}
+    assert 100 < res["streamrec"]["scored_new"] < res["streamrec"]["scored"]
+    for r in res.values():
+        assert 0 <= r["MRR@20_new"] <= r["HR@20_new"] <= 1
+    assert res["streamrec"]["HR@20_new"] > res["POP"]["HR@20_new"]
     lines = out.read_bytes().splitlines()
     assert len(lines) == len(events)  # one update per event, none conflated away
     first = orjson.loads(lines[0])

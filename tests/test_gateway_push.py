@@ -1,6 +1,7 @@
 """Push of recommendation lists: the fan-out rules (only changes, bounded per-client
 queues), SSE and WebSocket against a real Redis, heartbeats, Last-Event-ID resume, a slow
-client that cannot hold up the others, and the served files and OpenAPI document."""
+client that cannot hold up the others, the item in view left out (``?exclude=``), and the
+served files and OpenAPI document."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import httpx
 import orjson
 import pytest
 import redis
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from gateway import serve_in_thread, sign_token
-from gateway.fanout import Hub, HubFull, RecMessage, Subscriber
+from gateway.fanout import Hub, HubFull, RecMessage, Subscriber, message_from_latest
 
 SECRET = "push-test-secret-0123456789abcdef"
 
@@ -54,6 +56,30 @@ def test_a_slow_subscriber_keeps_only_the_newest_lists_and_nobody_waits():
     assert got == list(range(1, 1001))
     assert [m.seq for m in slow.pending] == [997, 998, 999, 1000]
     assert slow.dropped == 996
+
+
+def _scored(seq: int, items: list[str], user: str = "u1") -> RecMessage:
+    return message_from_latest(orjson.dumps({"user_id": user, "seq": seq, "items": [
+        {"item_id": i, "score": round(1.0 / (n + 1), 4)} for n, i in enumerate(items)]}))
+
+
+def test_a_subscriber_with_exclude_gets_lists_without_those_items_in_the_same_order():
+    sub = Subscriber("u1", maxlen=8, exclude=frozenset({"p2", "p9"}))
+    assert sub.offer(_scored(1, ["p1", "p2", "p3", "p4"]))
+    # The excluded item moved: what this client sees is the same list, so nothing is sent.
+    assert not sub.offer(_scored(2, ["p2", "p1", "p3", "p4"]))
+    assert sub.offer(_scored(3, ["p9", "p4", "p3", "p1"]))
+    sent = [orjson.loads(m.body)["items"] for m in sub.pending]
+    assert sent == [[{"item_id": "p1", "score": 1.0}, {"item_id": "p3", "score": 0.3333},
+                     {"item_id": "p4", "score": 0.25}],
+                    [{"item_id": "p4", "score": 0.5}, {"item_id": "p3", "score": 0.3333},
+                     {"item_id": "p1", "score": 0.25}]]
+    # Another connection of the same user without exclude still gets the whole list.
+    hub = Hub(max_clients=10, max_per_user=5, queue_len=4)
+    plain, product_page = hub.subscribe("u1"), hub.subscribe("u1", exclude=frozenset({"p2"}))
+    assert hub.publish(_scored(1, ["p2", "p1"])) == 2
+    assert plain.pending[0].fingerprint == ("p2", "p1")
+    assert product_page.pending[0].fingerprint == ("p1",)
 
 
 def test_connection_limits():
@@ -100,11 +126,13 @@ def publish(gw, user: str, seq: int, items: list[str], pad: int = 0) -> None:
 class SSEReader:
     """Reads an SSE response on a thread, collecting events and comments."""
 
-    def __init__(self, gw, user: str, token: str | None = None, last_event_id: str | None = None):
+    def __init__(self, gw, user: str, token: str | None = None, last_event_id: str | None = None,
+                 exclude: list[str] | None = None):
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         self.client = httpx.Client(timeout=httpx.Timeout(10.0))
         self.cm = self.client.stream("GET", f"{gw.url}/v1/users/{user}/recommendations/stream",
-                                     params={"token": token or sign_token(user, SECRET)}, headers=headers)
+                                     params={"token": token or sign_token(user, SECRET),
+                                             "exclude": exclude or []}, headers=headers)
         self.response = self.cm.__enter__()
         assert self.response.status_code == 200
         assert self.response.headers["content-type"].startswith("text/event-stream")
@@ -233,3 +261,91 @@ def test_tracker_storefront_health_and_openapi_are_served(gateway):
 
     served = {route.path for route in gateway.server.config.app.routes if route.path != "/static"}
     assert served - {"/demo"} <= set(doc["paths"]), served - set(doc["paths"])
+
+
+# -- the item in view: ?exclude= on the point read, SSE and WebSocket
+
+LIST = ["p1", "p2", "p3", "p4", "p5"]
+
+
+def _get(gw, user: str, exclude: list[str] | None = None) -> httpx.Response:
+    return httpx.get(f"{gw.url}/v1/users/{user}/recommendations",
+                     params={"token": sign_token(user, SECRET), "exclude": exclude or []})
+
+
+def test_point_read_leaves_out_the_excluded_items_and_the_stored_list_keeps_them(gateway):
+    publish(gateway, "frank", 4, LIST)
+    whole = _get(gateway, "frank").json()
+    assert [i["item_id"] for i in whole["items"]] == LIST
+    one = _get(gateway, "frank", ["p1"]).json()
+    assert one["items"] == whole["items"][1:]  # same order, same scores
+    two = _get(gateway, "frank", ["p4", "p2", "not-in-the-list"]).json()
+    assert [i["item_id"] for i in two["items"]] == ["p1", "p3", "p5"]
+    assert {k: v for k, v in two.items() if k != "items"} == {k: v for k, v in whole.items() if k != "items"}
+    stored = orjson.loads(gateway.redis.get(f"{gateway.prefix}:latest:frank"))
+    assert [i["item_id"] for i in stored["items"]] == LIST
+    (_, fields), = gateway.redis.xrevrange(f"{gateway.prefix}:recs", count=1)
+    assert [i["item_id"] for i in orjson.loads(fields[b"items"])] == LIST
+
+
+@pytest.mark.parametrize("exclude, says", [
+    ([f"p{n}" for n in range(21)], "at most 20 item ids"),
+    ([""], "1 to 256 characters"),
+    (["x" * 257], "1 to 256 characters"),
+])
+def test_a_bad_exclude_is_refused_with_400_on_every_read(gateway, exclude, says):
+    publish(gateway, "gina", 1, LIST)
+    token = sign_token("gina", SECRET)
+    r = _get(gateway, "gina", exclude)
+    assert r.status_code == 400 and says in r.json()["error"], r.text
+    r = httpx.get(f"{gateway.url}/v1/users/gina/recommendations/stream",
+                  params={"token": token, "exclude": exclude}, timeout=5)
+    assert r.status_code == 400 and says in r.json()["error"], r.text
+    query = str(httpx.QueryParams({"token": token, "exclude": exclude}))
+    url = gateway.url.replace("http://", "ws://") + f"/v1/users/gina/recommendations/ws?{query}"
+    with pytest.raises(InvalidStatus) as info:
+        connect(url, open_timeout=5)
+    assert info.value.response.status_code == 400
+    # Twenty is fine, and a bad exclude never hides a bad token: that is still a 401.
+    assert _get(gateway, "gina", [f"p{n}" for n in range(20)]).status_code == 200
+    assert httpx.get(f"{gateway.url}/v1/users/gina/recommendations",
+                     params={"exclude": exclude}).status_code == 401
+
+
+def test_sse_with_exclude_never_sends_the_item_in_view(gateway):
+    publish(gateway, "hana", 1, LIST)
+    reader = SSEReader(gateway, "hana", exclude=["p3"])
+    plain = SSEReader(gateway, "hana")
+    try:
+        reader.wait(1)
+        publish(gateway, "hana", 2, ["p3", "p1", "p2", "p4", "p5"])  # only p3 moved: not sent
+        publish(gateway, "hana", 3, ["p5", "p3", "p4"])
+        reader.wait(2)
+        plain.wait(3)
+        time.sleep(0.3)
+        assert [(e["id"], [i["item_id"] for i in e["data"]["items"]]) for e in reader.events] == [
+            ("1", ["p1", "p2", "p4", "p5"]), ("3", ["p5", "p4"])]
+        assert [[i["item_id"] for i in e["data"]["items"]] for e in plain.events] == [
+            LIST, ["p3", "p1", "p2", "p4", "p5"], ["p5", "p3", "p4"]]
+        assert reader.events[1]["data"]["items"] == [plain.events[2]["data"]["items"][0],
+                                                    plain.events[2]["data"]["items"][2]]
+    finally:
+        reader.close()
+        plain.close()
+
+
+def test_websocket_with_exclude_never_sends_the_item_in_view(gateway):
+    publish(gateway, "ivan", 1, LIST)
+    query = str(httpx.QueryParams({"token": sign_token("ivan", SECRET), "exclude": ["p1", "p5"]}))
+    url = gateway.url.replace("http://", "ws://") + f"/v1/users/ivan/recommendations/ws?{query}"
+    with connect(url, open_timeout=5) as ws:
+        first = orjson.loads(ws.recv(timeout=5))
+        assert [i["item_id"] for i in first["items"]] == ["p2", "p3", "p4"]
+        publish(gateway, "ivan", 2, ["p5", "p4", "p1", "p2"])
+        lists = []
+        deadline = time.monotonic() + 5
+        while not lists and time.monotonic() < deadline:
+            frame = orjson.loads(ws.recv(timeout=5))
+            if frame["type"] == "recommendations":
+                lists.append(frame)
+        assert [(f["seq"], [i["item_id"] for i in f["items"]]) for f in lists] == [(2, ["p4", "p2"])]

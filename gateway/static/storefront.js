@@ -1,5 +1,7 @@
 // The demo storefront: a product grid from the catalog, the tracker, and a live
 // "recommended for you" panel fed by the gateway's Server-Sent Events stream.
+// Clicking a card opens that product (`?item=ID` opens one at load): the panel's stream
+// then asks the gateway to leave it out (`exclude=`), so a product never recommends itself.
 import { createTracker } from "/v1/tracker.js";
 
 const params = new URLSearchParams(location.search);
@@ -8,6 +10,9 @@ const byId = new Map();
 const byCategory = new Map();
 let current = "all";
 let tracker = null;
+let viewing = params.get("item") || null; // the product in view
+let stream = null;
+let shown = null; // the last list the panel showed
 // What the page saw, for tests and the click-latency benchmark.
 const log = (window.__streamrec = { panelLog: [], tracked: [], ready: false, user: null });
 window.addEventListener("streamrec:track", (e) => log.tracked.push({ t: performance.now(), event: e.detail }));
@@ -68,7 +73,7 @@ function renderNav() {
   $("#categories").replaceChildren(...buttons);
 }
 
-function renderRecs(msg) {
+function drawRecs(msg) {
   const before = new Set([...document.querySelectorAll("#recs li")].map((li) => li.dataset.itemId));
   const list = $("#recs");
   list.dataset.recId = msg.rec_id || String(msg.seq);
@@ -79,18 +84,43 @@ function renderRecs(msg) {
   }));
   const lag = Math.max(0, Date.now() / 1000 - msg.event_ts) * 1000;
   $("#status").textContent = `${msg.strategy} · list #${msg.seq} · ${lag.toFixed(0)} ms after your event`;
+}
+
+function renderRecs(msg) {
+  shown = msg;
+  drawRecs(msg);
   log.panelLog.push({ t: performance.now(), seq: msg.seq, rec_id: msg.rec_id, trigger_event_id: msg.trigger_event_id,
     items: msg.items.slice(0, 10).map((r) => r.item_id), categories: msg.items.slice(0, 10).map((r) => (byId.get(r.item_id) || {}).category || null) });
 }
 
-function listen(user, token) {
-  const url = `/v1/users/${encodeURIComponent(user)}/recommendations/stream?token=${encodeURIComponent(token)}`;
-  const source = new EventSource(url);
+function listen(user, token, resumeSeq = null) {
+  const query = new URLSearchParams({ token });
+  if (viewing) query.append("exclude", viewing);
+  // Reopened for another product: the list on screen needs no second copy.
+  if (resumeSeq != null) query.set("last_event_id", String(resumeSeq));
+  const source = new EventSource(`/v1/users/${encodeURIComponent(user)}/recommendations/stream?${query}`);
   source.onopen = () => { log.connected = true; };
   source.onmessage = (e) => renderRecs(JSON.parse(e.data));
   source.addEventListener("token-expired", () => { source.close(); $("#status").textContent = "session expired: reload the page"; });
   source.onerror = () => { if (source.readyState !== EventSource.CLOSED) $("#status").textContent = "reconnecting…"; };
   return source;
+}
+
+function showViewing() {
+  const item = viewing && (byId.get(viewing) || { item_id: viewing });
+  $("#viewing").textContent = item ? `viewing: ${item.title || item.item_id}` : "";
+}
+
+function openProduct(itemId, user, token) {
+  if (!itemId || itemId === viewing) return;
+  viewing = itemId;
+  log.viewing = itemId;
+  showViewing();
+  // The list on screen may lead with the product just opened: take it out now (the
+  // next list from the gateway comes without it).
+  if (shown) drawRecs({ ...shown, items: shown.items.filter((r) => r.item_id !== itemId) });
+  stream.close();
+  stream = listen(user, token, shown ? shown.seq : null);
 }
 
 async function main() {
@@ -108,10 +138,17 @@ async function main() {
   tracker = createTracker({ userId: user_id, token, page: "storefront" });
   log.tracker = tracker;
   $("#consent").onchange = (e) => tracker.setConsent(e.target.checked);
-  $("#grid").addEventListener("click", (e) => { const c = e.target.closest(".card"); if (c) c.classList.add("clicked"); });
+  $("#grid").addEventListener("click", (e) => {
+    const c = e.target.closest(".card");
+    if (!c) return;
+    c.classList.add("clicked");
+    if (!e.target.closest("button")) openProduct(c.dataset.itemId, user_id, token);
+  });
+  log.viewing = viewing;
+  showViewing();
   renderNav();
   renderGrid();
-  listen(user_id, token);
+  stream = listen(user_id, token);
   log.ready = true;
 }
 
