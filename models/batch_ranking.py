@@ -240,15 +240,22 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     row_items = [ids[s] for s in row_slot.tolist()]
 
     vectors = models.vectors
-    if vectors is not None and len(vectors) > 0:
-        for r, inp in enumerate(inputs):
-            if inp.content is None or starts[r] == starts[r + 1]:
-                continue
-            a, b = starts[r], starts[r + 1]
-            sims = np.clip(vectors.cosine(inp.content, row_items[a:b]), 0.0, None)
-            total = float(sims.sum())
-            if total > 0.0:
-                X[a:b, 5] = sims / total
+    indexed = vectors is not None and len(vectors) > 0
+    for r, inp in enumerate(inputs):
+        if inp.content is None or starts[r] == starts[r + 1]:
+            continue
+        if not indexed and not inp.anchor_vectors:
+            continue
+        a, b = starts[r], starts[r + 1]
+        items = row_items[a:b]
+        sims = (vectors.cosine(inp.content, items) if indexed
+                else np.zeros(b - a, dtype=np.float32))
+        if inp.anchor_vectors:
+            _anchor_cosines(sims, items, inp, vectors.slot_of if indexed else {})
+        sims = np.clip(sims, 0.0, None)
+        total = float(sims.sum())
+        if total > 0.0:
+            X[a:b, 5] = sims / total
 
     keep = _rules(inputs, models, cfg, X, row_req, row_slot, row_items)
     origin = np.arange(n_rows)  # each row's index before the rules dropped any
@@ -271,6 +278,19 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     entries = (entry_row, entry_col, vals, np.repeat(np.asarray(table.tags, dtype=np.intp), lens))
     _explain(results, X, row_req, origin, weights, ctx, entries, table.tag_names)
     return results
+
+
+def _anchor_cosines(sims: np.ndarray, items: list[str], inp: RankInput, indexed) -> None:
+    """Cosines of the request's anchors that the shared index does not hold yet, from the
+    vectors their answers carried (a handful per request, looked up by position)."""
+    for item, vector in inp.anchor_vectors.items():
+        if item in indexed:
+            continue
+        try:
+            at = items.index(item)
+        except ValueError:
+            continue
+        sims[at] = np.frombuffer(vector, dtype=np.float16).astype(np.float32) @ inp.content
 
 
 def _rules(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray, row_req: np.ndarray,

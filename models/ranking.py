@@ -152,6 +152,9 @@ class RankInput:
     user_id: str | None = None
     history: int = 0  # item events the user has made
     anchor_items: list[str] | None = None  # the item behind each of ``anchors`` (reasons)
+    # The anchors' own content vectors (from their answers): their cosine when the shared
+    # vector index has not got them yet (an item seen for the first time just now).
+    anchor_vectors: dict[str, bytes] | None = None
 
 
 @dataclass

@@ -271,6 +271,7 @@ class RankLogic(StatefulBatchLogic):
                 user_id=request.user_id,
                 history=request.history,
                 anchor_items=[a.item_id for a in answers],
+                anchor_vectors={a.item_id: a.vector for a in answers if a.vector} or None,
             ))
             contexts.append(st.blend.context(len(request.seen)))
         models = RankModels(shared.trending, shared.item_category, shared.unavailable,
