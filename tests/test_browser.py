@@ -96,6 +96,9 @@ def test_clicking_one_category_fills_the_panel_with_it_within_2s(browser, pipeli
         assert recommended, f"only the clicked items came back: {final}"
         shown = page.locator("#recs li").evaluate_all("els => els.map(e => e.dataset.category)")
         assert Counter(shown)[category] == counts[category]
+        # Every listed item says why it is there, in words.
+        reasons = page.locator("#recs li .why").all_inner_texts()
+        assert len(reasons) == len(shown) and all(reasons), reasons
         # The tracker reported what the panel showed, with the list's rec_id.
         page.wait_for_function("() => window.__streamrec.tracked.some(e => e.event.type === 'impression'"
                                " && e.event.context.rec_id)", timeout=5000)

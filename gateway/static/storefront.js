@@ -73,6 +73,23 @@ function renderNav() {
   $("#categories").replaceChildren(...buttons);
 }
 
+// The reason the worker gives each listed item, in words ("because you viewed ...").
+function because(reason) {
+  if (!reason) return "";
+  const named = (id) => (byId.get(id) || { title: id }).title || id;
+  switch (reason.kind) {
+    case "covis": return reason.because ? `because you viewed ${named(reason.because)}` : "viewed together";
+    case "category": return `trending in ${reason.category}`;
+    case "session": case "seen": return "you looked at this";
+    case "knn": return "in sessions like yours";
+    case "segment": return "popular with people like you";
+    case "content": return "similar to what you viewed";
+    case "mf": return "picked for you";
+    case "trending": case "recent": return "popular right now";
+    default: return "";
+  }
+}
+
 function drawRecs(msg) {
   const before = new Set([...document.querySelectorAll("#recs li")].map((li) => li.dataset.itemId));
   const list = $("#recs");
@@ -80,7 +97,8 @@ function drawRecs(msg) {
   list.replaceChildren(...msg.items.slice(0, 10).map((r) => {
     const item = byId.get(r.item_id) || { item_id: r.item_id };
     return el("li", { class: before.has(r.item_id) ? "" : "fresh", dataset: { itemId: r.item_id, category: item.category || "" } },
-      el("span", { class: "cat", textContent: item.category || "?" }), " ", item.title || r.item_id);
+      el("span", { class: "cat", textContent: item.category || "?" }), " ", item.title || r.item_id,
+      el("span", { class: "why", textContent: because(r.reason) }));
   }));
   const lag = Math.max(0, Date.now() / 1000 - msg.event_ts) * 1000;
   $("#status").textContent = `${msg.strategy} · list #${msg.seq} · ${lag.toFixed(0)} ms after your event`;
