@@ -1,0 +1,210 @@
+"""RabbitMQ as the source: a real node of the suite's own (Debian's rabbitmq-server on
+free loopback ports), the worker started as an operator would, results read from Redis."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+
+import orjson
+import pika
+import pytest
+
+from bench.workload import expected_full
+from connectors.rabbitmq_io import declare_queues, queue_depths
+from connectors.worker import WorkerGroup
+from streamrec.errors import ConfigError
+from streamrec.settings import Settings
+from tests.test_integration import BAD_EVENTS, _events, _wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _publish(url: str, messages, *, exchange: str = "", queue: str = "") -> None:
+    """Publish (routing key, body) pairs, persistent, with publisher confirms."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        for key, body in messages:
+            channel.basic_publish(exchange, queue or key, body,
+                                  pika.BasicProperties(delivery_mode=2))
+    finally:
+        connection.close()
+
+
+def _env(rabbitmq, redis_server, queues: list[str], prefix: str, **extra) -> dict:
+    return {
+        "STREAMREC_SOURCE": "rabbitmq",
+        "RABBITMQ_URL": rabbitmq.url,
+        "RABBITMQ_EVENTS_QUEUE": ",".join(queues),
+        "RABBITMQ_ITEMS_QUEUE": f"{queues[0]}-items",
+        # Nothing listens there: the RabbitMQ path must not need Kafka at all.
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "REDIS_URL": redis_server.url,
+        "STREAMREC_PREFIX": prefix,
+        # Acknowledgements follow epochs: 1 s instead of Bytewax's 10 s default.
+        "BYTEWAX_SNAPSHOT_INTERVAL": "1",
+        **extra,
+    }
+
+
+def _latest(redis_client, prefix: str, user: str) -> dict | None:
+    raw = redis_client.get(f"{prefix}:latest:{user}")
+    return orjson.loads(raw) if raw else None
+
+
+def _all_answered(redis_client, prefix: str, expected: dict[str, str]):
+    def check() -> bool:
+        return all((_latest(redis_client, prefix, u) or {}).get("trigger_event_id") == e
+                   for u, e in expected.items())
+    return check
+
+
+def _settled(url: str, queues: list[str], timeout: float = 20.0) -> dict[str, int]:
+    """Ready messages per queue once the worker's connection is gone (unacknowledged
+    deliveries then count as ready again)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        depths = queue_depths(url, queues)
+        if not any(depths.values()) or time.monotonic() > deadline:
+            return depths
+        time.sleep(0.2)
+
+
+def test_settings_choose_rabbitmq_and_explain_bad_values():
+    s = Settings.from_env({"STREAMREC_SOURCE": "rabbitmq",
+                           "RABBITMQ_URL": "amqp://app:s3cret@mq:5672/%2F",
+                           "RABBITMQ_EVENTS_QUEUE": "events.0, events.1"})
+    assert s.source == "rabbitmq" and s.rabbitmq_events_queues == ("events.0", "events.1")
+    assert "s3cret" not in repr(s) and "s3cret" not in str(s.redacted())
+    assert Settings.from_env({}).source == "kafka"
+    with pytest.raises(ConfigError, match="STREAMREC_SOURCE"):
+        Settings.from_env({"STREAMREC_SOURCE": "mqtt"})
+    with pytest.raises(ConfigError, match="RABBITMQ_URL"):
+        Settings.from_env({"STREAMREC_SOURCE": "rabbitmq", "RABBITMQ_URL": "http://mq"})
+    with pytest.raises(ConfigError, match="distinct"):
+        Settings.from_env({"STREAMREC_SOURCE": "rabbitmq", "RABBITMQ_EVENTS_QUEUE": "a,a"})
+    with pytest.raises(ConfigError, match="RABBITMQ_PREFETCH"):
+        Settings.from_env({"STREAMREC_SOURCE": "rabbitmq", "RABBITMQ_PREFETCH": "10"})
+
+
+def test_missing_queue_stops_the_worker_with_the_fix(rabbitmq, redis_server, tmp_path):
+    prefix = f"rq{uuid.uuid4().hex[:6]}"
+    env = _env(rabbitmq, redis_server, [f"nosuch-{prefix}"], prefix, STREAMREC_CONSUME_ITEMS="0")
+    group = WorkerGroup(env, log_dir=tmp_path / "logs").start()
+    try:
+        deadline = time.monotonic() + 60
+        while group.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not group.alive(), "the worker should stop when its queue is missing"
+        assert f"RabbitMQ queue 'nosuch-{prefix}' does not exist" in group.log_tail(200)
+    finally:
+        group.kill()
+
+
+def test_worker_reads_a_queue_files_bad_input_and_acknowledges_everything(
+    rabbitmq, redis_server, redis_client, tmp_path
+):
+    prefix = f"rq{uuid.uuid4().hex[:6]}"
+    queue = f"events-{prefix}"
+    declare_queues(rabbitmq.url, [queue, f"{queue}-items"])
+    catalog, events = _events(400, seed=21)
+    _publish(rabbitmq.url, [(b"", orjson.dumps(i)) for i in catalog], queue=f"{queue}-items")
+    mixed = []
+    for n, ev in enumerate(events):
+        mixed.append((b"", orjson.dumps(ev)))
+        if n % 20 == 0 and n // 20 < len(BAD_EVENTS):
+            mixed.append((b"", BAD_EVENTS[n // 20][0] or b""))
+    published_at = time.time()
+    _publish(rabbitmq.url, mixed, queue=queue)
+    expected = expected_full(events)
+    group = WorkerGroup(_env(rabbitmq, redis_server, [queue], prefix),
+                        log_dir=tmp_path / "logs").start()
+    try:
+        _wait_for(lambda: _all_answered(redis_client, prefix, expected)()
+                  and redis_client.xlen(f"{prefix}:dlq") >= len(BAD_EVENTS),
+                  group, what="every user's list and every dead letter")
+        time.sleep(2.5)  # two epochs: the last deliveries are acknowledged
+        assert group.alive(), group.log_tail()
+    finally:
+        group.stop()
+
+    # Nothing left in either queue, unacknowledged ones included (they would be ready
+    # again now that the worker's connection is closed).
+    assert _settled(rabbitmq.url, [queue, f"{queue}-items"]) == {queue: 0, f"{queue}-items": 0}
+
+    some_user = next(iter(expected))
+    latest = _latest(redis_client, prefix, some_user)
+    assert latest["user_id"] == some_user and latest["items"]
+    # No stamp on these messages: ingested_at is when the worker received them.
+    stamps = [float(f[b"ingested_at"]) for _, f in redis_client.xrange(f"{prefix}:recs", count=50)]
+    assert stamps and all(published_at <= t <= time.time() for t in stamps)
+
+    # Dead letters: the Redis stream, the same reasons as the Kafka path (None has no
+    # AMQP counterpart: an empty body is filed as not JSON).
+    dlq = redis_client.xrange(f"{prefix}:dlq")
+    reasons = sorted(f[b"reason"].decode() for _, f in dlq)
+    assert reasons == sorted("payload:not_json" if p is None else r for p, r in BAD_EVENTS)
+    assert {f[b"source"] for _, f in dlq} == {b"events"}
+
+
+def test_sigkill_mid_run_redelivers_and_nothing_is_lost_or_counted_twice(
+    rabbitmq, redis_server, redis_client, tmp_path
+):
+    prefix = f"rk{uuid.uuid4().hex[:6]}"
+    queue = f"events-{prefix}"
+    declare_queues(rabbitmq.url, [queue, f"{queue}-items"])
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+    _, events = _events(800, seed=23)
+    _publish(rabbitmq.url, [(b"", orjson.dumps(e)) for e in events], queue=queue)
+    # A small prefetch keeps the worker busy for several epochs: there is a "mid-run".
+    env = _env(rabbitmq, redis_server, [queue], prefix, RABBITMQ_PREFETCH="60",
+               RABBITMQ_BATCH_SIZE="20", STREAMREC_CONSUME_ITEMS="0")
+    workers = WorkerGroup(env, recovery_dir=recovery, snapshot_secs=1,
+                          log_dir=tmp_path / "l1").start()
+    first_user = events[0]["user_id"]
+    try:
+        _wait_for(lambda: _latest(redis_client, prefix, first_user) is not None, workers,
+                  what="the first lists")
+        time.sleep(1.5)
+    finally:
+        workers.kill()  # SIGKILL: no clean shutdown, unacknowledged deliveries pending
+    expected = expected_full(events)
+    left = queue_depths(rabbitmq.url, [queue])[queue]
+    assert 0 < left < len(events), f"the kill should come mid-run; {left} messages left"
+
+    workers = WorkerGroup(env, recovery_dir=recovery, snapshot_secs=1,
+                          log_dir=tmp_path / "l2").start()
+    try:
+        _wait_for(_all_answered(redis_client, prefix, expected), workers,
+                  what="every user's list after the restart")
+        time.sleep(2.5)
+    finally:
+        workers.stop()
+    assert _settled(rabbitmq.url, [queue]) == {queue: 0}
+
+    # Each profile counts every event exactly once across the crash: what was
+    # acknowledged is in the restored state, the rest was redelivered, and what was
+    # both (delivered again after its epoch's snapshot) was dropped by the dedupe.
+    from models.events import validate_event
+    from models.profile import ProfileConfig, UserProfile
+
+    want: dict[str, UserProfile] = {}
+    for e in events:
+        p = want.setdefault(e["user_id"], UserProfile(e["user_id"]))
+        ev = validate_event(e)
+        if ev.type not in ("consent", "erase") and ev.consent is not False:
+            p.apply(ev, ProfileConfig())
+    checked = 0
+    for user, p in want.items():
+        raw = redis_client.get(f"{prefix}:profile:{user}")
+        if raw is None or p.seq == 0:
+            continue
+        assert orjson.loads(raw)["events"] == p.seq, user
+        checked += 1
+    assert checked >= 10
