@@ -13,7 +13,7 @@ import pika
 import pytest
 
 from bench.workload import expected_full
-from connectors.rabbitmq_io import declare_queues, queue_depths
+from connectors.rabbitmq_io import QueuePartition, declare_queues, queue_depths
 from connectors.worker import WorkerGroup
 from streamrec.errors import ConfigError
 from streamrec.settings import Settings
@@ -63,15 +63,21 @@ def _all_answered(redis_client, prefix: str, expected: dict[str, str]):
     return check
 
 
-def _settled(url: str, queues: list[str], timeout: float = 20.0) -> dict[str, int]:
-    """Ready messages per queue once the worker's connection is gone (unacknowledged
-    deliveries then count as ready again)."""
+def _settled(url: str, queues: list[str], want: int = 0, timeout: float = 10.0) -> dict[str, int]:
+    """Ready messages per queue once a consumer's connection is gone: unacknowledged
+    deliveries count as ready again, after a moment. Waits ``timeout`` at most for
+    ``want`` in every queue; with ``want=0``, waits a second more in case deliveries
+    are still on their way back."""
     deadline = time.monotonic() + timeout
     while True:
         depths = queue_depths(url, queues)
-        if not any(depths.values()) or time.monotonic() > deadline:
-            return depths
+        if all(n == want for n in depths.values()) or time.monotonic() > deadline:
+            break
         time.sleep(0.2)
+    if want == 0:
+        time.sleep(1.0)
+        depths = queue_depths(url, queues)
+    return depths
 
 
 def test_settings_choose_rabbitmq_and_explain_bad_values():
@@ -89,6 +95,44 @@ def test_settings_choose_rabbitmq_and_explain_bad_values():
         Settings.from_env({"STREAMREC_SOURCE": "rabbitmq", "RABBITMQ_EVENTS_QUEUE": "a,a"})
     with pytest.raises(ConfigError, match="RABBITMQ_PREFETCH"):
         Settings.from_env({"STREAMREC_SOURCE": "rabbitmq", "RABBITMQ_PREFETCH": "10"})
+
+
+def test_partition_acknowledges_only_on_the_poll_after_its_epoch_ended(rabbitmq):
+    """The contract with Bytewax, driven by hand: ``snapshot()`` ends an epoch whose
+    batches were only emitted; the next ``next_batch`` comes once they are processed
+    and acknowledges them. Closing the connection before then puts them back."""
+    queue = f"ack-{uuid.uuid4().hex[:8]}"
+    declare_queues(rabbitmq.url, [queue])
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq.url))
+    channel = connection.channel()
+    channel.basic_publish("", queue, b'{"n": 1}', pika.BasicProperties(timestamp=1732680000))
+    channel.basic_publish("", queue, b'{"n": 2}',
+                          pika.BasicProperties(headers={"timestamp_in_ms": 1732680000500}))
+    channel.basic_publish("", queue, b'{"n": 3}')
+    connection.close()
+
+    def drain(part: QueuePartition, want: int) -> list:
+        got, deadline = [], time.monotonic() + 10
+        while len(got) < want and time.monotonic() < deadline:
+            got += part.next_batch()
+        return got
+
+    part = QueuePartition(rabbitmq.url, queue, prefetch=10, batch_size=2, source="events",
+                          clock=lambda: 42.0)
+    got = drain(part, 3)
+    assert [e.payload for e in got] == [b'{"n": 1}', b'{"n": 2}', b'{"n": 3}']
+    assert [e.ingested_at for e in got] == [1732680000.0, 1732680000.5, 42.0]
+    assert {e.source for e in got} == {"events"}
+    assert part.snapshot() is None  # the epoch ends: emitted, maybe not yet processed
+    part.close()  # a crash now: nothing was acknowledged
+    assert _settled(rabbitmq.url, [queue], want=3) == {queue: 3}
+
+    part = QueuePartition(rabbitmq.url, queue, prefetch=10, batch_size=10, source="events")
+    assert len(drain(part, 3)) == 3
+    part.snapshot()
+    assert part.next_batch() == []  # the next epoch's first poll acknowledges
+    part.close()
+    assert _settled(rabbitmq.url, [queue]) == {queue: 0}
 
 
 def test_missing_queue_stops_the_worker_with_the_fix(rabbitmq, redis_server, tmp_path):
