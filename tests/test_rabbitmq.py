@@ -252,3 +252,30 @@ def test_sigkill_mid_run_redelivers_and_nothing_is_lost_or_counted_twice(
         assert orjson.loads(raw)["events"] == p.seq, user
         checked += 1
     assert checked >= 10
+
+
+def test_consistent_hash_exchange_feeds_one_queue_per_partition_to_two_processes(
+    rabbitmq, redis_server, redis_client, tmp_path
+):
+    prefix = f"rh{uuid.uuid4().hex[:6]}"
+    queues = [f"events-{prefix}.{i}" for i in range(2)]
+    exchange = f"events-{prefix}"
+    declare_queues(rabbitmq.url, queues, exchange=exchange)
+    declare_queues(rabbitmq.url, [f"{queues[0]}-items"])
+    _, events = _events(300, seed=29)
+    # The routing key is the user id: one user's events always go to the same queue.
+    _publish(rabbitmq.url, [(e["user_id"], orjson.dumps(e)) for e in events], exchange=exchange)
+    depths = queue_depths(rabbitmq.url, queues)
+    assert sum(depths.values()) == len(events) and all(depths.values()), depths
+
+    expected = expected_full(events)
+    group = WorkerGroup(_env(rabbitmq, redis_server, queues, prefix), processes=2,
+                        log_dir=tmp_path / "logs").start()
+    try:
+        _wait_for(_all_answered(redis_client, prefix, expected), group,
+                  what="every user's list from two processes")
+        time.sleep(2.5)
+        assert group.alive(), group.log_tail()
+    finally:
+        group.stop()
+    assert _settled(rabbitmq.url, queues) == {q: 0 for q in queues}
