@@ -27,6 +27,15 @@ bench: venv
 eval: venv
 	$(BIN)/streamrec eval $(ARGS)
 
+# tests/test_rabbitmq.py runs a RabbitMQ node of its own (free loopback ports, never the
+# system service on 5672) from Debian's rabbitmq-server package: installed when missing.
+RABBITMQ_SERVER := /usr/lib/rabbitmq/bin/rabbitmq-server
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+test: $(RABBITMQ_SERVER)
+$(RABBITMQ_SERVER):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq rabbitmq-server
+
 # clean keeps .venv (slow to rebuild); `rm -rf .venv` for a full reset.
 clean:
 	rm -rf build dist *.egg-info .pytest_cache
