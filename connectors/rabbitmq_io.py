@@ -116,6 +116,7 @@ class QueuePartition(StatefulSourcePartition[Envelope, None]):
         self._acked_tag = 0
         self._next_awake: datetime | None = None
         self._failures = 0
+        self._cancelled = False
         self._connect(first=True)
 
     # -- connection
@@ -139,10 +140,17 @@ class QueuePartition(StatefulSourcePartition[Envelope, None]):
                    "RABBITMQ_ITEMS_QUEUE (docs/rabbitmq.md)")
             raise ConfigError(msg) from ex
         channel.basic_qos(prefetch_count=self.prefetch)
+        # The broker cancels a consumer when its queue is deleted or (quorum queues)
+        # moves to another node: start over as after a lost connection.
+        channel.add_on_cancel_callback(self._on_cancel)
         channel.basic_consume(self.queue, self._on_message, auto_ack=False)
         self._connection, self._channel = connection, channel
+        self._cancelled = False
         # Delivery tags count per channel: a new channel starts over.
         self._emitted_tag = self._closed_tag = self._acked_tag = 0
+
+    def _on_cancel(self, _frame) -> None:
+        self._cancelled = True
 
     def _on_message(self, _channel, method, properties, body: bytes) -> None:
         envelope = Envelope(body, ingested_at(properties, self.clock()), self.source)
@@ -161,7 +169,7 @@ class QueuePartition(StatefulSourcePartition[Envelope, None]):
 
     def _close_quietly(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None:
+        if connection is not None and connection.is_open:
             try:
                 connection.close()
             except Exception:  # noqa: BLE001 - already broken; nothing left to tell
@@ -173,6 +181,10 @@ class QueuePartition(StatefulSourcePartition[Envelope, None]):
             if self._connection is None:
                 self._connect()
                 log.info("rabbitmq: consuming queue %r again", self.queue)
+            elif not self._connection.is_open:
+                raise pika.exceptions.ConnectionWrongStateError("connection closed")
+            elif self._cancelled:
+                raise pika.exceptions.ConsumerCancelled("the broker cancelled the consumer")
             if self._closed_tag > self._acked_tag:
                 self._channel.basic_ack(self._closed_tag, multiple=True)
                 self._acked_tag = self._closed_tag

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime, timezone
 
 import orjson
 import pika
@@ -279,3 +280,62 @@ def test_consistent_hash_exchange_feeds_one_queue_per_partition_to_two_processes
     finally:
         group.stop()
     assert _settled(rabbitmq.url, queues) == {q: 0 for q in queues}
+
+
+def test_partition_reconnects_after_losing_its_connection_and_gets_the_messages_again(rabbitmq):
+    queue = f"lost-{uuid.uuid4().hex[:8]}"
+    declare_queues(rabbitmq.url, [queue])
+    _publish(rabbitmq.url, [(b"", b'{"n": 1}'), (b"", b'{"n": 2}')], queue=queue)
+    part = QueuePartition(rabbitmq.url, queue, prefetch=10, batch_size=10, source="events")
+    try:
+        first, deadline = [], time.monotonic() + 10
+        while len(first) < 2 and time.monotonic() < deadline:
+            first += part.next_batch()
+        assert len(first) == 2
+        part._connection.close()  # as a broker restart or a network cut would
+        assert part.next_batch() == []  # noticed: backing off, nothing acknowledged
+        again, deadline = [], time.monotonic() + 15
+        while len(again) < 2 and time.monotonic() < deadline:
+            if part.next_awake() is None or part.next_awake() <= datetime.now(timezone.utc):
+                again += part.next_batch()
+            time.sleep(0.01)
+        assert [e.payload for e in again] == [e.payload for e in first]
+        part.snapshot()
+        part.next_batch()
+    finally:
+        part.close()
+    assert _settled(rabbitmq.url, [queue]) == {queue: 0}
+
+
+def test_readiness_checks_the_events_queues_instead_of_kafka(rabbitmq, redis_server):
+    from connectors.ops_server import OpsServer
+
+    queue = f"ready-{uuid.uuid4().hex[:8]}"
+    declare_queues(rabbitmq.url, [queue])
+    _publish(rabbitmq.url, [(b"", b"{}")], queue=queue)
+    env = _env(rabbitmq, redis_server, [queue], "ready")
+    _, body = OpsServer(Settings.from_env(env), "127.0.0.1", 0).readiness()
+    assert "kafka" not in body["checks"]
+    assert body["checks"]["rabbitmq"] == {"ok": True, "detail": f"{queue!r}: 1 ready"}
+    env["RABBITMQ_EVENTS_QUEUE"] = f"{queue}-missing"
+    ready, body = OpsServer(Settings.from_env(env), "127.0.0.1", 0).readiness()
+    assert not ready and not body["checks"]["rabbitmq"]["ok"]
+    assert "NOT_FOUND" in body["checks"]["rabbitmq"]["detail"]
+
+
+def test_a_queue_deleted_under_the_consumer_stops_it_with_the_fix(rabbitmq):
+    queue = f"gone-{uuid.uuid4().hex[:8]}"
+    declare_queues(rabbitmq.url, [queue])
+    part = QueuePartition(rabbitmq.url, queue, prefetch=10, batch_size=10, source="events")
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(rabbitmq.url))
+        connection.channel().queue_delete(queue)
+        connection.close()
+        deadline = time.monotonic() + 15
+        with pytest.raises(ConfigError, match=f"RabbitMQ queue '{queue}' does not exist"):
+            while time.monotonic() < deadline:
+                if part.next_awake() is None or part.next_awake() <= datetime.now(timezone.utc):
+                    part.next_batch()
+                time.sleep(0.01)
+    finally:
+        part.close()
