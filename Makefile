@@ -6,7 +6,7 @@ ARGS ?=
 # The browser tests drive Debian's Chromium through Playwright (no browser downloads).
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: venv test chromium lint-containers demo bench eval clean
+.PHONY: venv test chromium rabbitmq lint-containers demo bench eval clean
 
 venv: $(BIN)/streamrec
 
@@ -18,7 +18,7 @@ $(BIN)/streamrec: pyproject.toml
 	touch $@
 
 # The whole suite. pytest's exit code 5 (no tests collected) fails like any other.
-test: chromium venv
+test: chromium rabbitmq venv
 	@STREAMREC_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
@@ -52,6 +52,21 @@ bench: venv
 
 eval: venv
 	$(BIN)/streamrec eval $(ARGS)
+
+# tests/test_rabbitmq.py runs a RabbitMQ node of its own (free loopback ports, never the
+# system service on 5672) from Debian's rabbitmq-server package: installed for root when
+# missing, named otherwise.
+RABBITMQ_SERVER := /usr/lib/rabbitmq/bin/rabbitmq-server
+rabbitmq:
+	@if [ ! -x "$(RABBITMQ_SERVER)" ]; then \
+	    if [ "$$(id -u)" -ne 0 ]; then \
+	        echo "make test: the RabbitMQ tests need Debian's rabbitmq-server ($(RABBITMQ_SERVER)), which is missing." >&2; \
+	        echo "  Install it as root:  sudo apt-get update && sudo apt-get install -y rabbitmq-server" >&2; \
+	        exit 1; \
+	    fi; \
+	    echo "make test: installing Debian's rabbitmq-server package (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server; \
+	fi
 
 # clean keeps .venv (slow to rebuild); `rm -rf .venv` for a full reset.
 clean:

@@ -4,7 +4,8 @@
                   process and Python metrics), Kafka consumer lag refreshed per scrape.
 ``GET /healthz``  200 while the process runs (liveness).
 ``GET /readyz``   200 when the flow has started, Redis answers and the events topic is
-                  readable from Kafka; else 503. The JSON body says which check failed.
+                  readable from Kafka (with ``STREAMREC_SOURCE=rabbitmq``: the events
+                  queues exist); else 503. The JSON body says which check failed.
 
 One server per worker process, in a daemon thread, on ``STREAMREC_METRICS_PORT`` plus
 the Bytewax process id (``-i``), so several processes on one host do not collide.
@@ -103,6 +104,7 @@ class OpsServer:
         self._kafka_lock = threading.Lock()
         self.redis_probe = _Probe(self._check_redis)
         self.kafka_probe = _Probe(self._check_kafka)
+        self.rabbitmq_probe = _Probe(self._check_rabbitmq)
         self._server = None
         self._thread: threading.Thread | None = None
 
@@ -145,6 +147,13 @@ class OpsServer:
         KAFKA_UP.set(1)
         return f"{len(meta.partitions)} partitions in {topic!r}"
 
+    def _check_rabbitmq(self) -> str:
+        from connectors.rabbitmq_io import queue_depths
+
+        depths = queue_depths(self.settings.rabbitmq_url, self.settings.rabbitmq_events_queues,
+                              timeout=2.0)
+        return ", ".join(f"{queue!r}: {ready} ready" for queue, ready in depths.items())
+
     def readiness(self) -> tuple[bool, dict]:
         started = HEALTH.sinks_built > 0
         redis_ok, redis_detail = self.redis_probe()
@@ -152,14 +161,16 @@ class OpsServer:
             redis_ok = False
             redis_detail = (f"writes failing for {time.monotonic() - HEALTH.redis_outage_since:.0f}s"
                             f" (probe: {redis_detail})")
-        kafka_ok, kafka_detail = self.kafka_probe()
+        source = self.settings.source
+        source_ok, source_detail = (self.rabbitmq_probe if source == "rabbitmq"
+                                    else self.kafka_probe)()
         last = HEALTH.last_batch_at
         body = {
-            "ready": started and redis_ok and kafka_ok,
+            "ready": started and redis_ok and source_ok,
             "checks": {
                 "flow": {"ok": started, "detail": "running" if started else "starting"},
                 "redis": {"ok": redis_ok, "detail": redis_detail},
-                "kafka": {"ok": kafka_ok, "detail": kafka_detail},
+                source: {"ok": source_ok, "detail": source_detail},
             },
             "last_batch_age_s": round(time.time() - last, 3) if last else None,
         }
@@ -169,7 +180,8 @@ class OpsServer:
     def app(self, environ, start_response):
         path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
-            self.kafka_probe()  # refreshes the lag gauges, at most once per TTL
+            if self.settings.source == "kafka":
+                self.kafka_probe()  # refreshes the lag gauges, at most once per TTL
             return self._metrics_app(environ, start_response)
         if path == "/healthz":
             return self._json(start_response, "200 OK", {"alive": True})

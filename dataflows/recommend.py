@@ -186,19 +186,25 @@ def build_flow(
     flow_id: str = "streamrec",
     snapshots: bool = True,
 ) -> Dataflow:
-    """The production flow: Kafka in, Redis (and the Kafka DLQ topic) out."""
+    """The production flow: Kafka (or RabbitMQ, ``STREAMREC_SOURCE``) in, Redis (and,
+    with Kafka, the Kafka DLQ topic) out."""
     flow = Dataflow(flow_id)
-    cfg = source_config(settings.kafka_fetch_wait_ms, settings.kafka_config)
-    envs, errs = kafka_envelopes("events_in", flow, brokers=settings.brokers,
-                                 topic=settings.events_topic, source="events", config=cfg,
-                                 batch_size=settings.kafka_batch_size)
     catalog_streams = []
-    if settings.consume_items:
-        items, item_errs = kafka_envelopes("items_in", flow, brokers=settings.brokers,
-                                           topic=settings.items_topic, source="items", config=cfg,
-                                           batch_size=settings.kafka_batch_size)
-        catalog_streams.append(items)
-        errs = op.merge("consumer_errors", errs, item_errs)
+    if settings.source == "rabbitmq":
+        envs, errs, items = _rabbitmq_sources(flow, settings)
+        catalog_streams += items
+        kafka_dlq = False  # dead letters go to the Redis stream only
+    else:
+        cfg = source_config(settings.kafka_fetch_wait_ms, settings.kafka_config)
+        envs, errs = kafka_envelopes("events_in", flow, brokers=settings.brokers,
+                                     topic=settings.events_topic, source="events", config=cfg,
+                                     batch_size=settings.kafka_batch_size)
+        if settings.consume_items:
+            items, item_errs = kafka_envelopes("items_in", flow, brokers=settings.brokers,
+                                               topic=settings.items_topic, source="items",
+                                               config=cfg, batch_size=settings.kafka_batch_size)
+            catalog_streams.append(items)
+            errs = op.merge("consumer_errors", errs, item_errs)
     if settings.catalog_file:
         catalog_streams.append(catalog_file_envelopes("catalog_file", flow, settings.catalog_file))
     catalog = None
@@ -206,7 +212,8 @@ def build_flow(
         catalog = catalog_streams[0] if len(catalog_streams) == 1 else op.merge(
             "catalog", *catalog_streams)
     outputs, dead = wire(flow, envs, catalog, settings, now=time.time, snapshots=snapshots)
-    dead = op.merge("all_dead", dead, errs)
+    if errs is not None:
+        dead = op.merge("all_dead", dead, errs)
     redis_sink = sink or RedisSink(settings.redis_url, settings.prefix,
                                    recs_maxlen=settings.recs_maxlen,
                                    dlq_maxlen=settings.dlq_maxlen,
@@ -220,6 +227,21 @@ def build_flow(
         kafka_dead_letters("dlq_kafka", dead, brokers=settings.brokers,
                            topic=settings.dlq_topic, config=dict(settings.kafka_config))
     return flow
+
+
+def _rabbitmq_sources(flow: Dataflow, s: Settings) -> tuple[Stream, None, list[Stream]]:
+    """(events, no consumer-error stream, [catalog]) from RabbitMQ queues."""
+    from connectors.rabbitmq_io import rabbitmq_envelopes  # pika is an optional extra
+
+    common = {"url": s.rabbitmq_url, "prefetch": s.rabbitmq_prefetch,
+              "batch_size": s.rabbitmq_batch_size}
+    envs = rabbitmq_envelopes("events_in", flow, queues=s.rabbitmq_events_queues,
+                              source="events", consumers=s.rabbitmq_consumers_per_queue, **common)
+    items = []
+    if s.consume_items:
+        items.append(rabbitmq_envelopes("items_in", flow, queues=[s.rabbitmq_items_queue],
+                                        source="items", **common))
+    return envs, None, items
 
 
 def recovery_requested(argv: list[str] | None = None, environ=None) -> bool:
@@ -267,8 +289,13 @@ def _flow_from_env() -> Dataflow:
     shown = {k: v for k, v in settings.kafka_config.items()
              if k in ("security.protocol", "sasl.mechanism", "sasl.mechanisms")}
     others = sorted(k for k in settings.kafka_config if k not in shown)
-    log.info("kafka %s %s (also set: %s), redis %s", settings.kafka_bootstrap_servers, shown,
-             ", ".join(others) or "nothing", redact_url(settings.redis_url))
+    if settings.source == "rabbitmq":
+        log.info("rabbitmq %s queues %s/%s, redis %s", redact_url(settings.rabbitmq_url),
+                 ",".join(settings.rabbitmq_events_queues), settings.rabbitmq_items_queue,
+                 redact_url(settings.redis_url))
+    else:
+        log.info("kafka %s %s (also set: %s), redis %s", settings.kafka_bootstrap_servers,
+                 shown, ", ".join(others) or "nothing", redact_url(settings.redis_url))
     flow = build_flow(settings, snapshots=snapshots)
     from connectors.ops_server import start_ops_server
 

@@ -96,6 +96,14 @@ class Settings:
     top_k: int = 20
     # Kafka
     kafka_config: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Where events come from: "kafka" (default) or "rabbitmq" (docs/rabbitmq.md)
+    source: str = "kafka"
+    rabbitmq_url: str = field(default="amqp://guest:guest@localhost:5672/%2F", repr=False)
+    rabbitmq_events_queues: tuple[str, ...] = ("events",)  # one partition per queue
+    rabbitmq_items_queue: str = "items"
+    rabbitmq_prefetch: int = 5000  # unacknowledged messages per consumer (>= 2 epochs of events)
+    rabbitmq_batch_size: int = 1000
+    rabbitmq_consumers_per_queue: int = 1  # > 1: competing consumers, no per-user order
     kafka_batch_size: int = 1000
     kafka_fetch_wait_ms: int = 5
     consume_items: bool = True
@@ -203,6 +211,15 @@ class Settings:
         text("STREAMREC_EVENTS_TOPIC", "events_topic")
         text("STREAMREC_ITEMS_TOPIC", "items_topic")
         text("REDIS_URL", "redis_url")
+        text("STREAMREC_SOURCE", "source")
+        text("RABBITMQ_URL", "rabbitmq_url")
+        text("RABBITMQ_ITEMS_QUEUE", "rabbitmq_items_queue")
+        if env.get("RABBITMQ_EVENTS_QUEUE"):
+            kw["rabbitmq_events_queues"] = tuple(
+                q.strip() for q in env["RABBITMQ_EVENTS_QUEUE"].split(",") if q.strip())
+        number("RABBITMQ_PREFETCH", "rabbitmq_prefetch", int, 1)
+        number("RABBITMQ_BATCH_SIZE", "rabbitmq_batch_size", int, 1)
+        number("RABBITMQ_CONSUMERS_PER_QUEUE", "rabbitmq_consumers_per_queue", int, 1)
         text("STREAMREC_PREFIX", "prefix")
         text("STREAMREC_CATALOG_FILE", "catalog_file")
         text("STREAMREC_MODEL_VERSION", "model_version")
@@ -335,6 +352,23 @@ class Settings:
             msg = ("STREAMREC_USER_ID_KEY is shorter than 16 characters; generate one with "
                    "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
             raise ConfigError(msg)
+        if self.source not in ("kafka", "rabbitmq"):
+            msg = f"STREAMREC_SOURCE={self.source!r} must be kafka or rabbitmq"
+            raise ConfigError(msg)
+        if self.source == "rabbitmq":
+            if not self.rabbitmq_url.startswith(("amqp://", "amqps://")):
+                msg = ("RABBITMQ_URL must start with amqp:// or amqps:// "
+                       "(e.g. amqp://user:password@rabbitmq:5672/%2F)")
+                raise ConfigError(msg)
+            if not self.rabbitmq_events_queues or len(set(self.rabbitmq_events_queues)) != len(
+                    self.rabbitmq_events_queues):
+                msg = ("RABBITMQ_EVENTS_QUEUE must name one queue or a comma-separated list "
+                       "of distinct queues (e.g. events or events.0,events.1)")
+                raise ConfigError(msg)
+            if self.rabbitmq_prefetch < self.rabbitmq_batch_size:
+                msg = (f"RABBITMQ_PREFETCH={self.rabbitmq_prefetch} is below RABBITMQ_BATCH_SIZE="
+                       f"{self.rabbitmq_batch_size}; raise the prefetch (see docs/rabbitmq.md)")
+                raise ConfigError(msg)
         if not self.kafka_bootstrap_servers.strip():
             msg = "KAFKA_BOOTSTRAP_SERVERS is empty; set it like localhost:9092"
             raise ConfigError(msg)
@@ -355,7 +389,7 @@ class Settings:
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "redis_url":
+            if f.name in ("redis_url", "rabbitmq_url"):
                 value = redact_url(value)
             elif f.name == "user_id_key":
                 value = "***" if value else ""

@@ -40,3 +40,13 @@ def unique_topic(request: pytest.FixtureRequest) -> str:
     # Kafka topic names allow [a-zA-Z0-9._-] up to 249 characters.
     test = "".join(c if c.isalnum() else "-" for c in request.node.name)[:60]
     return f"t-{test}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(tmp_path_factory: pytest.TempPathFactory):
+    """A RabbitMQ node of the suite's own (Debian's rabbitmq-server, free ports, own data
+    directory and epmd); `.url` to connect. Started once: it takes seconds."""
+    from connectors.embedded_rabbitmq import EmbeddedRabbitMQ
+
+    with EmbeddedRabbitMQ(log_dir=tmp_path_factory.mktemp("rabbitmq")) as node:
+        yield node
