@@ -91,6 +91,10 @@ class RankModels:
     vectors: VectorIndex | None = None
     mf: ImplicitMF | None = None
     codes: ItemCodes = field(default_factory=ItemCodes)
+    # Vectors this shard's users' recent items brought with their answers: content recall
+    # searches them too, and cosines fall back to them (the shared index holds only what
+    # every worker is told of).
+    local_vectors: VectorIndex | None = None
 
 
 class _Table:
@@ -164,7 +168,9 @@ def _gather(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig) ->
         return got
 
     per_cat = cfg.candidates_per_category
-    content = vectors is not None and len(vectors) > 0
+    local = models.local_vectors
+    local = local if local is not None and len(local) > 0 else None
+    content = (vectors is not None and len(vectors) > 0) or local is not None
     for r, inp in enumerate(inputs):
         anchor_total = sum(a for a, _ in inp.anchors) or 1.0
         named = inp.anchor_items or [None] * len(inp.anchors)
@@ -184,7 +190,7 @@ def _gather(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig) ->
             table.share(r, 3, top("s", inp.segment, per_cat, ts), 1.0)
         table.share(r, 4, top("t", None, per_cat * 2, ts), 1.0)
         if content and inp.content is not None:
-            near = vectors.nearest(inp.content, cfg.content_candidates)
+            near = _nearest(inp.content, cfg.content_candidates, vectors, local)
             if near:
                 table.block(r, 5, [i for i, _ in near], [0.0] * len(near), 0.0)
     return table
@@ -241,17 +247,27 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
 
     vectors = models.vectors
     indexed = vectors is not None and len(vectors) > 0
+    local = models.local_vectors
+    local = local if local is not None and len(local) > 0 else None
     for r, inp in enumerate(inputs):
         if inp.content is None or starts[r] == starts[r + 1]:
             continue
-        if not indexed and not inp.anchor_vectors:
+        if not indexed and local is None and not inp.anchor_vectors:
             continue
         a, b = starts[r], starts[r + 1]
         items = row_items[a:b]
         sims = (vectors.cosine(inp.content, items) if indexed
                 else np.zeros(b - a, dtype=np.float32))
+        known = vectors.slot_of if indexed else {}
+        if local is not None:
+            # Items the shared index lacks, from this shard's own vectors.
+            missing = np.fromiter((i not in known for i in items), dtype=bool, count=b - a) \
+                if indexed else np.ones(b - a, dtype=bool)
+            if missing.any():
+                at = np.flatnonzero(missing)
+                sims[at] = local.cosine(inp.content, [items[i] for i in at.tolist()])
         if inp.anchor_vectors:
-            _anchor_cosines(sims, items, inp, vectors.slot_of if indexed else {})
+            _anchor_cosines(sims, items, inp, known, local)
         sims = np.clip(sims, 0.0, None)
         total = float(sims.sum())
         if total > 0.0:
@@ -280,11 +296,28 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     return results
 
 
-def _anchor_cosines(sims: np.ndarray, items: list[str], inp: RankInput, indexed) -> None:
-    """Cosines of the request's anchors that the shared index does not hold yet, from the
-    vectors their answers carried (a handful per request, looked up by position)."""
+def _nearest(user: np.ndarray, n: int, shared: VectorIndex | None,
+             local: VectorIndex | None) -> list[tuple[str, float]]:
+    """Content recall over the shared index's window and this shard's own vectors: the
+    ``n`` most similar, ties in that order."""
+    near = shared.nearest(user, n) if shared is not None and len(shared) > 0 else []
+    if local is None:
+        return near
+    seen = {i for i, _ in near}
+    more = [(i, s) for i, s in local.nearest(user, n) if i not in seen]
+    if not more:
+        return near
+    merged = near + more
+    order = sorted(range(len(merged)), key=lambda j: -merged[j][1])  # stable
+    return [merged[j] for j in order[:n]]
+
+
+def _anchor_cosines(sims: np.ndarray, items: list[str], inp: RankInput, indexed,
+                    local: VectorIndex | None = None) -> None:
+    """Cosines of the request's anchors that neither index holds yet, from the vectors
+    their answers carried (a handful per request, looked up by position)."""
     for item, vector in inp.anchor_vectors.items():
-        if item in indexed:
+        if item in indexed or (local is not None and item in local.slot_of):
             continue
         try:
             at = items.index(item)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.blend import ContextBlend, OnlineBlend
+from models.content import VectorIndex
 from models.mf import ImplicitMF
 from models.ranking import FEATURES, RankConfig, prior_weights
 from operators.worker_models import WorkerModels
@@ -40,6 +41,7 @@ class RankStepConfig:
     max_feedback_users: int = 5_000
     max_item_vectors: int = 20_000
     content_search_window: int = 2_048  # nearest-item search: the items put most recently
+    answer_vectors: int = 2_048  # a shard's own vectors: its users' most recent items
     max_deferred: int = 100_000  # trend entries waiting for a request with a later ts
     # Requests ranked together span at most this much event time; each sees trend news
     # up to the first of them (see operators.rank_step._rounds). A minute of lag is
@@ -61,7 +63,7 @@ _LEGACY = ("trending", "item_category", "unavailable", "pending", "last_seq", "f
 
 class RankShardState:
     __slots__ = ("pending", "last_seq", "forgotten", "blend", "shown", "mf", "ready", "recent",
-                 "legacy")
+                 "vectors", "legacy")
 
     def __init__(self, cfg: RankStepConfig) -> None:
         self.pending: dict[tuple[str, int], list] = {}  # (user, seq) -> [request, answers]
@@ -78,6 +80,9 @@ class RankShardState:
         # Items this shard's users acted on last (newest last): the list of last resort
         # when a fresh system knows nothing else yet (no trend news has arrived).
         self.recent: dict[str, None] = {}
+        # Vectors the answers to this shard's requests carried (its users' recent items):
+        # searched by content recall beside the worker's shared index.
+        self.vectors = VectorIndex(cfg.answer_vectors, 0)
         self.legacy: WorkerModels | None = None  # models restored from an older snapshot
 
     def __getstate__(self):
@@ -90,12 +95,15 @@ class RankShardState:
             return
         for s, v in zip(self.__slots__, state):
             setattr(self, s, v)
+        if len(state) < self.__slots__.index("vectors") + 1:  # before the shard's own vectors
+            self.vectors = VectorIndex(RankStepConfig.answer_vectors, 0)
 
     def _restore_legacy(self, old: dict) -> None:
         for s in self.__slots__[:-1]:
             setattr(self, s, old.get(s))
         if self.recent is None:
             self.recent = {}
+        self.vectors = VectorIndex(RankStepConfig.answer_vectors, 0)
         models = WorkerModels.__new__(WorkerModels)
         models.trending = old["trending"]
         models.item_category = old["item_category"]

@@ -170,6 +170,9 @@ class RankLogic(StatefulBatchLogic):
             if request is not None and len(answers) >= request.expected:
                 del st.pending[(request.user_id, request.seq)]
                 self._take_answers(answers)
+                for a in answers:
+                    if a.vector is not None:
+                        st.vectors.put(a.item_id, a.vector)
                 done.append(slot)
         if len(st.pending) > self.cfg.max_pending:
             # Never expected in a healthy flow; bounds memory if a message was lost.
@@ -275,7 +278,7 @@ class RankLogic(StatefulBatchLogic):
             ))
             contexts.append(st.blend.context(len(request.seen)))
         models = RankModels(shared.trending, shared.item_category, shared.unavailable,
-                            shared.vectors, st.mf, _item_codes())
+                            shared.vectors, st.mf, _item_codes(), st.vectors)
         weights = np.stack([b.weights for b in st.blend.blends])
         results = rank_batch(inputs, models, cfg.ranking, weights, contexts)
         out = []
