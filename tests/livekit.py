@@ -108,7 +108,7 @@ class PacedProducer(threading.Thread):
         self.rate = rate
         self.sent = 0
         self.errors: list[str] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
                                    "message.timeout.ms": timeout_ms,
                                    "enable.idempotence": False})
@@ -120,7 +120,7 @@ class PacedProducer(threading.Thread):
     def run(self) -> None:
         t0 = time.monotonic()
         for i, e in enumerate(self.events):
-            if self._stop.is_set():
+            if self._halt.is_set():
                 break
             delay = t0 + i / self.rate - time.monotonic()
             if delay > 0:
@@ -137,6 +137,7 @@ class PacedProducer(threading.Thread):
         left = self._producer.flush(90)
         if left:
             self.errors.append(f"{left} messages still unsent after 90 s")
+        self._producer = None  # closes it: no reconnect attempts once the test is over
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
