@@ -101,7 +101,7 @@ class PacedProducer(threading.Thread):
     """
 
     def __init__(self, bootstrap: str, topic: str, events: list[dict], rate: float,
-                 *, timeout_ms: int = 60_000) -> None:
+                 *, timeout_ms: int = 60_000, linger_ms: int = 5) -> None:
         super().__init__(daemon=True)
         self.topic = topic
         self.events = events
@@ -109,7 +109,7 @@ class PacedProducer(threading.Thread):
         self.sent = 0
         self.errors: list[str] = []
         self._halt = threading.Event()
-        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms,
                                    "message.timeout.ms": timeout_ms,
                                    "enable.idempotence": False})
 
