@@ -370,7 +370,10 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
 
 
 class EmbeddedKafka(_EmbeddedService):
-    """A tansu Kafka-protocol broker with in-memory storage.
+    """A tansu Kafka-protocol broker, in-memory storage unless ``storage`` says otherwise.
+
+    ``stop()`` then ``start()`` restarts it on the same port with the same cluster id
+    (a broker restart, as the fault tests need; with durable storage the topics stay).
 
     >>> with EmbeddedKafka() as kafka:
     ...     ensure_topics(kafka.bootstrap, {"events": 2})
@@ -385,8 +388,15 @@ class EmbeddedKafka(_EmbeddedService):
         log_dir: str | Path | None = None,
         *,
         binary: str | Path | None = None,
+        storage: str = "memory://tansu/",
+        storage_env: dict[str, str] | None = None,
     ) -> None:
         super().__init__(port, host, log_dir, binary=binary)
+        # Where tansu keeps the log: memory (gone with the process) or a durable engine
+        # this build has, such as ``s3://BUCKET/`` (credentials and endpoint in
+        # ``storage_env``: AWS_ENDPOINT, AWS_ACCESS_KEY_ID, ...; see connectors/embedded_s3.py).
+        self.storage = storage
+        self.storage_env = dict(storage_env or {})
         # A cluster id of our own lets the probe tell our broker from any other
         # tansu that might answer on the same port.
         self.cluster_id = f"streamrec-{secrets.token_hex(6)}"
@@ -401,12 +411,13 @@ class EmbeddedKafka(_EmbeddedService):
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
         env.setdefault("NO_COLOR", "1")  # plain log lines in error messages
+        env.update(self.storage_env)
         return env
 
     def _command(self, binary: str) -> list[str]:
         url = f"tcp://{self.host}:{self.port}"
         return [binary, "broker", "--cluster-id", self.cluster_id, "--listener-url", url,
-                "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+                "--advertised-listener-url", url, "--storage-engine", self.storage]
 
     def _probe(self, timeout: float) -> None:
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 2000})

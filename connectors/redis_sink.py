@@ -25,7 +25,8 @@ from streamrec.metrics import (
     SINK_BATCH_SIZE, SINK_WRITE_SECONDS,
 )
 
-__all__ = ["RedisSink", "RedisKeys", "encode_rec", "erase_user"]
+__all__ = ["RedisSink", "RedisKeys", "encode_rec", "erase_user", "confirm_erasure",
+           "ERASURES_MAXLEN", "RECEIPT_PENDING_TTL"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,31 @@ if #entries == tonumber(ARGV[2]) then last = entries[#entries][1] end
 return {removed, last}
 """
 
+# Erasure receipts. An erasure is executed in two parts that may run on different
+# workers in either order (see EraseUser); each part, once executed, records itself
+# under a key of its own (user and receipt), and the part that finds the other one
+# already there writes the receipt. Atomic in Redis, so it holds across workers and
+# processes. "done" stays for a day, so a replay after a crash does not confirm twice.
+# KEYS[1] = pending key, KEYS[2] = erasures stream; ARGV = part, ttl, maxlen, receipt,
+# user id, completed_at. Returns 1 when it wrote the receipt.
+_CONFIRM_ERASURE = """
+local cur = redis.call('GET', KEYS[1])
+if cur == 'done' then return 0 end
+if ARGV[1] ~= 'all' and (not cur or cur == ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+  return 0
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', tonumber(ARGV[3]), '*',
+           'receipt', ARGV[4], 'user_id', ARGV[5], 'completed_at', ARGV[6])
+redis.call('SET', KEYS[1], 'done', 'EX', tonumber(ARGV[2]))
+return 1
+"""
+
+#: Entries kept on ``{prefix}:erasures`` (``XADD MAXLEN ~``).
+ERASURES_MAXLEN = 100_000
+#: Seconds a half-done erasure (one part executed) and a confirmed one are remembered.
+RECEIPT_PENDING_TTL = 86_400
+
 
 class RedisKeys:
     """Key names of the output contract."""
@@ -75,12 +101,17 @@ class RedisKeys:
         self.prefix = prefix
         self.recs = f"{prefix}:recs"
         self.dlq = f"{prefix}:dlq"
+        self.erasures = f"{prefix}:erasures"
 
     def latest(self, user_id: str) -> str:
         return f"{self.prefix}:latest:{user_id}"
 
     def profile(self, user_id: str) -> str:
         return f"{self.prefix}:profile:{user_id}"
+
+    def erasure(self, user_id: str, receipt: str) -> str:
+        """Which parts of a user's erasure with ``receipt`` have been executed."""
+        return f"{self.prefix}:erasure:{user_id}:{receipt}"
 
 
 def encode_rec(rec: RecUpdate, emitted_at: float) -> dict[str, bytes | str]:
@@ -139,6 +170,20 @@ def erase_user(client: redis.Redis, keys: RedisKeys, user_id: str, scan_chunk: i
     return removed
 
 
+def confirm_erasure(client: redis.Redis, keys: RedisKeys, erase: EraseUser, now: float) -> bool:
+    """Record that ``erase`` (a part carrying a receipt) has been executed; once every
+    part has, append ``receipt``, ``user_id``, ``completed_at`` to ``{prefix}:erasures``.
+
+    Returns True when this call wrote the receipt. Call it only after the part's
+    deletions have succeeded.
+    """
+    script = client.register_script(_CONFIRM_ERASURE)
+    wrote = script(keys=[keys.erasure(erase.user_id, erase.receipt), keys.erasures],
+                   args=[erase.part, RECEIPT_PENDING_TTL, ERASURES_MAXLEN, erase.receipt,
+                         erase.user_id, repr(now)])
+    return bool(wrote)
+
+
 @dataclass
 class _Written:
     """What a batch wrote, for the metrics (recorded once Redis accepted it)."""
@@ -187,7 +232,10 @@ class _RedisPartition(StatelessSinkPartition):
                 erase = segment[0]
                 n = self.guard.run(lambda: erase_user(self.client, self.keys, erase.user_id,
                                                       part=erase.part))
-                log.info("erased a user: %d stream entries removed", n)
+                log.info("erased a user (%s): %d stream entries removed", erase.part, n)
+                if erase.receipt is not None and self.guard.run(
+                        lambda: confirm_erasure(self.client, self.keys, erase, self.now())):
+                    log.info("erasure confirmed on %s", self.keys.erasures)
                 continue
             done = self.guard.run(lambda: self._write_pipeline(segment))
             total.lists += done.lists

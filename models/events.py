@@ -32,7 +32,9 @@ __all__ = [
     "parse_event",
     "validate_event",
     "engagement",
+    "erasure_receipt",
     "MAX_EVENT_BYTES",
+    "MAX_RECEIPT_CHARS",
 ]
 
 EVENT_TYPES = frozenset(
@@ -47,6 +49,7 @@ ITEM_REQUIRED_TYPES = frozenset(
 CONTROL_TYPES = frozenset({"consent", "erase"})
 MAX_EVENT_BYTES = 64 * 1024
 MAX_ID_CHARS = 256
+MAX_RECEIPT_CHARS = 64
 # Unix seconds accepted: 1973-03-03 .. 2100-01-01 (recorded datasets go back to the 1990s).
 # The upper bound catches milliseconds sent where seconds are expected.
 MIN_TS, MAX_TS = 1.0e8, 4102444800.0
@@ -111,6 +114,25 @@ class Event:
     def to_dict(self) -> dict:
         out = {s: getattr(self, s) for s in self.__slots__}
         return {k: v for k, v in out.items() if v is not None}
+
+
+def erasure_receipt(event: Event) -> str | None:
+    """The receipt an ``erase`` event asks to be confirmed with, or None.
+
+    ``context.receipt`` counts when it is a printable string of 1 to 64 characters;
+    anything else is ignored (the erasure itself still happens, without a receipt).
+
+    >>> erasure_receipt(Event("e1", 1e9, "u1", "erase", context={"receipt": "r-1"}))
+    'r-1'
+    >>> erasure_receipt(Event("e1", 1e9, "u1", "erase", context={"receipt": "a\\nb"})) is None
+    True
+    """
+    if event.type != "erase" or not event.context:
+        return None
+    receipt = event.context.get("receipt")
+    if isinstance(receipt, str) and 0 < len(receipt) <= MAX_RECEIPT_CHARS and receipt.isprintable():
+        return receipt
+    return None
 
 
 def _text(raw: Mapping, name: str, required: bool) -> str | None:

@@ -188,6 +188,7 @@ class ForgetUser:
     user_id: str
     seq: int  # answers for requests up to this one may still arrive: drop them
     life: float | None = None  # the erased life; its messages still in flight are dropped
+    receipt: str | None = None  # the erase event's receipt, passed on to EraseUser "outputs"
 
 
 @_compact
@@ -224,8 +225,13 @@ class EraseUser:
     user's profile writes; ``part="outputs"`` (latest list, recs stream entries, dead
     letters) by the user's rank shard, after every list it ranked for the old life and
     before any list of a new one.
+
+    ``receipt`` (from the erase event, both parts carry it): the sink confirms the
+    erasure on ``{prefix}:erasures`` once both parts have been executed, whichever
+    worker ran them and in whichever order (the meeting point is in Redis).
     """
 
     route: str  # user id
     user_id: str
     part: str = "all"  # "profile" | "outputs" | "all"
+    receipt: str | None = None

@@ -161,7 +161,7 @@ class RankLogic(StatefulBatchLogic):
                 # Lists of the old life completed earlier in this batch are not ranked;
                 # the sink erases the outputs after every list this shard sent for them.
                 done = [slot for slot in done if slot[0].user_id != msg.user_id]
-                erased.append(EraseUser(msg.user_id, msg.user_id, "outputs"))
+                erased.append(EraseUser(msg.user_id, msg.user_id, "outputs", msg.receipt))
                 continue
             else:
                 err = f"rank step got an unexpected {type(msg).__name__}"

@@ -14,7 +14,7 @@ from typing import Iterable
 
 from bytewax.operators import StatefulBatchLogic
 
-from models.events import Event, engagement
+from models.events import Event, engagement, erasure_receipt
 from models.profile import ProfileConfig, UserProfile
 from operators.messages import (
     EraseUser, ForgetUser, ItemQuery, ProfileWrite, RankRequest, SegmentHit, rank_shard,
@@ -191,7 +191,7 @@ class UserLogic(StatefulBatchLogic):
         write = False
         for event, ingested_at in values:
             if event.type == "erase":
-                out.extend(self._forget(profile, scattered))
+                out.extend(self._forget(profile, scattered, erasure_receipt(event)))
                 self.profile = profile = UserProfile(self.user_id)
                 write = False
                 continue
@@ -229,7 +229,8 @@ class UserLogic(StatefulBatchLogic):
             return out, StatefulBatchLogic.DISCARD
         return out, StatefulBatchLogic.RETAIN
 
-    def _forget(self, profile: UserProfile, scattered: list[list]) -> list:
+    def _forget(self, profile: UserProfile, scattered: list[list],
+                receipt: str | None = None) -> list:
         """Erasure messages; drops what earlier events of this batch would have sent.
 
         Those messages are not out yet (they leave after the loop): sent after the
@@ -238,8 +239,8 @@ class UserLogic(StatefulBatchLogic):
         """
         scattered.clear()
         shard = rank_shard(self.user_id, self.cfg.rank_shards)
-        return [EraseUser(self.user_id, self.user_id, "profile"),
-                ForgetUser(shard, self.user_id, profile.seq, profile.first_ts)]
+        return [EraseUser(self.user_id, self.user_id, "profile", receipt),
+                ForgetUser(shard, self.user_id, profile.seq, profile.first_ts, receipt)]
 
     def snapshot(self) -> bytes | None:
         if not self.cfg.snapshots:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["register", "cmd_bench"]
+__all__ = ["register", "cmd_bench", "cmd_bench_erasure", "erasure_arguments"]
 
 
 def register(sub) -> None:
@@ -34,6 +34,29 @@ def register(sub) -> None:
     p.add_argument("--keep-dir", help="keep worker and service logs in this folder")
     p.add_argument("--run-timeout", type=float, help="seconds one throughput run may take")
     p.set_defaults(func=cmd_bench)
+
+    e = sub.add_parser("bench-erasure",
+                       help="time erasures (erase event -> receipt) under steady traffic")
+    erasure_arguments(e)
+    e.set_defaults(func=cmd_bench_erasure)
+
+
+def erasure_arguments(p) -> None:
+    """Options of ``streamrec bench-erasure`` (also ``python -m bench.erasure``)."""
+    p.add_argument("--seconds", type=float, default=30.0, help="seconds of traffic (default 30)")
+    p.add_argument("--rate", type=float, default=1000.0,
+                   help="events/s of other users (default 1000)")
+    p.add_argument("--erase-every", type=float, default=1.0,
+                   help="seconds between erasures (default 1)")
+    p.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--keep-dir", help="keep worker and service logs here")
+    p.add_argument("--json", help="also write the result as JSON here")
+
+
+def cmd_bench_erasure(args) -> int:
+    from bench.erasure import run_from_args
+
+    return run_from_args(args)
 
 
 def cmd_bench(args) -> int:

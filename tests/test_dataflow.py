@@ -127,6 +127,28 @@ def test_erase_removes_state_and_asks_the_sink_to_delete(entry_point):
     assert profiles[-1].seq == 1
 
 
+def test_both_parts_of_an_erasure_carry_its_receipt_and_bad_receipts_are_dropped(entry_point):
+    events = [
+        {"event_id": "e1", "ts": T0, "user_id": "a", "type": "view", "item_id": "x"},
+        {"event_id": "e2", "ts": T0 + 1, "user_id": "a", "type": "erase",
+         "context": {"receipt": "r-1"}},
+        {"event_id": "e3", "ts": T0, "user_id": "b", "type": "view", "item_id": "x"},
+        {"event_id": "e4", "ts": T0 + 1, "user_id": "b", "type": "erase",
+         "context": {"receipt": "x" * 65}},
+        {"event_id": "e5", "ts": T0, "user_id": "c", "type": "view", "item_id": "x"},
+        {"event_id": "e6", "ts": T0 + 1, "user_id": "c", "type": "erase",
+         "context": {"receipt": "bad\x00receipt"}},
+        {"event_id": "e7", "ts": T0 + 2, "user_id": "d", "type": "consent", "value": 0},
+    ]
+    flow, out, _ = build_test_flow(events)
+    entry_point(flow)
+    got = sorted((e.user_id, e.part, e.receipt) for e in _by_type(out, EraseUser))
+    assert got == [("a", "outputs", "r-1"), ("a", "profile", "r-1"),
+                   ("b", "outputs", None), ("b", "profile", None),
+                   ("c", "outputs", None), ("c", "profile", None),
+                   ("d", "outputs", None), ("d", "profile", None)]
+
+
 def test_consent_withdrawal_stops_learning():
     events = [
         {"event_id": "e1", "ts": T0, "user_id": "u", "type": "view", "item_id": "a"},

@@ -65,3 +65,51 @@ def test_the_two_halves_of_an_erasure_delete_their_own_keys(redis_server, redis_
         assert not redis_client.exists(keys.latest("dora")) and redis_client.xlen(keys.recs) == 0
     finally:
         part.close()
+
+
+def _receipts(client, keys: RedisKeys) -> list[dict]:
+    return [{k.decode(): v.decode() for k, v in f.items()} for _, f in client.xrange(keys.erasures)]
+
+
+def test_an_erasure_receipt_is_written_once_both_parts_ran_in_either_order(
+    redis_server, redis_client
+):
+    prefix = f"sink{uuid.uuid4().hex[:6]}"
+    keys = RedisKeys(prefix)
+    times = iter(range(1_800_000_000, 1_800_000_100))
+    # Two partitions, as on two workers: each part may land on either.
+    first = RedisSink(redis_server.url, prefix, now=lambda: float(next(times))).build("out", 0, 2)
+    second = RedisSink(redis_server.url, prefix, now=lambda: float(next(times))).build("out", 1, 2)
+    try:
+        from operators.messages import ProfileWrite
+
+        for user in ("erin", "fay"):
+            first.write_batch([_rec(user, 1), ProfileWrite(user, user, 1, {"user_id": user})])
+        # erin: profile part first; fay: outputs part first.
+        first.write_batch([EraseUser("erin", "erin", "profile", "r-erin")])
+        second.write_batch([EraseUser("fay", "fay", "outputs", "r-fay")])
+        assert _receipts(redis_client, keys) == []  # half done: no receipt yet
+        second.write_batch([EraseUser("erin", "erin", "outputs", "r-erin")])
+        got = _receipts(redis_client, keys)
+        assert [(r["receipt"], r["user_id"]) for r in got] == [("r-erin", "erin")]
+        assert 1_800_000_000 <= float(got[0]["completed_at"]) < 1_800_000_100
+        assert not redis_client.exists(keys.latest("erin"), keys.profile("erin"))
+        first.write_batch([EraseUser("fay", "fay", "profile", "r-fay")])
+        assert [r["receipt"] for r in _receipts(redis_client, keys)] == ["r-erin", "r-fay"]
+        assert not redis_client.exists(keys.latest("fay"), keys.profile("fay"))
+
+        # A replay after a crash executes both parts again: no second receipt.
+        first.write_batch([EraseUser("erin", "erin", "profile", "r-erin")])
+        second.write_batch([EraseUser("erin", "erin", "outputs", "r-erin")])
+        # The same part twice is still half done; "all" confirms at once.
+        first.write_batch([EraseUser("gus", "gus", "outputs", "r-gus")])
+        first.write_batch([EraseUser("gus", "gus", "outputs", "r-gus")])
+        first.write_batch([EraseUser("hal", "hal", "all", "r-hal")])
+        assert [r["receipt"] for r in _receipts(redis_client, keys)] == ["r-erin", "r-fay", "r-hal"]
+        # Without a receipt nothing is confirmed or remembered.
+        first.write_batch([EraseUser("ivy", "ivy", "all")])
+        assert redis_client.xlen(keys.erasures) == 3
+        assert not list(redis_client.scan_iter(f"{prefix}:erasure:ivy:*"))
+    finally:
+        first.close()
+        second.close()
