@@ -30,7 +30,7 @@ from confluent_kafka import Producer
 from bench.latency import wait_serving
 from connectors.embedded import EmbeddedKafka, EmbeddedRedis, ensure_topics
 from connectors.replay import produce_catalog
-from connectors.traffic import TrafficConfig, generate_catalog, generate_events
+from workloads.traffic import TrafficConfig, generate_catalog, generate_events
 from connectors.worker import WorkerGroup
 
 __all__ = ["run_erasure_bench", "run_from_args", "main"]
