@@ -221,7 +221,7 @@ def _run_phases(b: _Bench, report: dict) -> None:
         b.save()
     if "latency" not in skip and gen is not None:
         best = baseline.get("generated") or next(iter(baseline.values()), None)
-        rates = [("1000/s", 1000.0), ("5000/s", 5000.0)]
+        rates = [("1000/s", 1000.0), ("3000/s", 3000.0)]
         if best is not None:
             rates.append(("80% of max", round(0.8 * best.events_per_s, 1)))
         topic = f"bench-{b.tag}-latency"
