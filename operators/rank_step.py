@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import pickle
 import threading
-import time
-from typing import Callable, Iterable
+from typing import Iterable
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -94,10 +93,8 @@ _SNAPSHOT = "rank-shard/2"  # (tag, shard state, the worker's models as bytes)
 
 
 class RankLogic(StatefulBatchLogic):
-    def __init__(self, cfg: RankStepConfig, resume: bytes | None,
-                 now: Callable[[], float] = time.time) -> None:
+    def __init__(self, cfg: RankStepConfig, resume: bytes | None) -> None:
         self.cfg = cfg
-        self.now = now
         if resume is None:
             self.state = RankShardState(cfg)
             return
@@ -134,11 +131,7 @@ class RankLogic(StatefulBatchLogic):
                 slot = st.pending.setdefault((msg.user_id, msg.seq), [None, []])
                 slot[0] = msg
             elif isinstance(msg, TrendDelta):
-                if not msg.seq or models.last_news.get(msg.origin, 0) < msg.seq:
-                    release = msg.release
-                    news = [(max(e[3], release), 0, e) for e in msg.items]
-                    news.extend((max(e[3], release), 1, e) for e in msg.segments)
-                    models.take_news(msg.origin, msg.seq, news)
+                models.take_broadcast(msg.origin, msg.seq, msg.release, msg.items, msg.segments)
                 continue
             elif isinstance(msg, Availability):
                 models.set_available(msg.item_id, msg.available)
@@ -170,9 +163,6 @@ class RankLogic(StatefulBatchLogic):
             if request is not None and len(answers) >= request.expected:
                 del st.pending[(request.user_id, request.seq)]
                 self._take_answers(answers)
-                for a in answers:
-                    if a.vector is not None:
-                        st.vectors.put(a.item_id, a.vector)
                 done.append(slot)
         if len(st.pending) > self.cfg.max_pending:
             # Never expected in a healthy flow; bounds memory if a message was lost.
@@ -311,14 +301,19 @@ class RankLogic(StatefulBatchLogic):
             )
         return out
 
-    @staticmethod
-    def _take_answers(answers: list[ItemAnswer]) -> None:
-        """Put a complete request's answers in a fixed order: the most recent anchor
-        (heaviest) first, then by item. They arrive in whatever order the item workers
-        sent them (with several processes, a different one every run), and that order
-        would break ties in the candidate list (first come, first listed)."""
+    def _take_answers(self, answers: list[ItemAnswer]) -> None:
+        """Put a complete request's answers in a fixed order (the most recent anchor,
+        heaviest, first, then by item) and keep the vectors they carry.
+
+        They arrive in whatever order the item workers sent them (with several processes,
+        a different one every run), and that order would break ties in the candidate list
+        (first come, first listed) and decide the shard's vector slots."""
         if len(answers) > 1:
             answers.sort(key=_answer_order)
+        vectors = self.state.vectors
+        for a in answers:
+            if a.vector is not None:
+                vectors.put(a.item_id, a.vector)
 
     def _last_resort(self, request: RankRequest, shared: WorkerModels) -> list[tuple[str, float]]:
         """What this shard's users acted on just before, newest first: for the first events

@@ -67,16 +67,21 @@ class WorkerModels:
             self._pickled = (self.version, pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
         return self._pickled[1]
 
-    def take_news(self, origin: str, seq: int, news: list[tuple]) -> bool:
-        """Queue a broadcast's trend entries ``(ts, kind, entry)`` unless a copy of it was
-        taken already. ``seq`` 0: no sequence, always taken. Returns whether it was new."""
+    def take_broadcast(self, origin: str, seq: int, release: float, items: list,
+                       segments: list) -> bool:
+        """Queue a trend broadcast's entries unless a copy of it was taken already (``seq``
+        0: unnumbered, always taken). Items are ``(item, category, popularity, ts,
+        vector)``, segments ``(segment, item, value, ts)``; each waits for requests later
+        than both its own time and ``release``. Returns whether it was new."""
         if seq:
             if self.last_news.get(origin, 0) >= seq:
                 return False
             self.last_news[origin] = seq
         deferred, push, order = self.deferred, heapq.heappush, _ORDER
-        for ts, kind, entry in news:
-            push(deferred, (ts, kind, next(order), entry))
+        for entry in items:
+            push(deferred, (max(entry[3], release), 0, next(order), entry))
+        for entry in segments:
+            push(deferred, (max(entry[3], release), 1, next(order), entry))
         self.version += 1
         return True
 
