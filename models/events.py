@@ -173,6 +173,26 @@ def _timestamp(value: Any) -> float:
     return ts
 
 
+MAX_CONTEXT_DEPTH = 16  # nesting levels of objects and lists a context may have
+
+
+def _too_deep(value, limit: int) -> bool:
+    """Whether ``value`` nests more than ``limit`` levels of dicts and lists (no recursion:
+    the point is to refuse what recursion could not handle).
+
+    >>> _too_deep({"a": [{"b": 1}]}, 3), _too_deep({"a": [{"b": {}}]}, 3)
+    (False, True)
+    """
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
 def validate_event(raw: Any, now: float | None = None, max_skew: float | None = None,
                    max_age: float | None = None) -> Event:
     """Check a decoded JSON value against the contract and build an :class:`Event`.
@@ -216,6 +236,9 @@ def validate_event(raw: Any, now: float | None = None, max_skew: float | None = 
     context = raw.get("context")
     if context is not None and not isinstance(context, dict):
         raise InvalidEvent("context:not_object", type(context).__name__)
+    if context and _too_deep(context, MAX_CONTEXT_DEPTH):
+        # Copying or pickling it (between workers, into snapshots) would recurse that deep.
+        raise InvalidEvent("context:too_deep", f"more than {MAX_CONTEXT_DEPTH} levels")
     consent = raw.get("consent")
     if consent is not None and not isinstance(consent, bool):
         raise InvalidEvent("consent:not_bool", type(consent).__name__)

@@ -324,6 +324,9 @@ class Settings:
             msg = (f"{SETTINGS_JSON_ENV}: unknown settings {', '.join(unknown)}; the parent process "
                    "runs another streamrec version than this one: install the same one")
             raise ConfigError(msg)
+        tuples = {f.name for f in dataclasses.fields(cls) if isinstance(f.default, tuple)}
+        values = {k: tuple(v) if k in tuples and isinstance(v, list) else v
+                  for k, v in values.items()}  # JSON has no tuples
         settings = cls(**values)
         settings.validate()
         return settings
