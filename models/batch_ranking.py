@@ -25,9 +25,11 @@ import numpy as np
 
 from models.content import VectorIndex
 from models.mf import ImplicitMF
+from models.placement import NewItems, place
 from models.ranking import (
     FEATURES, SIGNALS, RankConfig, RankInput, RankResult, _category_mix, prior_weights,
 )
+from models.rules import ItemFacts, RuleSet, apply_item_rules
 from models.trending import Trending
 from models.vocabulary import ItemVocabulary
 
@@ -91,6 +93,13 @@ class RankModels:
     vectors: VectorIndex | None = None
     mf: ImplicitMF | None = None
     codes: ItemCodes = field(default_factory=ItemCodes)
+    item_price: Mapping[str, float] = field(default_factory=dict)
+    item_attributes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    rules: RuleSet | None = None  # merchandising rules (models.rules)
+    new_items: NewItems | None = None  # new catalog items (models.placement)
+
+    def facts(self) -> ItemFacts:
+        return ItemFacts(self.item_category, self.item_price, self.item_attributes)
 
 
 class _Table:
@@ -267,9 +276,29 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
         scores[mask] = X[mask] @ weights[c]
     if cfg.repeat_policy == "demote":
         scores = np.where(X[:, _SEEN] > 0, scores * cfg.repeat_factor, scores)
+    facts = models.facts()
+    keep, boosted = apply_item_rules(models.rules, [inp.page_category for inp in inputs], facts,
+                                     row_req, row_slot, row_items, scores,
+                                     models.codes.vocab.lookup)
+    if keep is not None:
+        X, row_req, origin, scores = X[keep], row_req[keep], origin[keep], scores[keep]
+        row_items = [item for item, k in zip(row_items, keep.tolist()) if k]
+        if boosted is not None:
+            boosted = boosted[keep]
+        if len(row_req) == 0:
+            return [_empty() for _ in inputs]
     results = _select(inputs, models, cfg, X, scores, row_req, row_items, weights, ctx)
+    listed = [res.reasons for res in results] if boosted is not None else None
     entries = (entry_row, entry_col, vals, np.repeat(np.asarray(table.tags, dtype=np.intp), lens))
     _explain(results, X, row_req, origin, weights, ctx, entries, table.tag_names)
+    if listed is not None:
+        boosts = models.rules.boosts
+        for res, rows in zip(results, listed):
+            for reason, row in zip(res.reasons, rows or ()):
+                if boosted[row] >= 0:
+                    reason["rule"] = boosts[boosted[row]].rule_id
+    place(results, inputs, cfg.k, models.rules, facts, models.unavailable, models.new_items,
+          cfg.new_item_slots)
     return results
 
 

@@ -73,6 +73,7 @@ class RankConfig:
     learning_rate: float = 0.05
     feedback_candidates: int = 30
     feedback_negatives: int = 30
+    new_item_slots: int = 1  # last slots a list may give to new catalog items (models.placement)
 
 
 def prior_weights(cfg: RankConfig) -> np.ndarray:
@@ -152,6 +153,8 @@ class RankInput:
     user_id: str | None = None
     history: int = 0  # item events the user has made
     anchor_items: list[str] | None = None  # the item behind each of ``anchors`` (reasons)
+    page_category: str | None = None  # the list shows this category only (context.page_category)
+    page: str | None = None  # context.page, for pins that name pages
 
 
 @dataclass
