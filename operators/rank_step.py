@@ -23,7 +23,7 @@ from models.batch_ranking import ItemCodes, RankModels, rank_batch
 from models.ranking import FEATURES, RankInput
 from operators.messages import (
     Availability, EraseUser, ForgetUser, ItemAnswer, ItemFeatures, RankRequest, RecUpdate,
-    TrendDelta,
+    RulesUpdate, TrendDelta,
 )
 # RankShardState is re-exported: snapshots taken before it moved name it here.
 from operators.rank_state import RankShardState, RankStepConfig, of_erased_life
@@ -111,6 +111,7 @@ class RankLogic(StatefulBatchLogic):
         if models is not None:
             # The snapshot's window, or none (older ones): this config's.
             models.vectors.set_search_window(cfg.content_search_window)
+            models.new_items.window = cfg.new_item_window
             adopt(cfg, models)
 
     def models(self) -> WorkerModels:
@@ -144,7 +145,11 @@ class RankLogic(StatefulBatchLogic):
                 models.set_available(msg.item_id, msg.available)
                 continue
             elif isinstance(msg, ItemFeatures):
-                models.set_features(msg.item_id, msg.category, msg.vector)
+                models.set_features(msg.item_id, msg.category, msg.vector, msg.price,
+                                    msg.attributes, msg.new)
+                continue
+            elif isinstance(msg, RulesUpdate):
+                models.set_rules(msg.seq, msg.rules)
                 continue
             elif isinstance(msg, ForgetUser):
                 st.last_seq.pop(msg.user_id, None)
@@ -271,10 +276,13 @@ class RankLogic(StatefulBatchLogic):
                 user_id=request.user_id,
                 history=request.history,
                 anchor_items=[a.item_id for a in answers],
+                page_category=request.page_category,
+                page=request.page,
             ))
             contexts.append(st.blend.context(len(request.seen)))
         models = RankModels(shared.trending, shared.item_category, shared.unavailable,
-                            shared.vectors, st.mf, _item_codes())
+                            shared.vectors, st.mf, _item_codes(), shared.item_price,
+                            shared.item_attributes, shared.rules, shared.new_items)
         weights = np.stack([b.weights for b in st.blend.blends])
         results = rank_batch(inputs, models, cfg.ranking, weights, contexts)
         out = []

@@ -1,7 +1,8 @@
 """Item-side models that every rank shard of a worker reads: one copy per worker.
 
-Trending (overall, per category, per segment), item categories, content vectors and
-availability reach the rank step only by broadcast: every trend aggregator sends each
+Trending (overall, per category, per segment), item categories, prices, attributes,
+content vectors, availability, new catalog items and the merchandising rules reach the
+rank step only by broadcast: every trend aggregator sends each
 change to every rank shard. Kept per shard, each change was applied once per shard
 (8 times with 8 shards, and more shards for more workers). Here the shards of a worker
 share one :class:`WorkerModels`; a broadcast is applied by whichever shard gets its
@@ -25,6 +26,8 @@ import threading
 import time
 
 from models.content import VectorIndex
+from models.placement import NewItems
+from models.rules import RuleSet
 from models.trending import Trending
 
 __all__ = ["WorkerModels", "worker_models", "adopt"]
@@ -35,11 +38,16 @@ _ORDER = itertools.count(time.time_ns())
 
 
 class WorkerModels:
+    # New fields go before ``_pickled``, with a default in ``_fill_defaults`` (snapshots
+    # written before them hold a shorter state).
     __slots__ = ("trending", "item_category", "unavailable", "vectors", "deferred",
-                 "last_news", "version", "max_item_categories", "_pickled")
+                 "last_news", "version", "max_item_categories",
+                 "item_price", "item_attributes", "rules", "rules_seq", "new_items", "news_ts",
+                 "_pickled")
 
     def __init__(self, trending_half_life: float, max_item_vectors: int,
-                 search_window: int, max_item_categories: int) -> None:
+                 search_window: int, max_item_categories: int,
+                 new_item_window: float = 7 * 24 * 3600.0) -> None:
         self.trending = Trending(trending_half_life)
         self.item_category: dict[str, str] = {}
         self.unavailable: set[str] = set()
@@ -50,7 +58,16 @@ class WorkerModels:
         self.last_news: dict[str, int] = {}  # origin -> highest broadcast seq taken
         self.version = 0  # changes applied or queued: the most advanced copy wins
         self.max_item_categories = max_item_categories
+        self._fill_defaults(new_item_window)
         self._pickled: tuple[int, bytes] | None = None
+
+    def _fill_defaults(self, new_item_window: float = 7 * 24 * 3600.0) -> None:
+        """Set the fields an older snapshot did not have."""
+        for name, make in (("item_price", dict), ("item_attributes", dict), ("rules", RuleSet),
+                           ("rules_seq", int), ("new_items", lambda: NewItems(20, new_item_window)),
+                           ("news_ts", float)):
+            if not hasattr(self, name):
+                setattr(self, name, make())
 
     def __getstate__(self):
         return tuple(getattr(self, s) for s in self.__slots__[:-1])
@@ -58,6 +75,7 @@ class WorkerModels:
     def __setstate__(self, state):
         for s, v in zip(self.__slots__, state):
             setattr(self, s, v)
+        self._fill_defaults()
         self._pickled = None
 
     def pickled(self) -> bytes:
@@ -75,8 +93,22 @@ class WorkerModels:
                 return False
             self.last_news[origin] = seq
         deferred, push, order = self.deferred, heapq.heappush, _ORDER
+        latest = self.news_ts
         for ts, kind, entry in news:
             push(deferred, (ts, kind, next(order), entry))
+            if ts > latest:
+                latest = ts
+        self.news_ts = latest
+        self.version += 1
+        return True
+
+    def set_rules(self, seq: int, rules: tuple) -> bool:
+        """The rule set numbered ``seq``, unless a later one was taken already (copies of
+        one broadcast, and sets overtaken on the way, are skipped)."""
+        if seq <= self.rules_seq:
+            return False
+        self.rules_seq = seq
+        self.rules = RuleSet(rules)
         self.version += 1
         return True
 
@@ -86,14 +118,34 @@ class WorkerModels:
         else:
             self.unavailable.add(item)
             self.trending.forget(item)
+            self.new_items.forget(item)
         self.version += 1
 
-    def set_features(self, item: str, category: str | None, vector: bytes | None) -> None:
-        """An item's catalog features (every copy of the broadcast sets the same)."""
+    def set_features(self, item: str, category: str | None, vector: bytes | None,
+                     price: float | None = None, attributes: dict | None = None,
+                     new: bool = False) -> None:
+        """An item's catalog features (every copy of the broadcast sets the same).
+
+        A ``new`` item (its first catalog record, no interaction yet) joins the new items
+        of its category only once events flow (some trend news has come in): a catalog
+        loaded before any event, as at the start of a replay, brings no new items.
+        """
         self.learn_category(item, category)
         if vector is not None:
             self.vectors.put(item, vector)
+        self._learn_fact(self.item_price, item, price)
+        self._learn_fact(self.item_attributes, item, attributes or None)
+        if new and category and self.news_ts > 0.0 and item not in self.new_items.category_of:
+            self.new_items.add(item, category, self.news_ts)
         self.version += 1
+
+    def _learn_fact(self, facts: dict, item: str, value) -> None:
+        if value is None:
+            facts.pop(item, None)
+            return
+        if item not in facts and len(facts) >= self.max_item_categories:
+            del facts[next(iter(facts))]
+        facts[item] = value
 
     def apply_until(self, ts: float | None) -> None:
         """Apply deferred trend entries older than ``ts`` (all of them when None)."""
@@ -125,10 +177,13 @@ class WorkerModels:
         if not due:
             return
         trending, unavailable, vectors = self.trending, self.unavailable, self.vectors
+        new_items = self.new_items
         for _ts, kind, _order, entry in due:
             if kind == 0:
                 item, category, popularity, when, vector = entry
                 if item not in unavailable:
+                    if new_items:
+                        new_items.forget(item)  # it has interactions: not new any more
                     trending.observe(item, category, popularity, when)
                     self.learn_category(item, category)
                     if vector is not None:
