@@ -103,28 +103,30 @@ def place(results: list, inputs: Sequence, k: int, rules: RuleSet | None, facts:
     fresh = new_items is not None and len(new_items) > 0 and new_slots > 0
     if not pins and not fresh:
         return
+    permitted: dict[str, bool] = {}  # by the rules and availability: the same for every list
+
+    def allowed(item: str, inp) -> bool:
+        ok = permitted.get(item)
+        if ok is None:
+            ok = permitted[item] = item not in unavailable and (
+                rules is None or rules.allows(item, facts))
+        if not ok or item in inp.excluded:
+            return False
+        return not inp.page_category or facts.category.get(item) == inp.page_category
+
+    by_context = any(r.lists is not None for r in pins)
     for inp, res in zip(inputs, results):
         if not res.items:
             continue  # nothing ranked: the rank step's fallback list has no rules
-        excluded = set(inp.excluded)
-
-        def allowed(item: str) -> bool:
-            if item in unavailable or item in excluded:
-                return False
-            if inp.page_category and facts.category.get(item) != inp.page_category:
-                return False
-            return rules is None or rules.allows(item, facts)
-
-        items, reasons = list(res.items), list(res.reasons or [{}] * len(res.items))
+        items, reasons = res.items, res.reasons
         if fresh:
             _place_new(inp, items, reasons, k, new_items, new_slots, allowed)
         if pins:
-            top = _top_category(inp)
+            top = _top_category(inp) if by_context else None
             chosen = [r for r in pins if (r.lists is None or r.lists.matches(
-                inp.page_category, top, inp.page, inp.segment)) and allowed(r.item_id)]
+                inp.page_category, top, inp.page, inp.segment)) and allowed(r.item_id, inp)]
             if chosen:
                 _place_pins(items, reasons, k, chosen)
-        res.items, res.reasons = items, reasons
 
 
 def _place_new(inp, items: list, reasons: list, k: int, new_items: NewItems, slots: int,
@@ -136,7 +138,7 @@ def _place_new(inp, items: list, reasons: list, k: int, new_items: NewItems, slo
         for category, queue in queues:  # round robin: the top category first
             while queue:
                 item = queue.pop(0)
-                if item not in listed and allowed(item):
+                if item not in listed and allowed(item, inp):
                     picked.append((item, category))
                     listed.add(item)
                     break
@@ -154,37 +156,31 @@ def _place_new(inp, items: list, reasons: list, k: int, new_items: NewItems, slo
 
 def _place_pins(items: list, reasons: list, k: int, pins: list) -> None:
     """Pinned items at their positions (the first rule takes a contested one, the next
-    free one goes to the next); the ranked items fill the rest in their order."""
-    slots: dict[int, tuple] = {}
+    free one goes to the next); the ranked items keep their order around them, and a
+    pin past the end of a shorter list comes last."""
+    taken: dict[int, object] = {}
     placed: set[str] = set()
-    for rule in pins:
+    for rule in pins:  # by position
         if rule.item_id in placed:
             continue
         at = rule.position - 1
-        while at in slots:
+        while at in taken:
             at += 1
-        if at >= k:
-            continue
-        slots[at] = rule
-        placed.add(rule.item_id)
-    if not slots:
+        if at < k:
+            taken[at] = rule
+            placed.add(rule.item_id)
+    if not taken:
         return
-    ranked = [(it, reason) for it, reason in zip(items, reasons) if it[0] not in placed]
-    old_scores = [s for _, s in items]
-    items.clear()
-    reasons.clear()
-    rest = iter(ranked)
-    for at in range(k):
-        rule = slots.get(at)
-        if rule is not None:
-            score = old_scores[min(at, len(old_scores) - 1)]
-            items.append((rule.item_id, score))
-            reasons.append({"kind": "pinned", "rule": rule.rule_id})
-            continue
-        nxt = next(rest, None)
-        if nxt is None:
-            if all(a < at for a in slots):
-                break
-            continue
-        items.append(nxt[0])
-        reasons.append(nxt[1])
+    last = len(items) - 1
+    scores = {at: items[min(at, last)][1] for at in taken}  # a pin takes its slot's score
+    names = [i for i, _ in items]
+    for item in placed:
+        if item in names:  # ranked too: it moves to its pinned place
+            at = names.index(item)
+            del names[at], items[at], reasons[at]
+    for at in sorted(taken):  # ascending: earlier pins keep their index
+        rule = taken[at]
+        where = min(at, len(items))
+        items.insert(where, (rule.item_id, scores[at]))
+        reasons.insert(where, {"kind": "pinned", "rule": rule.rule_id})
+    del items[k:], reasons[k:]

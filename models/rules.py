@@ -14,8 +14,10 @@ Items are matched by ``item_id``, ``category`` (a value or a list), ``price_min`
 keys given must hold. A pin's ``match`` names the lists: ``category`` (the page's
 category or the user's top category), ``page`` and ``segment``.
 
-:func:`apply_item_rules` applies blocks, filters and boosts to a batch's candidate
-table as array operations; pins are placed after top-K (``models.placement``).
+:func:`apply_item_rules` finds the rows blocks and filters drop and the boost of each
+row, as array operations over a batch's candidate table (the dropped rows go with the
+other exclusions, before scoring; :func:`boost` then multiplies the scores); pins are
+placed after top-K (``models.placement``).
 
 >>> rule = parse_rule({"rule_id": "r1", "action": "boost", "match": {"category": "shoes"},
 ...                    "factor": 1.5})
@@ -33,8 +35,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["InvalidRule", "ItemMatch", "ListMatch", "Rule", "RuleSet", "ItemFacts",
-           "parse_rule", "apply_item_rules", "item_attributes", "MAX_RULES"]
+__all__ = ["InvalidRule", "ItemMatch", "ListMatch", "Rule", "RuleSet", "ItemFacts", "FactCache",
+           "parse_rule", "apply_item_rules", "boost", "item_attributes", "MAX_RULES"]
 
 ACTIONS = ("boost", "block", "filter", "pin", "delete")
 MAX_RULES = 1000  # rules a shop keeps at once (each is checked for every candidate)
@@ -288,12 +290,72 @@ class ItemFacts:
     attributes: Mapping[str, Mapping[str, str]]
 
 
-class _Columns:
-    """The candidate rows' catalog facts as arrays, each built on first use."""
+class FactCache:
+    """The catalog facts of item slots (``models.batch_ranking.ItemCodes``) as arrays,
+    filled on first use: rules then cost array look-ups, not a dict look-up per row.
 
-    def __init__(self, items: list[str], slots: np.ndarray, facts: ItemFacts, lookup) -> None:
-        self.items, self.slots, self.facts, self.lookup = items, slots, facts, lookup
+    Valid while the facts' ``version`` stays (the worker models count changes of an
+    item's known facts); an unknown fact is never cached, so an item that gets one later
+    is read again. Only a cache: it never changes a list.
+    """
+
+    __slots__ = ("version", "codes", "cat", "price", "attrs")
+
+    _TODO = -2  # a code not looked up yet
+
+    def __init__(self) -> None:
+        self.version: object = None
         self.codes: dict[str | None, int] = {None: -1}
+        self.cat = np.full(0, self._TODO, dtype=np.int64)
+        self.price = np.full(0, -np.inf)  # -inf: not looked up; NaN: no price
+        self.attrs: dict[str, tuple[dict, np.ndarray]] = {}
+
+    def sync(self, version, size: int) -> None:
+        """Forget everything when the facts changed; make room for ``size`` slots."""
+        if version != self.version:
+            self.version = version
+            self.codes = {None: -1}
+            self.cat[:] = self._TODO
+            self.price[:] = -np.inf
+            self.attrs = {}
+        if len(self.cat) < size:
+            grow = max(size, 2 * len(self.cat), 256) - len(self.cat)
+            self.cat = np.concatenate([self.cat, np.full(grow, self._TODO, dtype=np.int64)])
+            self.price = np.concatenate([self.price, np.full(grow, -np.inf)])
+            self.attrs = {n: (c, np.concatenate([a, np.full(grow, self._TODO, dtype=np.int64)]))
+                          for n, (c, a) in self.attrs.items()}
+
+    def evict(self, slots: list[int]) -> None:
+        """Slots handed to other items."""
+        if len(self.cat):
+            self.cat[slots] = self._TODO
+            self.price[slots] = -np.inf
+            for _, a in self.attrs.values():
+                a[slots] = self._TODO
+
+
+def _fill(col: np.ndarray, slots: np.ndarray, items: list[str], todo_value, lookup) -> np.ndarray:
+    """``col[slots]``, looking up (and caching, when known) the rows not cached."""
+    out = col[slots]
+    todo = np.flatnonzero(out == todo_value) if todo_value != -np.inf else np.flatnonzero(np.isneginf(out))
+    for row in todo.tolist():
+        value, known = lookup(items[row])
+        out[row] = value
+        if known:
+            col[slots[row]] = value
+    return out
+
+
+class _Columns:
+    """The candidate rows' catalog facts as arrays, each built on first use (from the
+    per-slot cache when there is one)."""
+
+    def __init__(self, items: list[str], slots: np.ndarray, facts: ItemFacts, lookup,
+                 cache: FactCache | None) -> None:
+        self.items, self.slots, self.facts, self.lookup = items, slots, facts, lookup
+        self.cache = cache if cache is not None else FactCache()
+        self.codes = self.cache.codes
+        self.cached = cache is not None
         self._cat: np.ndarray | None = None
         self._price: np.ndarray | None = None
         self._attrs: dict[str, tuple[dict, np.ndarray]] = {}
@@ -301,24 +363,48 @@ class _Columns:
     def category(self) -> np.ndarray:
         if self._cat is None:
             codes, get = self.codes, self.facts.category.get
-            self._cat = np.fromiter((codes.setdefault(get(i), len(codes) - 1) for i in self.items),
-                                    dtype=np.int64, count=len(self.items))
+            if self.cached:
+                def look(item):
+                    c = get(item)
+                    return codes.setdefault(c, len(codes) - 1), c is not None
+                self._cat = _fill(self.cache.cat, self.slots, self.items, FactCache._TODO, look)
+            else:
+                self._cat = np.fromiter((codes.setdefault(get(i), len(codes) - 1) for i in self.items),
+                                        dtype=np.int64, count=len(self.items))
         return self._cat
 
     def price(self) -> np.ndarray:
         if self._price is None:
             get, nan = self.facts.price.get, math.nan
-            self._price = np.fromiter((get(i, nan) for i in self.items), dtype=np.float64,
-                                      count=len(self.items))
+            if self.cached:
+                def look(item):
+                    p = get(item)
+                    return (nan, False) if p is None else (p, True)
+                self._price = _fill(self.cache.price, self.slots, self.items, -np.inf, look)
+            else:
+                self._price = np.fromiter((get(i, nan) for i in self.items), dtype=np.float64,
+                                          count=len(self.items))
         return self._price
 
     def attribute(self, name: str) -> tuple[dict, np.ndarray]:
         got = self._attrs.get(name)
         if got is None:
-            codes: dict[str | None, int] = {None: -1}
             get = self.facts.attributes.get
-            col = np.fromiter((codes.setdefault(get(i, _NONE).get(name), len(codes) - 1)
-                               for i in self.items), dtype=np.int64, count=len(self.items))
+            if self.cached:
+                held = self.cache.attrs.get(name)
+                if held is None:
+                    held = self.cache.attrs[name] = (
+                        {None: -1}, np.full(len(self.cache.cat), FactCache._TODO, dtype=np.int64))
+                codes, store = held
+
+                def look(item):
+                    v = get(item, _NONE).get(name)
+                    return codes.setdefault(v, len(codes) - 1), v is not None
+                col = _fill(store, self.slots, self.items, FactCache._TODO, look)
+            else:
+                codes = {None: -1}
+                col = np.fromiter((codes.setdefault(get(i, _NONE).get(name), len(codes) - 1)
+                                   for i in self.items), dtype=np.int64, count=len(self.items))
             got = self._attrs[name] = (codes, col)
         return got
 
@@ -326,36 +412,47 @@ class _Columns:
         out = np.ones(len(self.items), dtype=bool)
         if m.item_ids is not None:
             s = self.lookup(m.item_ids)
-            out &= np.isin(self.slots, s[s >= 0])
+            out &= _member(self.slots, s[s >= 0])
         if m.categories is not None:
             col = self.category()
-            wanted = [self.codes[c] for c in m.categories if c in self.codes]
-            out &= np.isin(col, wanted)
+            out &= _member(col, [self.codes[c] for c in m.categories if c in self.codes])
         if m.price_min is not None:
             out &= self.price() >= m.price_min  # unknown price (NaN): no match
         if m.price_max is not None:
             out &= self.price() <= m.price_max
         for name, values in m.attributes:
             codes, col = self.attribute(name)
-            out &= np.isin(col, [codes[v] for v in values if v in codes])
+            out &= _member(col, [codes[v] for v in values if v in codes])
         return out
+
+
+def _member(col: np.ndarray, wanted) -> np.ndarray:
+    """``np.isin(col, wanted)`` for small non-negative codes (-1: none): one gather from
+    a table of the codes, no sort."""
+    wanted = np.asarray(wanted, dtype=np.int64)
+    if len(wanted) == 0 or len(col) == 0:
+        return np.zeros(len(col), dtype=bool)
+    table = np.zeros(max(int(wanted.max()), int(col.max())) + 2, dtype=bool)
+    table[wanted + 1] = True
+    return table[col + 1]
 
 
 def apply_item_rules(rules: RuleSet | None, pages: Sequence[str | None], facts: ItemFacts,
                      row_req: np.ndarray, row_slot: np.ndarray, row_items: list[str],
-                     scores: np.ndarray, lookup) -> tuple[np.ndarray | None, np.ndarray | None]:
+                     lookup, cache: FactCache | None = None,
+                     ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Blocks, filters, the per-request page category and boosts over a candidate table.
 
     ``pages[r]`` is request r's page category (its list shows that category only) or
-    None. Boosts multiply ``scores`` in place (a negative score is divided, so a boost
-    always helps). Returns ``(keep, boosted)``: which rows survive (None: all) and, per
-    row, the index in ``rules.boosts`` of the first boost that matched it (-1: none;
-    None: no boosts).
+    None. Returns ``(keep, factors, boosted)``: which rows survive (None: all), the
+    boost factor of each row (None: no boosts; apply with :func:`boost` once scored),
+    and per row the index in ``rules.boosts`` of the first boost that matched it (-1:
+    none). ``cache`` (synced by the caller) keeps facts per item slot.
     """
     paged = any(pages)
     if not paged and (rules is None or not rules.rules):
-        return None, None
-    cols = _Columns(row_items, row_slot, facts, lookup)
+        return None, None, None
+    cols = _Columns(row_items, row_slot, facts, lookup, cache)
     keep = np.ones(len(row_items), dtype=bool)
     if rules is not None:
         for rule in rules.blocks:
@@ -368,12 +465,23 @@ def apply_item_rules(rules: RuleSet | None, pages: Sequence[str | None], facts: 
         # A page category no candidate has: code -2, which matches no row.
         wanted = np.array([codes.get(p, -2) if p else -3 for p in pages], dtype=np.int64)[row_req]
         keep &= (wanted == -3) | (cat == wanted)
-    boosted = None
+    factors = boosted = None
     if rules is not None and rules.boosts:
+        factors = np.ones(len(row_items))
         boosted = np.full(len(row_items), -1, dtype=np.intp)
         for i, rule in enumerate(rules.boosts):
-            hit = cols.mask(rule.match) & keep
-            f = rule.factor
-            scores[hit] = np.where(scores[hit] >= 0.0, scores[hit] * f, scores[hit] / f)
+            hit = cols.mask(rule.match)
+            factors[hit] *= rule.factor
             boosted[hit & (boosted < 0)] = i
-    return (None if keep.all() else keep), boosted
+    return (None if keep.all() else keep), factors, boosted
+
+
+def boost(scores: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """Scores times their boost factors; a negative score is divided, so a boost above 1
+    always helps and one below 1 always buries."""
+    hit = np.flatnonzero(factors != 1.0)
+    if len(hit):
+        s, f = scores[hit], factors[hit]
+        scores = scores.copy()
+        scores[hit] = np.where(s >= 0.0, s * f, s / f)
+    return scores

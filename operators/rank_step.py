@@ -282,7 +282,8 @@ class RankLogic(StatefulBatchLogic):
             contexts.append(st.blend.context(len(request.seen)))
         models = RankModels(shared.trending, shared.item_category, shared.unavailable,
                             shared.vectors, st.mf, _item_codes(), shared.item_price,
-                            shared.item_attributes, shared.rules, shared.new_items)
+                            shared.item_attributes, shared.rules, shared.new_items,
+                            (shared.facts_owner, shared.facts_version))
         weights = np.stack([b.weights for b in st.blend.blends])
         results = rank_batch(inputs, models, cfg.ranking, weights, contexts)
         out = []

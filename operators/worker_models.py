@@ -43,7 +43,7 @@ class WorkerModels:
     __slots__ = ("trending", "item_category", "unavailable", "vectors", "deferred",
                  "last_news", "version", "max_item_categories",
                  "item_price", "item_attributes", "rules", "rules_seq", "new_items", "news_ts",
-                 "_pickled")
+                 "facts_version", "facts_owner", "_pickled")
 
     def __init__(self, trending_half_life: float, max_item_vectors: int,
                  search_window: int, max_item_categories: int,
@@ -65,7 +65,10 @@ class WorkerModels:
         """Set the fields an older snapshot did not have."""
         for name, make in (("item_price", dict), ("item_attributes", dict), ("rules", RuleSet),
                            ("rules_seq", int), ("new_items", lambda: NewItems(20, new_item_window)),
-                           ("news_ts", float)):
+                           ("news_ts", float), ("facts_version", int),
+                           # Names these models' facts in a cache shared by the flows of a
+                           # thread (tests run several): see RankLogic._rank_round.
+                           ("facts_owner", lambda: next(_ORDER))):
             if not hasattr(self, name):
                 setattr(self, name, make())
 
@@ -140,11 +143,20 @@ class WorkerModels:
         self.version += 1
 
     def _learn_fact(self, facts: dict, item: str, value) -> None:
+        """Set one fact of an item; ``facts_version`` counts changes of a known one (rules
+        cache known facts per item until it moves; see ``models.rules.FactCache``)."""
+        old = facts.get(item)
         if value is None:
-            facts.pop(item, None)
+            if old is not None:
+                del facts[item]
+                self.facts_version += 1
             return
-        if item not in facts and len(facts) >= self.max_item_categories:
+        if old is None and len(facts) >= self.max_item_categories:
+            # The oldest entry goes; a cached copy of its fact may outlive it (harmless:
+            # it was the item's real fact).
             del facts[next(iter(facts))]
+        elif old is not None and old != value:
+            self.facts_version += 1
         facts[item] = value
 
     def apply_until(self, ts: float | None) -> None:
@@ -196,8 +208,12 @@ class WorkerModels:
         if not category:
             return
         cats = self.item_category
-        if item not in cats and len(cats) >= self.max_item_categories:
-            del cats[next(iter(cats))]
+        old = cats.get(item)
+        if old is None:
+            if len(cats) >= self.max_item_categories:
+                del cats[next(iter(cats))]
+        elif old != category:
+            self.facts_version += 1
         cats[item] = category
 
 

@@ -61,8 +61,9 @@ def _plain(item: str, raw: dict, category, price, attrs) -> bool:
     return True
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["facts-read", "facts-cached"])
 @pytest.mark.parametrize("seed", range(8))
-def test_blocks_filters_boosts_and_pages_match_the_plain_reference(seed):
+def test_blocks_filters_boosts_and_pages_match_the_plain_reference(seed, cached):
     rng = random.Random(seed)
     items, category, trending, vectors, mf, unavailable = _world(rng)
     price, attrs = _facts(rng, items)
@@ -78,9 +79,12 @@ def test_blocks_filters_boosts_and_pages_match_the_plain_reference(seed):
                               price, attrs)
     full = rank_batch(inputs, plain_models, everything)
     models = RankModels(trending, category, unavailable, vectors, None, ItemCodes(5000),
-                        price, attrs, rules)
+                        price, attrs, rules, facts_version=0 if cached else None)
     k = 10
-    got = rank_batch(inputs, models, RankConfig(k=k, diversity=0.0, new_item_slots=0))
+    cfg = RankConfig(k=k, diversity=0.0, new_item_slots=0)
+    if cached:  # a first batch fills the per-slot cache; the second reads it
+        rank_batch(inputs[::-1], models, cfg)
+    got = rank_batch(inputs, models, cfg)
     for inp, whole, res in zip(inputs, full, got):
         expected = []
         for item, score in whole.items:
