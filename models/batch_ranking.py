@@ -29,7 +29,8 @@ from models.placement import NewItems, place
 from models.ranking import (
     FEATURES, SIGNALS, RankConfig, RankInput, RankResult, _category_mix, prior_weights,
 )
-from models.rules import FactCache, ItemFacts, RuleSet, apply_item_rules, boost
+from models.rule_columns import FactCache, ItemFacts
+from models.rules import RuleSet, apply_item_rules, boost
 from models.trending import Trending
 from models.vocabulary import ItemVocabulary
 
