@@ -19,7 +19,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.rec_file_sink import list_items, rec_record
 from connectors.redis_retry import OutageGuard, sink_client
-from operators.messages import DeadLetter, EraseUser, ProfileWrite, RecUpdate
+from operators.messages import DeadLetter, EraseUser, ProfileWrite, RecUpdate, RulesWrite
 from streamrec.metrics import (
     DEAD_LETTERS, EVENT_TO_REDIS, HEALTH, LISTS_WRITTEN, PROFILES_WRITTEN, REDIS_UP,
     SINK_BATCH_SIZE, SINK_WRITE_SECONDS,
@@ -102,6 +102,7 @@ class RedisKeys:
         self.recs = f"{prefix}:recs"
         self.dlq = f"{prefix}:dlq"
         self.erasures = f"{prefix}:erasures"
+        self.rules = f"{prefix}:rules"  # hash: rule id -> rule record (JSON)
 
     def latest(self, user_id: str) -> str:
         return f"{self.prefix}:latest:{user_id}"
@@ -253,6 +254,7 @@ class _RedisPartition(StatelessSinkPartition):
         profiles: dict[str, ProfileWrite] = {}
         written = _Written()
         emitted_at = self.now()
+        rules: RulesWrite | None = None
         for item in items:
             if isinstance(item, RecUpdate):
                 pipe.xadd(keys.recs, encode_rec(item, emitted_at), maxlen=self.recs_maxlen,
@@ -269,6 +271,9 @@ class _RedisPartition(StatelessSinkPartition):
                 pipe.xadd(keys.dlq, dead_letter_fields(item, self.payload_limit, emitted_at),
                           maxlen=self.dlq_maxlen, approximate=True)
                 written.reasons[item.reason] = written.reasons.get(item.reason, 0) + 1
+            elif isinstance(item, RulesWrite):
+                if rules is None or rules.seq < item.seq:
+                    rules = item
             else:
                 msg = f"Redis sink got an unexpected {type(item).__name__}"
                 raise TypeError(msg)
@@ -281,6 +286,10 @@ class _RedisPartition(StatelessSinkPartition):
             self.guarded_set(keys=[keys.profile(p.user_id)], args=[p.seq, orjson.dumps(body)],
                              client=pipe)
         written.profiles = len(profiles)
+        if rules is not None:  # one writer (the controls step): the latest set replaces all
+            pipe.delete(keys.rules)
+            if rules.records:
+                pipe.hset(keys.rules, mapping={r["rule_id"]: orjson.dumps(r) for r in rules.records})
         if len(pipe):
             pipe.execute()
         return written

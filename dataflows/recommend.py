@@ -11,6 +11,8 @@ events ─► parse ─► bad ─► dead letters (Redis stream, Kafka topic)
             │                                              │ answers, keyed by rank shard
             ▼ rank request, keyed by rank shard            ▼
           rank step ◄──────────────────────────────────────┘
+            ▲ the rules in force, to every rank shard
+          controls step ◄── rule records (controls topic)
             │ recommendation updates
             ▼
           Redis sink (recs stream, latest list, profile)
@@ -39,11 +41,14 @@ from bytewax.outputs import Sink
 from connectors.catalog_file import catalog_file_envelopes
 from connectors.kafka_io import kafka_dead_letters, kafka_envelopes, source_config
 from connectors.redis_sink import RedisSink
+from connectors.topics import ensure_topics
+from operators.control_step import ControlLogic, ControlStepConfig
 from operators.item_step import CatalogRecord, ItemLogic, ItemStepConfig
 from operators.messages import (
-    DeadLetter, ForgetUser, ItemQuery, PopularityReport, RankRequest, SegmentHit,
+    DeadLetter, ForgetUser, ItemQuery, PopularityReport, RankRequest, RulesUpdate, RulesWrite,
+    SegmentHit,
 )
-from operators.parse import EventParser, parse_catalog
+from operators.parse import EventParser, parse_catalog, parse_control
 from operators.rank_step import RankLogic, RankStepConfig
 from operators.trend_step import TrendLogic, TrendStepConfig
 from operators.user_step import UserLogic, UserStepConfig
@@ -86,10 +91,12 @@ def step_configs(
                          w_content=s.w_content, w_mf=s.w_mf,
                          learn_blend=s.learn_blend, learning_rate=s.blend_learning_rate,
                          feedback_negatives=s.feedback_negatives, w_segment=s.w_segment,
-                         w_trending=s.w_trending, candidates_per_category=s.category_candidates)
+                         w_trending=s.w_trending, candidates_per_category=s.category_candidates,
+                         new_item_slots=s.new_item_slots)
     rank = RankStepConfig(ranking=ranking, trending_half_life=s.trending_half_life,
                           conflate=s.conflate, model_version=s.model_version,
-                          content_search_window=s.content_search_window)
+                          content_search_window=s.content_search_window,
+                          new_item_window=s.new_item_window)
     trend = TrendStepConfig(half_life=s.trending_half_life, rank_shards=s.rank_shards)
     return user, item, rank, trend
 
@@ -114,8 +121,12 @@ def wire(
     now: Callable[[], float] | None = None,
     snapshots: bool = True,
     observe: Callable[[str, object], object] | None = None,
+    controls: Stream | None = None,
 ) -> tuple[Stream, Stream]:
     """Add the recommend steps to ``flow``.
+
+    ``controls`` carries merchandising rule records (``models.rules``), ``catalog`` the
+    catalog records; either may be None.
 
     Returns ``(outputs, dead_letters)``: outputs are RecUpdate, ProfileWrite and EraseUser
     messages for a sink; dead letters are DeadLetter messages.
@@ -126,7 +137,7 @@ def wire(
     cost when nothing stores it.
 
     ``observe(step, logic)`` may wrap each stateful step's logic (``"user"``, ``"item"``,
-    ``"trend"``, ``"rank"``) to watch its batches from outside, as a lock-step replay
+    ``"trend"``, ``"rank"``, ``"controls"``) to watch its batches from outside, as a lock-step replay
     does (``evaluation.observe``); what a wrapper adds to a user step's output goes to
     the sink.
     """
@@ -165,7 +176,20 @@ def wire(
     rank_bound = op.filter(
         "rank_msgs", user_msgs, lambda m: isinstance(m, (RankRequest, ForgetUser))
     )
-    rank_in = op.map("route_rank", op.merge("rank_merge", rank_bound, answers, deltas), _route)
+    to_rank = [rank_bound, answers, deltas]
+    to_sink = []
+    if controls is not None:
+        ctl_cfg = ControlStepConfig(rank_shards=settings.rank_shards, snapshots=snapshots)
+        ctl_parsed = op.map("parse_controls", controls, parse_control)
+        ctl_branch = op.branch("valid_controls", ctl_parsed, lambda x: not isinstance(x, DeadLetter))
+        dead.append(ctl_branch.falses)
+        ctl_out = op.stateful_batch("controls", ctl_branch.trues, _built(
+            "controls", lambda resume: ControlLogic(ctl_cfg, resume), observe))
+        ctl_msgs = op.key_rm("control_msgs", ctl_out)
+        dead.append(op.filter("control_dead", ctl_msgs, lambda m: isinstance(m, DeadLetter)))
+        to_rank.append(op.filter("rules_to_rank", ctl_msgs, lambda m: isinstance(m, RulesUpdate)))
+        to_sink.append(op.filter("rules_to_sink", ctl_msgs, lambda m: isinstance(m, RulesWrite)))
+    rank_in = op.map("route_rank", op.merge("rank_merge", *to_rank), _route)
     rank_out = op.stateful_batch("rank", rank_in, _built("rank", lambda resume: RankLogic(rank_cfg, resume), observe))
     recs = op.key_rm("recs", rank_out)
 
@@ -173,7 +197,7 @@ def wire(
         "user_outputs", user_msgs,
         lambda m: not isinstance(m, (ItemQuery, SegmentHit, RankRequest, ForgetUser)),
     )
-    outputs = op.merge("outputs", recs, sink_bound)
+    outputs = op.merge("outputs", recs, sink_bound, *to_sink)
     dead_letters = op.merge("dead_letters", *dead) if len(dead) > 1 else dead[0]
     return outputs, dead_letters
 
@@ -211,7 +235,18 @@ def build_flow(
     if catalog_streams:
         catalog = catalog_streams[0] if len(catalog_streams) == 1 else op.merge(
             "catalog", *catalog_streams)
-    outputs, dead = wire(flow, envs, catalog, settings, now=time.time, snapshots=snapshots)
+    controls = None
+    if settings.consume_controls and settings.source == "kafka":
+        # The worker creates its (one-partition) controls topic when it is missing, so
+        # turning rules on needs no other step; a broker that refuses says so here.
+        ensure_topics(settings.kafka_bootstrap_servers, {settings.controls_topic: 1},
+                      config=dict(settings.kafka_config))
+        controls, ctl_errs = kafka_envelopes("controls_in", flow, brokers=settings.brokers,
+                                             topic=settings.controls_topic, source="controls",
+                                             config=cfg, batch_size=settings.kafka_batch_size)
+        errs = op.merge("control_consumer_errors", errs, ctl_errs)
+    outputs, dead = wire(flow, envs, catalog, settings, now=time.time, snapshots=snapshots,
+                         controls=controls)
     if errs is not None:
         dead = op.merge("all_dead", dead, errs)
     redis_sink = sink or RedisSink(settings.redis_url, settings.prefix,

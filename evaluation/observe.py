@@ -5,7 +5,8 @@ The production steps know nothing of replays. A replay wraps each step's logic
 comes out:
 
 - **news in flight**: model updates that get no answer (update-only item questions,
-  segment hits, popularity reports, trend broadcasts, availability changes), counted up
+  segment hits, popularity reports, trend broadcasts, availability, catalog feature and
+  rule changes), counted up
   when a step sends them and down when the step they go to takes them. The lock-step
   source reads the next event only when this is back to zero, so every worker count
   ranks with the same view of shared models;
@@ -25,7 +26,8 @@ from bytewax.operators import StatefulBatchLogic
 
 from operators.item_step import CatalogRecord
 from operators.messages import (
-    Availability, ItemFeatures, ItemQuery, PopularityReport, RankRequest, SegmentHit, TrendDelta,
+    Availability, ItemFeatures, ItemQuery, PopularityReport, RankRequest, RulesUpdate, SegmentHit,
+    TrendDelta,
 )
 
 __all__ = ["Unranked", "is_news", "observer"]
@@ -63,10 +65,16 @@ def _trend_news(values: list, out: list) -> tuple[int, list]:
 
 
 def _rank_news(values: list, out: list) -> tuple[int, list]:
-    return -sum(1 for m in values if isinstance(m, (TrendDelta, Availability, ItemFeatures))), []
+    return -sum(1 for m in values
+                if isinstance(m, (TrendDelta, Availability, ItemFeatures, RulesUpdate))), []
 
 
-_WATCH = {"user": _user_news, "item": _item_news, "trend": _trend_news, "rank": _rank_news}
+def _control_news(values: list, out: list) -> tuple[int, list]:
+    return sum(1 for m in out if isinstance(m, RulesUpdate)), []
+
+
+_WATCH = {"user": _user_news, "item": _item_news, "trend": _trend_news, "rank": _rank_news,
+          "controls": _control_news}
 
 
 class _Observed(StatefulBatchLogic):

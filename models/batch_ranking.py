@@ -25,9 +25,12 @@ import numpy as np
 
 from models.content import VectorIndex
 from models.mf import ImplicitMF
+from models.placement import NewItems, place
 from models.ranking import (
     FEATURES, SIGNALS, RankConfig, RankInput, RankResult, _category_mix, prior_weights,
 )
+from models.rule_columns import FactCache, ItemFacts
+from models.rules import RuleSet, apply_item_rules, boost
 from models.trending import Trending
 from models.vocabulary import ItemVocabulary
 
@@ -48,11 +51,12 @@ class ItemCodes:
     for all its rankings and recovery need not restore it.
     """
 
-    __slots__ = ("vocab", "bloom")
+    __slots__ = ("vocab", "bloom", "facts")
 
     def __init__(self, capacity: int = 200_000) -> None:
         self.vocab = ItemVocabulary(capacity)
         self.bloom = np.full((0, 3), -1, dtype=np.int32)
+        self.facts = FactCache()  # catalog facts per slot, for rules
 
     def slots(self, items: Sequence[str], ts: float) -> np.ndarray:
         """Slots of ``items``; evicted slots forget their cached bit positions."""
@@ -65,6 +69,7 @@ class ItemCodes:
             self.bloom = np.concatenate([self.bloom, extra])
         if evicted:
             self.bloom[evicted] = -1
+            self.facts.evict(evicted)
         return slots
 
     def bloom_positions(self, slots: np.ndarray) -> np.ndarray:
@@ -91,10 +96,20 @@ class RankModels:
     vectors: VectorIndex | None = None
     mf: ImplicitMF | None = None
     codes: ItemCodes = field(default_factory=ItemCodes)
+    item_price: Mapping[str, float] = field(default_factory=dict)
+    item_attributes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    rules: RuleSet | None = None  # merchandising rules (models.rules)
+    new_items: NewItems | None = None  # new catalog items (models.placement)
+    # Changes whenever an item's known category, price or attributes change (None: they
+    # may change any time): rules then cache the facts per item slot.
+    facts_version: object | None = None
     # Vectors this shard's users' recent items brought with their answers: content recall
     # searches them too, and cosines fall back to them (the shared index holds only what
     # every worker is told of).
     local_vectors: VectorIndex | None = None
+
+    def facts(self) -> ItemFacts:
+        return ItemFacts(self.item_category, self.item_price, self.item_attributes)
 
 
 class _Table:
@@ -274,11 +289,25 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
             X[a:b, 5] = sims / total
 
     keep = _rules(inputs, models, cfg, X, row_req, row_slot, row_items)
+    # Merchandising rules: blocks and filters drop rows with the exclusions above; boosts
+    # multiply the scores below (models.rules).
+    facts = models.facts()
+    cache = None
+    if models.facts_version is not None:
+        cache = models.codes.facts
+        cache.sync(models.facts_version, models.codes.vocab.size)
+    ruled, factors, boosted = apply_item_rules(
+        models.rules, [inp.page_category for inp in inputs], facts, row_req, row_slot,
+        row_items, models.codes.vocab.lookup, cache)
+    if ruled is not None:
+        keep &= ruled
     origin = np.arange(n_rows)  # each row's index before the rules dropped any
     if not keep.all():
         X, row_req, row_slot, origin = X[keep], row_req[keep], row_slot[keep], origin[keep]
         row_items = [item for item, k in zip(row_items, keep.tolist()) if k]
         starts = np.searchsorted(row_req, np.arange(n_req + 1))
+        if factors is not None:
+            factors, boosted = factors[keep], boosted[keep]
     if len(row_req) == 0:
         return [_empty() for _ in inputs]
 
@@ -290,9 +319,20 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
         scores[mask] = X[mask] @ weights[c]
     if cfg.repeat_policy == "demote":
         scores = np.where(X[:, _SEEN] > 0, scores * cfg.repeat_factor, scores)
+    if factors is not None:
+        scores = boost(scores, factors)
     results = _select(inputs, models, cfg, X, scores, row_req, row_items, weights, ctx)
+    listed = [res.reasons for res in results] if boosted is not None else None
     entries = (entry_row, entry_col, vals, np.repeat(np.asarray(table.tags, dtype=np.intp), lens))
     _explain(results, X, row_req, origin, weights, ctx, entries, table.tag_names)
+    if listed is not None:
+        boosts = models.rules.boosts
+        for res, rows in zip(results, listed):
+            for reason, row in zip(res.reasons, rows or ()):
+                if boosted[row] >= 0:
+                    reason["rule"] = boosts[boosted[row]].rule_id
+    place(results, inputs, cfg.k, models.rules, facts, models.unavailable, models.new_items,
+          cfg.new_item_slots)
     return results
 
 

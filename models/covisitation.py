@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from models.content import item_vector
 from models.decay import DecayedCounter, DecayedScalar, decayed_weight
+from models.rules import item_attributes
 from models.sessionknn import SessionNeighbours
 
 __all__ = ["ItemState"]
@@ -23,7 +24,7 @@ class ItemState:
     """What the flow knows about one item."""
 
     __slots__ = ("item_id", "category", "tags", "available", "price", "popularity", "neighbours",
-                 "in_catalog", "reported", "reported_ts", "vector", "sessions")
+                 "in_catalog", "reported", "reported_ts", "vector", "sessions", "attributes")
 
     def __init__(self, item_id: str) -> None:
         self.item_id = item_id
@@ -38,6 +39,7 @@ class ItemState:
         self.reported_ts = 0.0
         self.vector: bytes | None = None  # content features, see models.content
         self.sessions: SessionNeighbours | None = None  # session-kNN, see models.sessionknn
+        self.attributes: dict[str, str] | None = None  # bounded, for rules (models.rules)
 
     def __getstate__(self):
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -45,8 +47,10 @@ class ItemState:
     def __setstate__(self, state):
         for s, v in zip(self.__slots__, state):
             setattr(self, s, v)
-        if len(state) < len(self.__slots__):  # a snapshot from before session-kNN
+        if len(state) < len(self.__slots__) - 1:  # a snapshot from before session-kNN
             self.sessions = None
+        if len(state) < len(self.__slots__):  # from before merchandising rules
+            self.attributes = None
 
     def learn_session(self, key: int, nearby: list[tuple[str, float]], capacity: int,
                       max_items: int) -> None:
@@ -78,6 +82,8 @@ class ItemState:
         if isinstance(price, (int, float)) and not isinstance(price, bool):
             self.price = float(price)
         attributes = record.get("attributes")
+        if isinstance(attributes, dict):
+            self.attributes = item_attributes(attributes) or None
         self.vector = item_vector(self.category, self.tags,
                                   attributes if isinstance(attributes, dict) else None)
         self.in_catalog = True

@@ -73,6 +73,7 @@ class RankConfig:
     learning_rate: float = 0.05
     feedback_candidates: int = 30
     feedback_negatives: int = 30
+    new_item_slots: int = 1  # last slots a list may give to new catalog items (models.placement)
 
 
 def prior_weights(cfg: RankConfig) -> np.ndarray:
@@ -155,6 +156,8 @@ class RankInput:
     # The anchors' own content vectors (from their answers): their cosine when the shared
     # vector index has not got them yet (an item seen for the first time just now).
     anchor_vectors: dict[str, bytes] | None = None
+    page_category: str | None = None  # the list shows this category only (context.page_category)
+    page: str | None = None  # context.page, for pins that name pages
 
 
 @dataclass

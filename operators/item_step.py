@@ -86,18 +86,21 @@ class ItemLogic(StatefulBatchLogic):
                         )
                     )
             elif isinstance(msg, CatalogRecord):
-                before = (state.category, state.vector)
+                before = (state.category, state.vector, state.price, state.attributes)
+                # New: its first catalog record, and no one has interacted with it yet.
+                new = not state.in_catalog and state.popularity is None
                 if state.apply_catalog(msg.record):
                     # Rare: tell every rank shard, so no list shows an unavailable item.
                     out.extend(
                         Availability(f"rank-{s}", self.item_id, state.available)
                         for s in range(cfg.rank_shards)
                     )
-                if (state.category, state.vector) != before:
+                if (state.category, state.vector, state.price, state.attributes) != before:
                     # Catalog changes are rare: every rank shard learns the item's
                     # features now, before anyone interacts with it.
                     out.extend(
-                        ItemFeatures(f"rank-{s}", self.item_id, state.category, state.vector)
+                        ItemFeatures(f"rank-{s}", self.item_id, state.category, state.vector,
+                                     state.price, state.attributes, new)
                         for s in range(cfg.rank_shards)
                     )
             else:  # a programming error, not bad input: fail loudly

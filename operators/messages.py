@@ -14,7 +14,7 @@ __all__ = [
     "Envelope", "DeadLetter", "ItemQuery", "ItemAnswer", "RankRequest", "Availability",
     "ItemFeatures",
     "ForgetUser", "RecUpdate", "ProfileWrite", "EraseUser", "rank_shard", "trend_shard",
-    "PopularityReport", "SegmentHit", "TrendDelta",
+    "PopularityReport", "SegmentHit", "TrendDelta", "RuleChange", "RulesUpdate", "RulesWrite",
 ]
 
 
@@ -160,6 +160,8 @@ class RankRequest:
     cold: bool = False
     history: int = 0
     life: float | None = None  # the profile's first event time: which life of the user
+    page_category: str | None = None  # context.page_category: the list shows that category only
+    page: str | None = None  # context.page (pins can name pages)
 
 
 @_compact
@@ -179,6 +181,38 @@ class ItemFeatures:
     item_id: str
     category: str | None
     vector: bytes | None
+    price: float | None = None
+    attributes: dict | None = None  # bounded, values as text (models.rules.item_attributes)
+    new: bool = False  # the item's first catalog record, before any interaction with it
+
+
+@_compact
+@dataclass(slots=True)
+class RuleChange:
+    """A parsed merchandising rule record (``models.rules``), to the controls step."""
+
+    route: str  # "controls": one key, rules are few and change rarely
+    rule: object  # models.rules.Rule (action "delete" removes ``rule_id``)
+
+
+@_compact
+@dataclass(slots=True)
+class RulesUpdate:
+    """From the controls step to every rank shard: the whole rule set now in force."""
+
+    route: str  # rank shard
+    seq: int  # numbered 1, 2, ...: a worker keeps the highest it has seen
+    rules: tuple  # of models.rules.Rule, in the order they were added
+
+
+@_compact
+@dataclass(slots=True)
+class RulesWrite:
+    """To the sink: the rules in force, for ``{prefix}:rules`` (``streamrec rules list``)."""
+
+    route: str  # "rules"
+    seq: int
+    records: list  # JSON-ready rule records
 
 
 @_compact

@@ -10,11 +10,12 @@ import orjson
 
 from models.events import MAX_EVENT_BYTES, Event, InvalidEvent, parse_event, validate_event
 from operators.item_step import CatalogRecord
-from operators.messages import DeadLetter, Envelope
+from models.rules import InvalidRule, parse_rule
+from operators.messages import DeadLetter, Envelope, RuleChange
 from streamrec.metrics import EVENTS
 from streamrec.pseudonyms import UserPseudonyms
 
-__all__ = ["EventParser", "parse_catalog", "raw_bytes"]
+__all__ = ["EventParser", "parse_catalog", "parse_control", "raw_bytes"]
 
 
 def raw_bytes(payload: object) -> bytes:
@@ -110,6 +111,25 @@ def parse_catalog(env: Envelope):
     if not isinstance(item_id, str) or not item_id or len(item_id) > 256:
         return DeadLetter("item_id:missing_or_not_string", raw_bytes(payload), "items")
     return (item_id, CatalogRecord(item_id, raw))
+
+
+def parse_control(env: Envelope):
+    """Envelope -> ("controls", RuleChange) or DeadLetter (a merchandising rule record,
+    see ``models.rules``)."""
+    payload = env.payload
+    raw = payload
+    if isinstance(payload, (bytes, str)):
+        if len(payload) > MAX_EVENT_BYTES:
+            return DeadLetter("rule:too_large", raw_bytes(payload)[:256], "controls")
+        try:
+            raw = orjson.loads(payload)
+        except orjson.JSONDecodeError as ex:
+            return DeadLetter("rule:not_json", raw_bytes(payload), "controls", str(ex)[:80])
+    try:
+        rule = parse_rule(raw)
+    except InvalidRule as ex:
+        return DeadLetter(ex.reason, raw_bytes(payload), "controls", ex.detail[:200])
+    return ("controls", RuleChange("controls", rule))
 
 
 def is_event(x) -> bool:

@@ -48,12 +48,14 @@ class RankStepConfig:
     # nothing beside trending's hours of half-life, and a backlog read at 20x real time
     # still ranks whole batches together.
     batch_window: float = 60.0
+    new_item_window: float = 7 * 24 * 3600.0  # event time a catalog item counts as new
     snapshots: bool = True  # False when recovery is off (see dataflows.recommend)
 
     def worker_models(self) -> WorkerModels:
         """Empty item-side models for one worker."""
         return WorkerModels(self.trending_half_life, self.max_item_vectors,
-                            self.content_search_window, self.max_item_categories)
+                            self.content_search_window, self.max_item_categories,
+                            self.new_item_window)
 
 
 # The slots of a shard's state before the worker's shared models (restored, then moved).
@@ -117,6 +119,7 @@ class RankShardState:
         models.last_news = {}
         models.version = 0
         models.max_item_categories = 50_000
+        models._fill_defaults()
         models._pickled = None
         self.legacy = models
         blend = self.blend

@@ -22,7 +22,7 @@ from models.batch_ranking import ItemCodes, RankModels, rank_batch
 from models.ranking import FEATURES, RankInput
 from operators.messages import (
     Availability, EraseUser, ForgetUser, ItemAnswer, ItemFeatures, RankRequest, RecUpdate,
-    TrendDelta,
+    RulesUpdate, TrendDelta,
 )
 # RankShardState is re-exported: snapshots taken before it moved name it here.
 from operators.rank_state import RankShardState, RankStepConfig, of_erased_life
@@ -108,6 +108,7 @@ class RankLogic(StatefulBatchLogic):
         if models is not None:
             # The snapshot's window, or none (older ones): this config's.
             models.vectors.set_search_window(cfg.content_search_window)
+            models.new_items.window = cfg.new_item_window
             adopt(cfg, models)
 
     def models(self) -> WorkerModels:
@@ -137,7 +138,11 @@ class RankLogic(StatefulBatchLogic):
                 models.set_available(msg.item_id, msg.available)
                 continue
             elif isinstance(msg, ItemFeatures):
-                models.set_features(msg.item_id, msg.category, msg.vector)
+                models.set_features(msg.item_id, msg.category, msg.vector, msg.price,
+                                    msg.attributes, msg.new)
+                continue
+            elif isinstance(msg, RulesUpdate):
+                models.set_rules(msg.seq, msg.rules)
                 continue
             elif isinstance(msg, ForgetUser):
                 st.last_seq.pop(msg.user_id, None)
@@ -265,10 +270,16 @@ class RankLogic(StatefulBatchLogic):
                 history=request.history,
                 anchor_items=[a.item_id for a in answers],
                 anchor_vectors={a.item_id: a.vector for a in answers if a.vector} or None,
+                page_category=request.page_category,
+                page=request.page,
             ))
             contexts.append(st.blend.context(len(request.seen)))
         models = RankModels(shared.trending, shared.item_category, shared.unavailable,
-                            shared.vectors, st.mf, _item_codes(), st.vectors)
+                            shared.vectors, st.mf, _item_codes(), local_vectors=st.vectors,
+                            item_price=shared.item_price,
+                            item_attributes=shared.item_attributes, rules=shared.rules,
+                            new_items=shared.new_items,
+                            facts_version=(shared.facts_owner, shared.facts_version))
         weights = np.stack([b.weights for b in st.blend.blends])
         results = rank_batch(inputs, models, cfg.ranking, weights, contexts)
         out = []

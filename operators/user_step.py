@@ -130,6 +130,8 @@ def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: Us
         cold=history <= cfg.cold_events,
         history=history,
         life=profile.first_ts,
+        page_category=_page_category(event.context),
+        page=_text(event.context.get("page")) if event.context else None,
     )
     out: list = list(queries.values())
     out.append(request)
@@ -247,3 +249,15 @@ class UserLogic(StatefulBatchLogic):
             return None  # recovery is off: nobody reads it
         # Bytes are immutable: the runtime may keep this while the profile moves on.
         return pickle.dumps(self.profile, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _text(value) -> str | None:
+    return value[:256] if isinstance(value, str) and value else None
+
+
+def _page_category(context: dict | None) -> str | None:
+    """The category a list is restricted to: ``context.page_category``, else
+    ``context.category`` (a category page); None for every other page."""
+    if not context:
+        return None
+    return _text(context.get("page_category")) or _text(context.get("category"))

@@ -1,7 +1,8 @@
 """Item-side models that every rank shard of a worker reads: one copy per worker.
 
-Trending (overall, per category, per segment), item categories, content vectors and
-availability reach the rank step only by broadcast: every trend aggregator sends each
+Trending (overall, per category, per segment), item categories, prices, attributes,
+content vectors, availability, new catalog items and the merchandising rules reach the
+rank step only by broadcast: every trend aggregator sends each
 change to every rank shard. Kept per shard, each change was applied once per shard
 (8 times with 8 shards, and more shards for more workers). Here the shards of a worker
 share one :class:`WorkerModels`; a broadcast is applied by whichever shard gets its
@@ -25,6 +26,8 @@ import threading
 import time
 
 from models.content import VectorIndex
+from models.placement import NewItems
+from models.rules import RuleSet
 from models.trending import Trending
 
 __all__ = ["WorkerModels", "worker_models", "adopt"]
@@ -35,11 +38,16 @@ _ORDER = itertools.count(time.time_ns())
 
 
 class WorkerModels:
+    # New fields go before ``_pickled``, with a default in ``_fill_defaults`` (snapshots
+    # written before them hold a shorter state).
     __slots__ = ("trending", "item_category", "unavailable", "vectors", "deferred",
-                 "last_news", "version", "max_item_categories", "_pickled")
+                 "last_news", "version", "max_item_categories",
+                 "item_price", "item_attributes", "rules", "rules_seq", "new_items", "news_ts",
+                 "facts_version", "facts_owner", "_pickled")
 
     def __init__(self, trending_half_life: float, max_item_vectors: int,
-                 search_window: int, max_item_categories: int) -> None:
+                 search_window: int, max_item_categories: int,
+                 new_item_window: float = 7 * 24 * 3600.0) -> None:
         self.trending = Trending(trending_half_life)
         self.item_category: dict[str, str] = {}
         self.unavailable: set[str] = set()
@@ -50,7 +58,19 @@ class WorkerModels:
         self.last_news: dict[str, int] = {}  # origin -> highest broadcast seq taken
         self.version = 0  # changes applied or queued: the most advanced copy wins
         self.max_item_categories = max_item_categories
+        self._fill_defaults(new_item_window)
         self._pickled: tuple[int, bytes] | None = None
+
+    def _fill_defaults(self, new_item_window: float = 7 * 24 * 3600.0) -> None:
+        """Set the fields an older snapshot did not have."""
+        for name, make in (("item_price", dict), ("item_attributes", dict), ("rules", RuleSet),
+                           ("rules_seq", int), ("new_items", lambda: NewItems(20, new_item_window)),
+                           ("news_ts", float), ("facts_version", int),
+                           # Names these models' facts in a cache shared by the flows of a
+                           # thread (tests run several): see RankLogic._rank_round.
+                           ("facts_owner", lambda: next(_ORDER))):
+            if not hasattr(self, name):
+                setattr(self, name, make())
 
     def __getstate__(self):
         return tuple(getattr(self, s) for s in self.__slots__[:-1])
@@ -58,6 +78,7 @@ class WorkerModels:
     def __setstate__(self, state):
         for s, v in zip(self.__slots__, state):
             setattr(self, s, v)
+        self._fill_defaults()
         self._pickled = None
 
     def pickled(self) -> bytes:
@@ -78,10 +99,26 @@ class WorkerModels:
                 return False
             self.last_news[origin] = seq
         deferred, push, order = self.deferred, heapq.heappush, _ORDER
+        latest = self.news_ts
         for entry in items:
-            push(deferred, (max(entry[3], release), 0, next(order), entry))
+            key = max(entry[3], release)
+            push(deferred, (key, 0, next(order), entry))
+            latest = max(latest, key)
         for entry in segments:
-            push(deferred, (max(entry[3], release), 1, next(order), entry))
+            key = max(entry[3], release)
+            push(deferred, (key, 1, next(order), entry))
+            latest = max(latest, key)
+        self.news_ts = latest
+        self.version += 1
+        return True
+
+    def set_rules(self, seq: int, rules: tuple) -> bool:
+        """The rule set numbered ``seq``, unless a later one was taken already (copies of
+        one broadcast, and sets overtaken on the way, are skipped)."""
+        if seq <= self.rules_seq:
+            return False
+        self.rules_seq = seq
+        self.rules = RuleSet(rules)
         self.version += 1
         return True
 
@@ -91,14 +128,43 @@ class WorkerModels:
         else:
             self.unavailable.add(item)
             self.trending.forget(item)
+            self.new_items.forget(item)
         self.version += 1
 
-    def set_features(self, item: str, category: str | None, vector: bytes | None) -> None:
-        """An item's catalog features (every copy of the broadcast sets the same)."""
+    def set_features(self, item: str, category: str | None, vector: bytes | None,
+                     price: float | None = None, attributes: dict | None = None,
+                     new: bool = False) -> None:
+        """An item's catalog features (every copy of the broadcast sets the same).
+
+        A ``new`` item (its first catalog record, no interaction yet) joins the new items
+        of its category only once events flow (some trend news has come in): a catalog
+        loaded before any event, as at the start of a replay, brings no new items.
+        """
         self.learn_category(item, category)
         if vector is not None:
             self.vectors.put(item, vector)
+        self._learn_fact(self.item_price, item, price)
+        self._learn_fact(self.item_attributes, item, attributes or None)
+        if new and category and self.news_ts > 0.0 and item not in self.new_items.category_of:
+            self.new_items.add(item, category, self.news_ts)
         self.version += 1
+
+    def _learn_fact(self, facts: dict, item: str, value) -> None:
+        """Set one fact of an item; ``facts_version`` counts changes of a known one (rules
+        cache known facts per item until it moves; see ``models.rules.FactCache``)."""
+        old = facts.get(item)
+        if value is None:
+            if old is not None:
+                del facts[item]
+                self.facts_version += 1
+            return
+        if old is None and len(facts) >= self.max_item_categories:
+            # The oldest entry goes; a cached copy of its fact may outlive it (harmless:
+            # it was the item's real fact).
+            del facts[next(iter(facts))]
+        elif old is not None and old != value:
+            self.facts_version += 1
+        facts[item] = value
 
     def apply_until(self, ts: float | None) -> None:
         """Apply deferred trend entries older than ``ts`` (all of them when None)."""
@@ -130,10 +196,13 @@ class WorkerModels:
         if not due:
             return
         trending, unavailable, vectors = self.trending, self.unavailable, self.vectors
+        new_items = self.new_items
         for _ts, kind, _order, entry in due:
             if kind == 0:
                 item, category, popularity, when, vector = entry
                 if item not in unavailable:
+                    if new_items:
+                        new_items.forget(item)  # it has interactions: not new any more
                     trending.observe(item, category, popularity, when)
                     self.learn_category(item, category)
                     if vector is not None:
@@ -146,8 +215,12 @@ class WorkerModels:
         if not category:
             return
         cats = self.item_category
-        if item not in cats and len(cats) >= self.max_item_categories:
-            del cats[next(iter(cats))]
+        old = cats.get(item)
+        if old is None:
+            if len(cats) >= self.max_item_categories:
+                del cats[next(iter(cats))]
+        elif old != category:
+            self.facts_version += 1
         cats[item] = category
 
 

@@ -1,4 +1,4 @@
-"""The `streamrec` command: demo, tail, latest (and eval, bench, serve, datasets).
+"""The `streamrec` command: demo, tail, latest (and eval, bench, serve, datasets, rules).
 
 Configuration comes from the same environment variables as the worker
 (see ``streamrec.settings``); options override them where it makes sense.
@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     from streamrec import gateway_cli; gateway_cli.register(sub)  # noqa: E702
     from streamrec import fuzz_cli; fuzz_cli.register(sub)  # noqa: E702
     from streamrec import datasets_cli; datasets_cli.register(sub)  # noqa: E702
+    from streamrec import rules_cli; rules_cli.register(sub)  # noqa: E702
     return parser
 
 

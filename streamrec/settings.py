@@ -108,6 +108,8 @@ class Settings:
     kafka_fetch_wait_ms: int = 5
     consume_items: bool = True
     catalog_file: str | None = None
+    controls_topic: str = "controls"  # merchandising rule records (docs/merchandising.md)
+    consume_controls: bool = True
     # Redis output
     recs_maxlen: int = 100_000
     dlq_maxlen: int = 100_000
@@ -159,6 +161,8 @@ class Settings:
     w_segment: float = 0.25
     w_trending: float = 0.05
     max_per_category: int = 0  # 0: no hard cap, MMR only
+    new_item_slots: int = 1  # last slots of a list that may show new catalog items (0: off)
+    new_item_window: float = 7 * 24 * 3600.0  # event time a catalog item without interactions is new
     # Guards
     max_events_per_minute: int = 600
     max_clock_skew: float = 24 * 3600.0
@@ -222,6 +226,7 @@ class Settings:
         number("RABBITMQ_CONSUMERS_PER_QUEUE", "rabbitmq_consumers_per_queue", int, 1)
         text("STREAMREC_PREFIX", "prefix")
         text("STREAMREC_CATALOG_FILE", "catalog_file")
+        text("STREAMREC_CONTROLS_TOPIC", "controls_topic")
         text("STREAMREC_MODEL_VERSION", "model_version")
         text("STREAMREC_REPEAT_POLICY", "repeat_policy")
         text("STREAMREC_USER_ID_KEY", "user_id_key")
@@ -262,6 +267,8 @@ class Settings:
         number("STREAMREC_W_SEGMENT", "w_segment", float, 0.0)
         number("STREAMREC_W_TRENDING", "w_trending", float, 0.0)
         number("STREAMREC_MAX_PER_CATEGORY", "max_per_category", int, 0)
+        number("STREAMREC_NEW_ITEM_SLOTS", "new_item_slots", int, 0)
+        number("STREAMREC_NEW_ITEM_WINDOW", "new_item_window", float, 0.0)
         number("STREAMREC_MAX_EVENTS_PER_MINUTE", "max_events_per_minute", int, 1)
         number("STREAMREC_MAX_CLOCK_SKEW", "max_clock_skew", float, 0.0)
         number("STREAMREC_REDIS_TIMEOUT", "redis_timeout", float, 0.01)
@@ -274,6 +281,7 @@ class Settings:
         flag("STREAMREC_CONFLATE", "conflate")
         flag("STREAMREC_WRITE_PROFILES", "write_profiles")
         flag("STREAMREC_CONSUME_ITEMS", "consume_items")
+        flag("STREAMREC_CONSUME_CONTROLS", "consume_controls")
 
         weights = dict(DEFAULT_EVENT_WEIGHTS)
         raw_weights = env.get("STREAMREC_EVENT_WEIGHTS")

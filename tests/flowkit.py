@@ -13,16 +13,31 @@ from streamrec.settings import Settings
 
 def build_test_flow(payloads: list, settings: Settings | None = None, catalog: list | None = None,
                     flow_id: str = "test", snapshots: bool = True):
-    """(flow, outputs list, dead letters list) over ``payloads`` (dicts, bytes or sentinels)."""
+    """(flow, outputs list, dead letters list) over ``payloads`` (dicts, bytes or sentinels).
+
+    ``payloads`` may hold Envelopes of source ``"items"`` (catalog records) and
+    ``"controls"`` (rule records) among the events: each goes to its own input of the
+    flow, in its place in the stream (so a test can change the catalog or the rules
+    between two events).
+    """
     settings = settings or Settings(conflate=False)
     flow = Dataflow(flow_id)
-    envs = [p if isinstance(p, (TestingSource.ABORT, TestingSource.EOF)) else Envelope(p, None)
-            for p in payloads]
+    envs = [p if isinstance(p, (TestingSource.ABORT, TestingSource.EOF, Envelope))
+            else Envelope(p, None) for p in payloads]
     src = op.input("in", flow, TestingSource(envs, batch_size=50))
-    cat = None
+    sources = {e.source for e in envs if isinstance(e, Envelope)}
+    cat = controls = None
+    if sources & {"items", "controls"}:
+        split = op.branch("by_source", src, lambda e: e.source == "events")
+        src = split.trues
+        if "items" in sources:
+            cat = op.filter("mixed_items", split.falses, lambda e: e.source == "items")
+        if "controls" in sources:
+            controls = op.filter("mixed_controls", split.falses, lambda e: e.source == "controls")
     if catalog is not None:
-        cat = op.input("catalog", flow, TestingSource([Envelope(c, None, "items") for c in catalog]))
-    outputs, dead = wire(flow, src, cat, settings, snapshots=snapshots)
+        listed = op.input("catalog", flow, TestingSource([Envelope(c, None, "items") for c in catalog]))
+        cat = listed if cat is None else op.merge("catalogs", cat, listed)
+    outputs, dead = wire(flow, src, cat, settings, snapshots=snapshots, controls=controls)
     out: list = []
     dl: list = []
     op.output("out", outputs, TestingSink(out))

@@ -82,7 +82,7 @@ def _wait_for(predicate, workers: WorkerGroup, timeout: float = 90.0, what: str 
 
 
 KINDS = {"covis", "session", "category", "segment", "trending", "content", "knn", "seen", "mf",
-         "recent"}
+         "recent", "new"}  # "new": catalog records the worker read after events began
 
 
 @pytest.mark.parametrize("processes, workers", [(1, 1), (2, 1), (1, 2)],

@@ -79,3 +79,12 @@ def test_every_field_reaches_both_processes_of_a_replay(tmp_path):
     records = read_recs(tmp_path / "out")
     assert records and {r["model_version"] for r in records} == {changed.model_version}
     assert max(len(r["items"]) for r in records) <= changed.top_k
+
+
+def test_controls_and_new_item_settings_come_from_the_environment():
+    s = Settings.from_env({"STREAMREC_CONTROLS_TOPIC": "shop-rules", "STREAMREC_CONSUME_CONTROLS": "0",
+                           "STREAMREC_NEW_ITEM_SLOTS": "2", "STREAMREC_NEW_ITEM_WINDOW": "3600"})
+    assert (s.controls_topic, s.consume_controls, s.new_item_slots, s.new_item_window) == (
+        "shop-rules", False, 2, 3600.0)
+    with pytest.raises(ConfigError, match="STREAMREC_NEW_ITEM_SLOTS"):
+        Settings.from_env({"STREAMREC_NEW_ITEM_SLOTS": "-1"})

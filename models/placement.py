@@ -1,0 +1,186 @@
+"""What is placed into a list after top-K: pinned items and new catalog items.
+
+Pins (``models.rules``) go to their position in the lists whose context matches; new
+items (catalog records that arrived while events flowed and have had no interaction
+yet, kept per category by :class:`NewItems`) take the last slots of lists of users of
+their category, so a new product can be shown before anyone has interacted with it.
+
+Both only place items that may be listed: available, not purchased by the user, not
+blocked or filtered out by a rule, of the page's category when the list is restricted
+to one. Neither duplicates an item: a pinned item already in the list moves.
+
+>>> new = NewItems(per_category=2, window=3600.0)
+>>> new.add("n1", "shoes", 10.0); new.add("n2", "shoes", 20.0); new.add("n3", "shoes", 30.0)
+>>> new.newest("shoes", ts=40.0)
+['n3', 'n2']
+>>> new.forget("n3"); new.newest("shoes", ts=4000.0)
+[]
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from models.rules import ItemFacts, RuleSet
+
+__all__ = ["NewItems", "place"]
+
+
+class NewItems:
+    """Per category, the most recently added items that have had no interaction yet."""
+
+    __slots__ = ("per_category", "window", "by_category", "category_of")
+
+    def __init__(self, per_category: int = 20, window: float = 7 * 24 * 3600.0) -> None:
+        self.per_category = per_category
+        self.window = window
+        self.by_category: dict[str, dict[str, float]] = {}  # category -> item -> added at
+        self.category_of: dict[str, str] = {}
+
+    def __getstate__(self):
+        return (self.per_category, self.window, self.by_category, self.category_of)
+
+    def __setstate__(self, state):
+        self.per_category, self.window, self.by_category, self.category_of = state
+
+    def __len__(self) -> int:
+        return len(self.category_of)
+
+    def add(self, item: str, category: str, ts: float) -> None:
+        """``item`` of ``category`` entered the catalog at event time ``ts``."""
+        self.forget(item)
+        items = self.by_category.setdefault(category, {})
+        items[item] = ts
+        self.category_of[item] = category
+        while len(items) > self.per_category:
+            self.category_of.pop(next(iter(items)), None)
+            del items[next(iter(items))]
+
+    def forget(self, item: str) -> None:
+        """``item`` is not new any more (it trends, or left the catalog)."""
+        category = self.category_of.pop(item, None)
+        if category is not None:
+            items = self.by_category[category]
+            del items[item]
+            if not items:
+                del self.by_category[category]
+
+    def newest(self, category: str, ts: float) -> list[str]:
+        """New items of ``category`` added within the window before ``ts``, newest first."""
+        items = self.by_category.get(category)
+        if not items:
+            return []
+        since = ts - self.window
+        return [i for i, added in reversed(items.items()) if added >= since]
+
+
+def _top_category(inp) -> str | None:
+    for cats in (inp.session_categories, inp.categories):
+        if cats:
+            return cats[0][0]
+    return inp.preferences[0] if inp.preferences else None
+
+
+def _categories(inp) -> list[str]:
+    """The user's top categories, session taste first (the page's, when it names one)."""
+    if inp.page_category:
+        return [inp.page_category]
+    out: list[str] = []
+    for cats in (inp.session_categories, inp.categories):
+        for c, _ in cats:
+            if c not in out:
+                out.append(c)
+    for c in inp.preferences or ():
+        if c not in out:
+            out.append(c)
+    return out[:4]
+
+
+def place(results: list, inputs: Sequence, k: int, rules: RuleSet | None, facts: ItemFacts,
+          unavailable, new_items: NewItems | None, new_slots: int) -> None:
+    """Put new items (last slots) and pins (their positions) into ``results`` in place."""
+    pins = rules.pins if rules is not None else ()
+    fresh = new_items is not None and len(new_items) > 0 and new_slots > 0
+    if not pins and not fresh:
+        return
+    permitted: dict[str, bool] = {}  # by the rules and availability: the same for every list
+
+    def allowed(item: str, inp) -> bool:
+        ok = permitted.get(item)
+        if ok is None:
+            ok = permitted[item] = item not in unavailable and (
+                rules is None or rules.allows(item, facts))
+        if not ok or item in inp.excluded:
+            return False
+        return not inp.page_category or facts.category.get(item) == inp.page_category
+
+    by_context = any(r.lists is not None for r in pins)
+    for inp, res in zip(inputs, results):
+        if not res.items:
+            continue  # nothing ranked: the rank step's fallback list has no rules
+        items, reasons = res.items, res.reasons
+        if fresh:
+            _place_new(inp, items, reasons, k, new_items, new_slots, allowed)
+        if pins:
+            top = _top_category(inp) if by_context else None
+            chosen = [r for r in pins if (r.lists is None or r.lists.matches(
+                inp.page_category, top, inp.page, inp.segment)) and allowed(r.item_id, inp)]
+            if chosen:
+                _place_pins(items, reasons, k, chosen)
+
+
+def _place_new(inp, items: list, reasons: list, k: int, new_items: NewItems, slots: int,
+               allowed) -> None:
+    listed = {i for i, _ in items}
+    queues = [(c, new_items.newest(c, inp.ts)) for c in _categories(inp)]
+    picked: list[tuple[str, str]] = []
+    while len(picked) < slots and any(q for _, q in queues):
+        for category, queue in queues:  # round robin: the top category first
+            while queue:
+                item = queue.pop(0)
+                if item not in listed and allowed(item, inp):
+                    picked.append((item, category))
+                    listed.add(item)
+                    break
+            if len(picked) >= slots:
+                break
+    if not picked:
+        return
+    cut = max(0, min(len(items), k - len(picked)))
+    score = items[cut - 1][1] if cut else items[0][1]
+    del items[cut:], reasons[cut:]
+    for item, category in picked:
+        items.append((item, score))
+        reasons.append({"kind": "new", "category": category})
+
+
+def _place_pins(items: list, reasons: list, k: int, pins: list) -> None:
+    """Pinned items at their positions (the first rule takes a contested one, the next
+    free one goes to the next); the ranked items keep their order around them, and a
+    pin past the end of a shorter list comes last."""
+    taken: dict[int, object] = {}
+    placed: set[str] = set()
+    for rule in pins:  # by position
+        if rule.item_id in placed:
+            continue
+        at = rule.position - 1
+        while at in taken:
+            at += 1
+        if at < k:
+            taken[at] = rule
+            placed.add(rule.item_id)
+    if not taken:
+        return
+    last = len(items) - 1
+    scores = {at: items[min(at, last)][1] for at in taken}  # a pin takes its slot's score
+    names = [i for i, _ in items]
+    for item in placed:
+        if item in names:  # ranked too: it moves to its pinned place
+            at = names.index(item)
+            del names[at], items[at], reasons[at]
+    for at in sorted(taken):  # ascending: earlier pins keep their index
+        rule = taken[at]
+        where = min(at, len(items))
+        items.insert(where, (rule.item_id, scores[at]))
+        reasons.insert(where, {"kind": "pinned", "rule": rule.rule_id})
+    del items[k:], reasons[k:]
