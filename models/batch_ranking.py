@@ -17,7 +17,6 @@ never each candidate.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -29,10 +28,12 @@ from models.placement import NewItems, place
 from models.ranking import (
     FEATURES, SIGNALS, RankConfig, RankInput, RankResult, _category_mix, prior_weights,
 )
-from models.rule_columns import FactCache, ItemFacts
+from models.diversity import diversify
+from models.item_codes import ItemCodes
+from models.reasons import explain
+from models.rule_columns import ItemFacts
 from models.rules import RuleSet, apply_item_rules, boost
 from models.trending import Trending
-from models.vocabulary import ItemVocabulary
 
 __all__ = ["ItemCodes", "RankModels", "rank_batch"]
 
@@ -40,50 +41,6 @@ _F = {name: i for i, name in enumerate(FEATURES)}
 _NS = len(SIGNALS)
 _NF = len(FEATURES)
 _SEEN, _MF = _F["seen"], _F["mf"]
-
-
-class ItemCodes:
-    """Item ids as dense slots of a bounded :class:`ItemVocabulary`, with what is cached
-    per slot: the three Bloom-filter bit positions of the item (a pure function of its
-    id, as :class:`models.ranking.SeenFilter`; -1: not computed yet).
-
-    Only a cache: which slot an item gets never changes a list, so a worker keeps one
-    for all its rankings and recovery need not restore it.
-    """
-
-    __slots__ = ("vocab", "bloom", "facts")
-
-    def __init__(self, capacity: int = 200_000) -> None:
-        self.vocab = ItemVocabulary(capacity)
-        self.bloom = np.full((0, 3), -1, dtype=np.int32)
-        self.facts = FactCache()  # catalog facts per slot, for rules
-
-    def slots(self, items: Sequence[str], ts: float) -> np.ndarray:
-        """Slots of ``items``; evicted slots forget their cached bit positions."""
-        evicted: list[int] = []
-        slots = self.vocab.encode(items, ts, evicted)
-        size = self.vocab.size
-        if len(self.bloom) < size:
-            grow = max(size, 2 * len(self.bloom), 256)
-            extra = np.full((grow - len(self.bloom), 3), -1, dtype=np.int32)
-            self.bloom = np.concatenate([self.bloom, extra])
-        if evicted:
-            self.bloom[evicted] = -1
-            self.facts.evict(evicted)
-        return slots
-
-    def bloom_positions(self, slots: np.ndarray) -> np.ndarray:
-        """The ``(n, 3)`` Bloom bit positions of ``slots`` (computed once per item)."""
-        pos = self.bloom[slots]
-        todo = np.flatnonzero(pos[:, 0] < 0)
-        if len(todo):
-            ids = self.vocab.ids
-            for row in todo.tolist():
-                raw = ids[int(slots[row])].encode()
-                h = zlib.crc32(raw)
-                pos[row] = (h & 0xFFF, (h >> 12) & 0xFFF, zlib.adler32(raw) & 0xFFF)
-            self.bloom[slots[todo]] = pos[todo]
-        return pos
 
 
 @dataclass
@@ -324,7 +281,7 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     results = _select(inputs, models, cfg, X, scores, row_req, row_items, weights, ctx)
     listed = [res.reasons for res in results] if boosted is not None else None
     entries = (entry_row, entry_col, vals, np.repeat(np.asarray(table.tags, dtype=np.intp), lens))
-    _explain(results, X, row_req, origin, weights, ctx, entries, table.tag_names)
+    explain(results, X, row_req, origin, weights, ctx, entries, table.tag_names)
     if listed is not None:
         boosts = models.rules.boosts
         for res, rows in zip(results, listed):
@@ -453,8 +410,8 @@ def _select(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray, scores: 
     strategy_idx = np.argmax(contrib, axis=1).tolist()
     strategy_ok = (contrib.max(axis=1) > 0).tolist()
 
-    pick_rows, pick_scores = _diversify(cfg, models, order, position, req_sorted, scores,
-                                        row_items, n_req)
+    pick_rows, pick_scores = diversify(cfg, models.item_category, order, position, req_sorted,
+                                       scores, row_items, n_req)
     picked = pick_rows >= 0
     counts = picked.sum(axis=1).tolist()
     rows = pick_rows[picked].tolist()
@@ -478,128 +435,8 @@ def _select(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray, scores: 
         strategy = SIGNALS[strategy_idx[r]] if strategy_ok[r] else "trending"
         result = RankResult(list(zip(names[at : at + c], values[at : at + c])), strategy,
                             fb_names[fb_at : fb_at + f], fb_X[fb_at : fb_at + f])
-        result.reasons = rows[at : at + c]  # rows for now: _explain turns them into reasons
+        result.reasons = rows[at : at + c]  # rows for now: explain() turns them into reasons
         out.append(result)
         at += c
         fb_at += f
     return out
-
-
-def _diversify(cfg: RankConfig, models: RankModels, order, position, req_sorted, scores,
-               row_items, n_req: int) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy MMR over every request's head at once (see ``models.ranking._diversify``):
-    each pick from a category already listed is damped by ``(1 - diversity)`` per earlier
-    pick of it; optional hard cap per category.
-
-    No pick-by-pick loop is needed: within a category items are always picked in score
-    order (they share the damping), so the j-th item of a category is worth
-    ``score * damp**j`` when it can be picked, and that is below what its predecessor
-    was worth. The greedy sequence is therefore the head sorted by those values (ties in
-    head order), without the items past a category's cap.
-
-    Returns ``(rows, scores)``, each ``(n_req, k)``: the picked candidate rows best first
-    (-1 where a request has fewer) and their scores rounded to 6 decimals.
-    """
-    k = cfg.k
-    plain = cfg.diversity <= 0.0 and cfg.max_per_category <= 0
-    head_n = k if plain else k * 3  # diversity reorders the head; the tail never shows
-    in_head = position < head_n
-    head = order[in_head]  # by request, then score order
-    head_req = req_sorted[in_head]
-    head_pos = position[in_head]
-    head_scores = scores[head]
-    if not plain:
-        # Damping is multiplicative: scores must be positive (shift only when needed).
-        low = np.minimum(0.0, _group_min(head_scores, head_req, n_req))
-        shifted = head_scores - low[head_req] + 1e-9
-        cat_of = models.item_category.get
-        codes: dict[str, int] = {}
-        cats = np.array([codes.setdefault(c, len(codes)) if c else -1
-                         for c in map(cat_of, [row_items[i] for i in head.tolist()])],
-                        dtype=np.int64)
-        # Rank of each item within its request's category (in score order).
-        group = head_req.astype(np.int64) * (len(codes) + 1) + (cats + 1)
-        by_group = np.lexsort((head_pos, group))
-        g_sorted = group[by_group]
-        g_start = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
-        within = np.empty(len(head), dtype=np.int64)
-        within[by_group] = np.arange(len(head)) - np.repeat(g_start, np.diff(np.r_[g_start, len(head)]))
-        within[cats < 0] = 0  # no category: never damped, never capped
-        damp = 1.0 - cfg.diversity
-        adjusted = np.where(within > 0, shifted * damp**within, shifted)
-        ok = np.ones(len(head), dtype=bool)
-        if cfg.max_per_category > 0:
-            ok = within < cfg.max_per_category
-        head, head_req, adjusted = head[ok], head_req[ok], adjusted[ok]
-        head_pos = head_pos[ok]
-        resort = np.lexsort((head_pos, -adjusted, head_req))
-        head, head_req = head[resort], head_req[resort]
-        head_scores = adjusted[resort] + low[head_req]
-        starts = np.searchsorted(head_req, np.arange(n_req))
-        head_pos = np.arange(len(head)) - starts[head_req]
-        pick = head_pos < k
-        head, head_req, head_pos, head_scores = (head[pick], head_req[pick], head_pos[pick],
-                                                 head_scores[pick])
-    rows = np.full((n_req, k), -1, dtype=np.intp)
-    values = np.zeros((n_req, k))
-    rows[head_req, head_pos] = head
-    values[head_req, head_pos] = head_scores
-    return rows, np.round(values, 6)
-
-
-def _group_min(values: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
-    out = np.full(n, np.inf)
-    np.minimum.at(out, groups, values)
-    return out
-
-
-# A reason's kind per feature column: the cold-start copies count as what they copy.
-_REASON_OF = {i: name for i, name in enumerate(FEATURES)}
-_REASON_OF[_F["covis_cold"]] = "covis"
-_REASON_OF[_F["trending_cold"]] = "trending"
-_NAMED = {_F["covis"]: "because", _F["covis_cold"]: "because", _F["category"]: "category"}
-
-
-def _explain(results: list[RankResult], X: np.ndarray, row_req: np.ndarray, origin: np.ndarray,
-             weights: np.ndarray, ctx: np.ndarray, entries: tuple, tag_names: list) -> None:
-    """Give each listed item its reason: the signal that adds most to its score, with
-    what proposed it where there is one to name (the recent item whose followers it is,
-    the category it trends in)."""
-    rows = [r for res in results if res.reasons for r in res.reasons]
-    if not rows:
-        for res in results:
-            res.reasons = []
-        return
-    rows = np.asarray(rows, dtype=np.intp)
-    contrib = X[rows] * weights[ctx[row_req[rows]]]
-    kind = np.argmax(contrib, axis=1)
-    positive = contrib[np.arange(len(rows)), kind] > 0
-    # The strongest entry of that kind for each listed row names what proposed it.
-    entry_row, entry_col, vals, tags = entries
-    strongest = np.full(int(entry_row.max()) + 1, -1, dtype=np.intp)
-    strongest[origin[rows]] = np.where(positive, kind, -1)
-    wanted = strongest[entry_row]
-    match = (wanted == entry_col) | ((wanted == _F["covis_cold"]) & (entry_col == _F["covis"]))
-    match &= tags > 0
-    named: dict[int, str] = {}
-    if match.any():
-        idx = np.flatnonzero(match)
-        order = idx[np.lexsort((-vals[idx], entry_row[idx]))]
-        first = np.r_[True, entry_row[order][1:] != entry_row[order][:-1]]
-        for row, tag in zip(entry_row[order][first].tolist(), tags[order][first].tolist()):
-            named[row] = tag_names[tag]
-    reasons = []
-    for row, k, ok in zip(origin[rows].tolist(), kind.tolist(), positive.tolist()):
-        if not ok:
-            reasons.append({"kind": "trending"})
-            continue
-        reason = {"kind": _REASON_OF[k]}
-        field_name = _NAMED.get(k)
-        if field_name and row in named:
-            reason[field_name] = named[row]
-        reasons.append(reason)
-    at = 0
-    for res in results:
-        n = len(res.reasons or [])
-        res.reasons = reasons[at : at + n]
-        at += n

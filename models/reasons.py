@@ -1,0 +1,65 @@
+"""Why each listed item is there: the signal that adds most to its score, with what
+proposed it where there is something to name (the recent item whose follower it is, the
+category it trends in). See docs/ranking.md#reasons for the kinds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.ranking import FEATURES, RankResult
+
+__all__ = ["explain"]
+
+_F = {name: i for i, name in enumerate(FEATURES)}
+
+# A reason's kind per feature column: the cold-start copies count as what they copy.
+_REASON_OF = {i: name for i, name in enumerate(FEATURES)}
+_REASON_OF[_F["covis_cold"]] = "covis"
+_REASON_OF[_F["trending_cold"]] = "trending"
+_NAMED = {_F["covis"]: "because", _F["covis_cold"]: "because", _F["category"]: "category"}
+
+
+def explain(results: list[RankResult], X: np.ndarray, row_req: np.ndarray, origin: np.ndarray,
+             weights: np.ndarray, ctx: np.ndarray, entries: tuple, tag_names: list) -> None:
+    """Give each listed item its reason: the signal that adds most to its score, with
+    what proposed it where there is one to name (the recent item whose followers it is,
+    the category it trends in)."""
+    rows = [r for res in results if res.reasons for r in res.reasons]
+    if not rows:
+        for res in results:
+            res.reasons = []
+        return
+    rows = np.asarray(rows, dtype=np.intp)
+    contrib = X[rows] * weights[ctx[row_req[rows]]]
+    kind = np.argmax(contrib, axis=1)
+    positive = contrib[np.arange(len(rows)), kind] > 0
+    # The strongest entry of that kind for each listed row names what proposed it.
+    entry_row, entry_col, vals, tags = entries
+    strongest = np.full(int(entry_row.max()) + 1, -1, dtype=np.intp)
+    strongest[origin[rows]] = np.where(positive, kind, -1)
+    wanted = strongest[entry_row]
+    match = (wanted == entry_col) | ((wanted == _F["covis_cold"]) & (entry_col == _F["covis"]))
+    match &= tags > 0
+    named: dict[int, str] = {}
+    if match.any():
+        idx = np.flatnonzero(match)
+        order = idx[np.lexsort((-vals[idx], entry_row[idx]))]
+        first = np.r_[True, entry_row[order][1:] != entry_row[order][:-1]]
+        for row, tag in zip(entry_row[order][first].tolist(), tags[order][first].tolist()):
+            named[row] = tag_names[tag]
+    reasons = []
+    for row, k, ok in zip(origin[rows].tolist(), kind.tolist(), positive.tolist()):
+        if not ok:
+            reasons.append({"kind": "trending"})
+            continue
+        reason = {"kind": _REASON_OF[k]}
+        field_name = _NAMED.get(k)
+        if field_name and row in named:
+            reason[field_name] = named[row]
+        reasons.append(reason)
+    at = 0
+    for res in results:
+        n = len(res.reasons or [])
+        res.reasons = reasons[at : at + n]
+        at += n
