@@ -83,7 +83,8 @@ def step_configs(
                           popularity_half_life=s.trending_half_life,
                           max_neighbours=s.max_neighbours, answer_neighbours=s.answer_neighbours,
                           rank_shards=s.rank_shards, trend_shards=s.trend_shards,
-                          knn_sessions=s.knn_sessions)
+                          knn_sessions=s.knn_sessions,
+                          max_fresh_per_minute=s.max_fresh_per_item_minute)
     ranking = RankConfig(k=s.top_k, repeat_policy=s.repeat_policy, diversity=s.diversity,
                          max_per_category=s.max_per_category, repeat_factor=s.repeat_factor,
                          w_category=s.w_category, w_session=s.w_session, w_seen=s.w_seen,

@@ -24,7 +24,8 @@ class ItemState:
     """What the flow knows about one item."""
 
     __slots__ = ("item_id", "category", "tags", "available", "price", "popularity", "neighbours",
-                 "in_catalog", "reported", "reported_ts", "vector", "sessions", "attributes")
+                 "in_catalog", "reported", "reported_ts", "vector", "sessions", "attributes",
+                 "fresh_start", "fresh_count")
 
     def __init__(self, item_id: str) -> None:
         self.item_id = item_id
@@ -40,6 +41,10 @@ class ItemState:
         self.vector: bytes | None = None  # content features, see models.content
         self.sessions: SessionNeighbours | None = None  # session-kNN, see models.sessionknn
         self.attributes: dict[str, str] | None = None  # bounded, for rules (models.rules)
+        # Interactions by brand-new user ids in the current minute of event time (the
+        # guard against many fresh ids pumping one item, see fresh_flood).
+        self.fresh_start = 0.0
+        self.fresh_count = 0
 
     def __getstate__(self):
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -49,8 +54,24 @@ class ItemState:
             setattr(self, s, v)
         if len(state) < len(self.__slots__) - 1:  # a snapshot from before session-kNN
             self.sessions = None
-        if len(state) < len(self.__slots__):  # from before merchandising rules
+        if len(state) < len(self.__slots__) - 2:  # from before merchandising rules
             self.attributes = None
+        if len(state) < len(self.__slots__):  # from before the fresh-id guard
+            self.fresh_start, self.fresh_count = 0.0, 0
+
+    def fresh_flood(self, ts: float, limit: int) -> bool:
+        """Count one interaction by a brand-new user id; True when this minute of event
+        time already had ``limit`` of them (the popularity increment is then dropped:
+        a script that makes up ids to push one item gets nowhere).
+
+        >>> s = ItemState("p1")
+        >>> [s.fresh_flood(0.0, 2) for _ in range(3)], s.fresh_flood(61.0, 2)
+        ([False, False, True], False)
+        """
+        if ts - self.fresh_start >= 60.0 or ts < self.fresh_start:
+            self.fresh_start, self.fresh_count = ts, 0
+        self.fresh_count += 1
+        return self.fresh_count > limit
 
     def learn_session(self, key: int, nearby: list[tuple[str, float]], capacity: int,
                       max_items: int) -> None:

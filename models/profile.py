@@ -331,8 +331,9 @@ class UserProfile:
         return False
 
     def _burst(self, ts: float, limit: int) -> bool:
-        # A fixed one-minute window in event time: more than `limit` events is a bot or a
-        # replaying client; the excess is dropped (counted, not learned from).
+        # A fixed one-minute window: more than `limit` events is a bot or a replaying
+        # client; the excess is dropped (counted, not learned from). `ts` is the broker's
+        # time when known (a client can lie about its own), else the event's.
         if ts - self._burst_start >= 60.0 or ts < self._burst_start:
             self._burst_start = ts
             self._burst_count = 0
@@ -340,12 +341,16 @@ class UserProfile:
         return self._burst_count > limit
 
     # --- learning ---------------------------------------------------------------
-    def apply(self, event: Event, cfg: ProfileConfig) -> str:
-        """Learn from one event. Returns ``applied``, ``duplicate`` or ``burst``."""
+    def apply(self, event: Event, cfg: ProfileConfig, arrived: float | None = None) -> str:
+        """Learn from one event. Returns ``applied``, ``duplicate`` or ``burst``.
+
+        ``arrived``: when the event entered the broker; the burst guard counts by it, since
+        a bot can make up its events' timestamps but not the broker's clock.
+        """
         if self._seen_event(event.event_id, cfg.dedupe_window):
             return "duplicate"
         ts = event.ts
-        if self._burst(ts, cfg.max_events_per_minute):
+        if self._burst(ts if arrived is None else arrived, cfg.max_events_per_minute):
             return "burst"
         self.seq += 1
         if self.first_ts is None:

@@ -13,11 +13,14 @@ from typing import Iterable
 from bytewax.operators import StatefulBatchLogic
 
 from models.covisitation import ItemState
+from streamrec.metrics import GUARDED
 from operators.messages import (
     Availability, ItemAnswer, ItemFeatures, ItemQuery, PopularityReport, trend_shard,
 )
 
-__all__ = ["ItemStepConfig", "ItemLogic", "CatalogRecord"]
+__all__ = ["ItemStepConfig", "ItemLogic", "CatalogRecord", "FRESH_SEQ"]
+
+FRESH_SEQ = 2  # a user id's first events: too new to vouch for anything
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,9 @@ class ItemStepConfig:
     trend_shards: int = 4
     report_growth: float = 1.25
     knn_sessions: int = 50  # recent sessions kept per item for session-kNN (0: off)
+    # Interactions per item and minute of event time that brand-new user ids (their first
+    # FRESH_SEQ events) may add to popularity; more is a script inventing ids.
+    max_fresh_per_minute: int = 120
     knn_session_items: int = 10  # items kept per stored session
     knn_neighbours: int = 30  # most similar stored sessions that vote
     snapshots: bool = True  # False when recovery is off (see dataflows.recommend)
@@ -59,9 +65,14 @@ class ItemLogic(StatefulBatchLogic):
         for msg in _event_time_order(values):
             if isinstance(msg, ItemQuery):
                 ts = msg.ts
-                if msg.interaction > 0.0 or msg.category:
-                    state.learn_event(msg.category, msg.interaction, ts, cfg.popularity_half_life)
-                    if state.available and msg.interaction > 0.0:
+                interaction = msg.interaction
+                if (interaction > 0.0 and msg.seq <= FRESH_SEQ
+                        and state.fresh_flood(ts, cfg.max_fresh_per_minute)):
+                    interaction = 0.0  # one of many brand-new ids at once: not popularity
+                    GUARDED.add("fresh_id_flood")
+                if interaction > 0.0 or msg.category:
+                    state.learn_event(msg.category, interaction, ts, cfg.popularity_half_life)
+                    if state.available and interaction > 0.0:
                         pop = state.report_due(ts, cfg.report_growth, cfg.popularity_half_life)
                         if pop is not None:
                             out.append(PopularityReport(trend_shard(self.item_id, cfg.trend_shards),

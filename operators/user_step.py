@@ -16,6 +16,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from models.events import Event, engagement, erasure_receipt
 from models.profile import ProfileConfig, UserProfile
+from streamrec.metrics import GUARDED
 from operators.messages import (
     EraseUser, ForgetUser, ItemQuery, ProfileWrite, RankRequest, SegmentHit, rank_shard,
     trend_shard,
@@ -213,8 +214,9 @@ class UserLogic(StatefulBatchLogic):
                 continue
             prev_session = profile.session_items  # a copy: apply() does not change it
             session_n = profile.session_n
-            status = profile.apply(event, self.cfg.profile)
+            status = profile.apply(event, self.cfg.profile, ingested_at)
             if status != "applied":
+                GUARDED.add(status)
                 continue
             if profile.session_n != session_n:
                 prev_session = []  # a new session: no sequence learned across the gap

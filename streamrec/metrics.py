@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 
 __all__ = [
     "Tally", "BatchHistogram", "WorkerHealth", "HEALTH",
-    "EVENTS", "DEAD_LETTERS", "LISTS_WRITTEN", "PROFILES_WRITTEN", "EVENT_TO_REDIS",
+    "EVENTS", "GUARDED", "DEAD_LETTERS", "LISTS_WRITTEN", "PROFILES_WRITTEN", "EVENT_TO_REDIS",
     "SINK_BATCH_SIZE", "SINK_WRITE_SECONDS", "REDIS_ERRORS", "REDIS_RETRIES", "REDIS_UP",
     "KAFKA_LAG", "KAFKA_UP", "LAST_BATCH_TIME",
 ]
@@ -150,6 +150,10 @@ HEALTH = WorkerHealth()
 
 EVENTS = Tally("streamrec_events_total",
                "Valid input events parsed, by event type.", "type")
+GUARDED = Tally("streamrec_guarded_events_total",
+                "Events the guards kept from learning, by reason (burst: over a user's per-minute "
+                "limit by broker time; duplicate: an event_id seen before; fresh_id_flood: one "
+                "of too many brand-new ids on one item in a minute).", "reason")
 DEAD_LETTERS = Tally("streamrec_dead_letters_total",
                      "Dead letters written to Redis, by reason code.", "reason")
 LISTS_WRITTEN = Counter("streamrec_lists_written",

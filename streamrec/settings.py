@@ -165,6 +165,7 @@ class Settings:
     new_item_window: float = 7 * 24 * 3600.0  # event time a catalog item without interactions is new
     # Guards
     max_events_per_minute: int = 600
+    max_fresh_per_item_minute: int = 120  # brand-new ids' interactions one item may count
     max_clock_skew: float = 24 * 3600.0
     # Live worker only, 0 = off: older events go to the DLQ (ts:too_old). Off by default
     # because benchmarks and `demo --events` feed recorded (old) events to the live worker.
@@ -270,6 +271,7 @@ class Settings:
         number("STREAMREC_NEW_ITEM_SLOTS", "new_item_slots", int, 0)
         number("STREAMREC_NEW_ITEM_WINDOW", "new_item_window", float, 0.0)
         number("STREAMREC_MAX_EVENTS_PER_MINUTE", "max_events_per_minute", int, 1)
+        number("STREAMREC_MAX_FRESH_PER_ITEM_MINUTE", "max_fresh_per_item_minute", int, 1)
         number("STREAMREC_MAX_CLOCK_SKEW", "max_clock_skew", float, 0.0)
         number("STREAMREC_REDIS_TIMEOUT", "redis_timeout", float, 0.01)
         number("STREAMREC_REDIS_RETRIES", "redis_retries", int, 0)

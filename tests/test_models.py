@@ -194,6 +194,18 @@ def test_burst_guard_drops_the_excess():
     assert results.count("applied") == 10 and results.count("burst") == 20
 
 
+def test_burst_guard_counts_by_broker_time_not_the_events_own():
+    # A bot spreads its timestamps over hours, but the broker took them within a minute.
+    cfg = ProfileConfig(max_events_per_minute=10)
+    p = UserProfile("bot")
+    results = [p.apply(Event(f"e{i}", T0 + i * 3600.0, "bot", "view", f"p{i}"), cfg,
+                       arrived=T0 + i * 0.5) for i in range(30)]
+    assert results.count("applied") == 10 and results.count("burst") == 20
+    honest = UserProfile("u")
+    assert all(honest.apply(Event(f"e{i}", T0 + i, "u", "view", f"p{i}"), cfg,
+                            arrived=T0 + i * 10.0) == "applied" for i in range(30))
+
+
 def test_profile_does_not_alias_event_context():
     ctx = {"user_attrs": {"age_band": "25-34", "gender": "F"}, "preferences": ["shoes"]}
     p = UserProfile("u")

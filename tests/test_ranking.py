@@ -219,3 +219,22 @@ def test_partial_sorts_give_the_head_of_a_full_stable_sort():
     pos = np.flatnonzero(sims > 0)
     want = [f"p{i}" for i in pos[np.argsort(-sims[pos], kind="stable")][:30]]
     assert [item for item, _ in index.nearest(user, 30)] == want
+
+
+def test_many_fresh_ids_cannot_pump_one_item():
+    from operators.item_step import FRESH_SEQ, ItemLogic, ItemStepConfig
+    from operators.messages import ItemQuery
+    from streamrec.metrics import GUARDED
+
+    before = GUARDED.totals().get("fresh_id_flood", 0)
+    logic = ItemLogic(ItemStepConfig(max_fresh_per_minute=50), None)
+    made_up = [ItemQuery("p1", f"bot{i}", 1, T0 + i * 0.1, "rank-0", 0.0, [], 1.0, "c")
+               for i in range(200)]
+    logic.on_batch(made_up)
+    assert logic.state.popularity_at(T0 + 20) == pytest.approx(50.0, rel=0.01)
+    assert GUARDED.totals()["fresh_id_flood"] - before == 150
+    # Users past their first events count in full, and so do fresh ids a minute later.
+    known = [ItemQuery("p1", f"u{i}", FRESH_SEQ + 1, T0 + 30, "rank-0", 0.0, [], 1.0, "c")
+             for i in range(100)]
+    logic.on_batch(known + [ItemQuery("p1", "late", 1, T0 + 90, "rank-0", 0.0, [], 1.0, "c")])
+    assert logic.state.popularity_at(T0 + 30) > 140

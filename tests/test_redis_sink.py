@@ -113,3 +113,20 @@ def test_an_erasure_receipt_is_written_once_both_parts_ran_in_either_order(
     finally:
         first.close()
         second.close()
+
+
+def test_guard_counts_reach_redis_once_per_process(redis_server, redis_client):
+    from streamrec.metrics import GUARDED
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    sink = RedisSink(redis_server.url, prefix)
+    first, second = sink.build("out", 0, 2), sink.build("out", 1, 2)
+    first.write_batch([])  # counts from earlier tests go out now; only the new ones below
+    base = {k.decode(): int(v) for k, v in redis_client.hgetall(f"{prefix}:guarded").items()}
+    GUARDED.add("burst", 3)
+    GUARDED.add("fresh_id_flood", 2)
+    first.write_batch([_rec("u1", 1)])
+    second.write_batch([_rec("u2", 1)])  # the other partition: nothing counted twice
+    got = {k.decode(): int(v) for k, v in redis_client.hgetall(f"{prefix}:guarded").items()}
+    assert got.get("burst", 0) - base.get("burst", 0) == 3
+    assert got.get("fresh_id_flood", 0) - base.get("fresh_id_flood", 0) == 2
