@@ -167,7 +167,10 @@ class VectorIndex:
                 ring.put(self.items[slot], self.matrix[slot])
             self.recent = ring
 
-    def put(self, item: str, vector: bytes | None) -> None:
+    def put(self, item: str, vector: bytes | None, searchable: bool = True) -> None:
+        """Index ``item``'s vector. ``searchable=False`` keeps it out of the search
+        window unless it is there already (catalog records: the window holds items seen
+        active, in the order they were, which every worker count agrees on)."""
         if not vector:
             return  # no features (or they cancelled out in the hash): nothing to index
         row = np.frombuffer(vector, dtype=np.float16).astype(np.float32)
@@ -189,7 +192,7 @@ class VectorIndex:
                 self.items[slot] = item
             self.slot_of[item] = slot
         self.matrix[slot] = row
-        if self.recent is not None:
+        if self.recent is not None and (searchable or item in self.recent.slot_of):
             self.recent.put(item, row)
 
     def get(self, item: str) -> np.ndarray | None:

@@ -11,9 +11,6 @@ those models in every shard, and restore through :attr:`RankShardState.legacy`.
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,11 +19,10 @@ from models.blend import ContextBlend, OnlineBlend
 from models.content import VectorIndex
 from models.mf import ImplicitMF
 from models.ranking import FEATURES, RankConfig, prior_weights
-from operators.worker_models import WorkerModels
+from operators.worker_models import WorkerModels, keyed_news
 
 __all__ = ["RankStepConfig", "RankShardState", "of_erased_life"]
 
-_ORDER = itertools.count(time.time_ns())
 
 
 @dataclass(frozen=True)
@@ -111,11 +107,7 @@ class RankShardState:
         models.item_category = old["item_category"]
         models.unavailable = old["unavailable"]
         models.vectors = old["vectors"]
-        deferred = old.get("deferred") or []
-        if deferred and len(deferred[0]) == 3:  # a sorted list: (ts, kind, entry)
-            deferred = [(ts, kind, next(_ORDER), e) for ts, kind, e in deferred]
-            heapq.heapify(deferred)  # sorted by ts only, not by (ts, kind)
-        models.deferred = deferred
+        models.deferred = keyed_news(old.get("deferred") or [])
         models.last_news = {}
         models.version = 0
         models.max_item_categories = 50_000

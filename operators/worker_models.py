@@ -54,7 +54,9 @@ class WorkerModels:
         self.vectors = VectorIndex(max_item_vectors, search_window)
         # Trend entries not yet applied, a heap by event time: a request sees only what
         # happened before it, even when a batch (or a faster worker) brings later news.
-        self.deferred: list[tuple] = []  # heap of (ts, kind, order, entry)
+        # A heap of (ts, kind, key, order, entry): entries of one time apply in key order
+        # (item, or segment and item), not in the order copies happened to arrive.
+        self.deferred: list[tuple] = []
         self.last_news: dict[str, int] = {}  # origin -> highest broadcast seq taken
         self.version = 0  # changes applied or queued: the most advanced copy wins
         self.max_item_categories = max_item_categories
@@ -78,6 +80,7 @@ class WorkerModels:
     def __setstate__(self, state):
         for s, v in zip(self.__slots__, state):
             setattr(self, s, v)
+        self.deferred = keyed_news(self.deferred)
         self._fill_defaults()
         self._pickled = None
 
@@ -102,11 +105,11 @@ class WorkerModels:
         latest = self.news_ts
         for entry in items:
             key = max(entry[3], release)
-            push(deferred, (key, 0, next(order), entry))
+            push(deferred, (key, 0, entry[0], next(order), entry))
             latest = max(latest, key)
         for entry in segments:
             key = max(entry[3], release)
-            push(deferred, (key, 1, next(order), entry))
+            push(deferred, (key, 1, entry[0] + "\0" + entry[1], next(order), entry))
             latest = max(latest, key)
         self.news_ts = latest
         self.version += 1
@@ -142,7 +145,9 @@ class WorkerModels:
         """
         self.learn_category(item, category)
         if vector is not None:
-            self.vectors.put(item, vector)
+            # Not into the search window: records reach a worker in an order that
+            # depends on how many workers there are; activity (trend news) fills it.
+            self.vectors.put(item, vector, searchable=False)
         self._learn_fact(self.item_price, item, price)
         self._learn_fact(self.item_attributes, item, attributes or None)
         if new and category and self.news_ts > 0.0 and item not in self.new_items.category_of:
@@ -197,7 +202,8 @@ class WorkerModels:
             return
         trending, unavailable, vectors = self.trending, self.unavailable, self.vectors
         new_items = self.new_items
-        for _ts, kind, _order, entry in due:
+        for queued in due:
+            kind, entry = queued[1], queued[-1]
             if kind == 0:
                 item, category, popularity, when, vector = entry
                 if item not in unavailable:
@@ -227,6 +233,20 @@ class WorkerModels:
 # One entry per (worker thread, owner). Not ``threading.local``: Bytewax's workers are
 # Rust threads that take and release a Python thread state at every call into Python,
 # and a thread-local dies with its thread state; the OS thread id stays.
+def keyed_news(deferred: list[tuple]) -> list[tuple]:
+    """A news heap in the current layout: older ones lack the key (``(ts, kind, order,
+    entry)``) or even the order (``(ts, kind, entry)``)."""
+    if not deferred or len(deferred[0]) == 5:
+        return deferred
+    out = []
+    for queued in deferred:
+        ts, kind, entry = queued[0], queued[1], queued[-1]
+        key = entry[0] if kind == 0 else entry[0] + "\0" + entry[1]
+        out.append((ts, kind, key, next(_ORDER), entry))
+    heapq.heapify(out)
+    return out
+
+
 _TABLE: dict[tuple[int, int], tuple[object, WorkerModels]] = {}
 
 
