@@ -1,4 +1,4 @@
-"""``streamrec bench``: every speed measurement (throughput, scaling, latency, memory, recovery cost) in one invocation.
+"""``streamrec bench``: every speed measurement in one invocation.
 
 Phases (each can be skipped by name): ``taobao`` and ``generated`` throughput of the full
 pipeline and of the ``ceiling`` flow, at 1 and 2 processes (``scaling``); ``recovery``
