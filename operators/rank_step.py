@@ -52,6 +52,14 @@ def _item_codes() -> ItemCodes:
     return codes
 
 
+def _slot_life(slot: list) -> float | None:
+    """The life of the user that a pending request (or its first answer) belongs to."""
+    request, answers = slot
+    if request is not None:
+        return request.life
+    return answers[0].life if answers else None
+
+
 def _rounds(done: list[list], window: float) -> list[list[list]]:
     """Split requests (in event-time order) into runs ranked together: a run holds at
     most one request per user (the next one learns from what the previous one showed)
@@ -148,17 +156,22 @@ class RankLogic(StatefulBatchLogic):
                 st.last_seq.pop(msg.user_id, None)
                 st.shown.pop(msg.user_id, None)
                 st.mf.forget(msg.user_id)
-                for key in [k for k in st.pending if k[0] == msg.user_id]:
-                    del st.pending[key]
-                for key in [k for k in st.ready if k[0] == msg.user_id]:
-                    del st.ready[key]
+                # Only the erased life's requests go: with several workers a new life's
+                # first answers can arrive before this message, and dropping them left its
+                # request waiting forever for answers already thrown away.
+                erased_life = (msg.seq, msg.life)
+                for table in (st.pending, st.ready):
+                    for key in [k for k, slot in table.items() if k[0] == msg.user_id
+                                and of_erased_life(erased_life, k[1], _slot_life(slot))]:
+                        del table[key]
                 st.forgotten.pop(msg.user_id, None)
-                st.forgotten[msg.user_id] = (msg.seq, msg.life)
+                st.forgotten[msg.user_id] = erased_life
                 if len(st.forgotten) > 10_000:
                     del st.forgotten[next(iter(st.forgotten))]
                 # Lists of the old life completed earlier in this batch are not ranked;
                 # the sink erases the outputs after every list this shard sent for them.
-                done = [slot for slot in done if slot[0].user_id != msg.user_id]
+                done = [slot for slot in done if slot[0].user_id != msg.user_id
+                        or not of_erased_life(erased_life, slot[0].seq, slot[0].life)]
                 erased.append(EraseUser(msg.user_id, msg.user_id, "outputs", msg.receipt))
                 continue
             else:

@@ -205,6 +205,24 @@ def test_erasure_leaves_the_rank_shard_behind_the_old_lists_and_before_new_ones(
     assert out[0].part == "outputs" and out[1].seq == 1
 
 
+def test_a_new_lifes_answer_that_overtakes_the_erasure_is_kept():
+    # Two workers: the new life's first answer (item worker) can reach the rank shard
+    # before the erasure (user worker). Dropping it with the old life's requests left the
+    # new request waiting forever for an answer already thrown away.
+    from operators.messages import ForgetUser
+
+    logic = RankLogic(RankStepConfig(), None)
+    logic.on_batch([TrendDelta("rank-0", [("p1", None, 1.0, 1.0, None)], [])])
+    early = ItemAnswer("rank-0", "u3", 1, "p9", 1.0, None, 1.0, [("p8", 1.0)], life=40.0)
+    stale = ItemAnswer("rank-0", "u3", 4, "p7", 1.0, None, 1.0, [("p6", 1.0)], life=2.0)
+    logic.on_batch([early, stale, ForgetUser("rank-0", "u3", 4, 2.0)])
+    assert ("u3", 1) in logic.state.pending and ("u3", 4) not in logic.state.pending
+    request = _request("u3", 1, 41.0)
+    request.life, request.expected = 40.0, 1
+    (rec,), _ = logic.on_batch([request])
+    assert rec.seq == 1 and "p8" in _items(rec)
+
+
 def test_a_new_life_is_answered_whatever_seq_its_first_request_carries():
     # With conflation a new life's first request can carry seq 5 (five events in one
     # batch). Waiting for seq 1 left the user without lists until the new life's seq
