@@ -8,7 +8,6 @@ tiny Lua script, so a replay after a crash can never move them back in time.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -19,10 +18,11 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.rec_file_sink import list_items, rec_record
+from connectors.guard_counts import GUARD_COUNTS
 from connectors.redis_retry import OutageGuard, sink_client
 from operators.messages import DeadLetter, EraseUser, ProfileWrite, RecUpdate, RulesWrite
 from streamrec.metrics import (
-    DEAD_LETTERS, EVENT_TO_REDIS, GUARDED, HEALTH, LISTS_WRITTEN, PROFILES_WRITTEN, REDIS_UP,
+    DEAD_LETTERS, EVENT_TO_REDIS, HEALTH, LISTS_WRITTEN, PROFILES_WRITTEN, REDIS_UP,
     SINK_BATCH_SIZE, SINK_WRITE_SECONDS,
 )
 
@@ -187,34 +187,6 @@ def confirm_erasure(client: redis.Redis, keys: RedisKeys, erase: EraseUser, now:
     return bool(wrote)
 
 
-class _GuardCounts:
-    """This process's guard counts not yet added to ``{prefix}:guarded`` (shared by its
-    sink partitions: each count goes to Redis once), and a log line a minute at most."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.sent: dict[str, int] = {}
-        self.logged_at = 0.0
-        self.unlogged: dict[str, int] = {}
-
-    def take(self) -> dict[str, int]:
-        with self.lock:
-            totals = GUARDED.totals()
-            delta = {r: n - self.sent.get(r, 0) for r, n in totals.items()
-                     if n > self.sent.get(r, 0)}
-            self.sent = totals
-            for r, n in delta.items():
-                self.unlogged[r] = self.unlogged.get(r, 0) + n
-            now = time.monotonic()
-            if self.unlogged and now - self.logged_at >= 60.0:
-                log.info("guards kept %d events from learning since the last report: %s",
-                         sum(self.unlogged.values()),
-                         ", ".join(f"{r} {n}" for r, n in sorted(self.unlogged.items())))
-                self.unlogged, self.logged_at = {}, now
-        return delta
-
-
-_GUARDS = _GuardCounts()
 
 
 @dataclass
@@ -277,7 +249,7 @@ class _RedisPartition(StatelessSinkPartition):
             for reason, n in done.reasons.items():
                 total.reasons[reason] = total.reasons.get(reason, 0) + n
         self._record(len(items), total, started)
-        guarded = _GUARDS.take()
+        guarded = GUARD_COUNTS.take()
         if guarded:
             def count() -> None:
                 pipe = self.client.pipeline(transaction=False)

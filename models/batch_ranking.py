@@ -23,13 +23,14 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from models.content import VectorIndex
+from models.content_recall import anchor_cosines, nearest_of
+from models.diversity import diversify
+from models.item_codes import ItemCodes
 from models.mf import ImplicitMF
 from models.placement import NewItems, place
 from models.ranking import (
     FEATURES, SIGNALS, RankConfig, RankInput, RankResult, _category_mix, prior_weights,
 )
-from models.diversity import diversify
-from models.item_codes import ItemCodes
 from models.reasons import explain
 from models.rule_columns import ItemFacts
 from models.rules import RuleSet, apply_item_rules, boost
@@ -162,7 +163,7 @@ def _gather(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig) ->
             table.share(r, 3, top("s", inp.segment, per_cat, ts), 1.0)
         table.share(r, 4, top("t", None, per_cat * 2, ts), 1.0)
         if content and inp.content is not None:
-            near = _nearest(inp.content, cfg.content_candidates, vectors, local)
+            near = nearest_of(inp.content, cfg.content_candidates, vectors, local)
             if near:
                 table.block(r, 5, [i for i, _ in near], [0.0] * len(near), 0.0)
     return table
@@ -239,7 +240,7 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
                 at = np.flatnonzero(missing)
                 sims[at] = local.cosine(inp.content, [items[i] for i in at.tolist()])
         if inp.anchor_vectors:
-            _anchor_cosines(sims, items, inp, known, local)
+            anchor_cosines(sims, items, inp, known, local)
         sims = np.clip(sims, 0.0, None)
         total = float(sims.sum())
         if total > 0.0:
@@ -291,36 +292,6 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     place(results, inputs, cfg.k, models.rules, facts, models.unavailable, models.new_items,
           cfg.new_item_slots)
     return results
-
-
-def _nearest(user: np.ndarray, n: int, shared: VectorIndex | None,
-             local: VectorIndex | None) -> list[tuple[str, float]]:
-    """Content recall over the shared index's window and this shard's own vectors: the
-    ``n`` most similar, ties in that order."""
-    near = shared.nearest(user, n) if shared is not None and len(shared) > 0 else []
-    if local is None:
-        return near
-    seen = {i for i, _ in near}
-    more = [(i, s) for i, s in local.nearest(user, n) if i not in seen]
-    if not more:
-        return near
-    merged = near + more
-    order = sorted(range(len(merged)), key=lambda j: -merged[j][1])  # stable
-    return [merged[j] for j in order[:n]]
-
-
-def _anchor_cosines(sims: np.ndarray, items: list[str], inp: RankInput, indexed,
-                    local: VectorIndex | None = None) -> None:
-    """Cosines of the request's anchors that neither index holds yet, from the vectors
-    their answers carried (a handful per request, looked up by position)."""
-    for item, vector in inp.anchor_vectors.items():
-        if item in indexed or (local is not None and item in local.slot_of):
-            continue
-        try:
-            at = items.index(item)
-        except ValueError:
-            continue
-        sims[at] = np.frombuffer(vector, dtype=np.float16).astype(np.float32) @ inp.content
 
 
 def _rules(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray, row_req: np.ndarray,
