@@ -51,9 +51,9 @@ def diversify(cfg: RankConfig, item_category: Mapping[str, str], order, position
         group = head_req.astype(np.int64) * (len(codes) + 1) + (cats + 1)
         by_group = np.lexsort((head_pos, group))
         g_sorted = group[by_group]
-        g_start = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
+        g_start = np.flatnonzero(np.concatenate(([True], g_sorted[1:] != g_sorted[:-1])))
         within = np.empty(len(head), dtype=np.int64)
-        within[by_group] = np.arange(len(head)) - np.repeat(g_start, np.diff(np.r_[g_start, len(head)]))
+        within[by_group] = np.arange(len(head)) - np.repeat(g_start, np.diff(np.append(g_start, len(head))))
         within[cats < 0] = 0  # no category: never damped, never capped
         damp = 1.0 - cfg.diversity
         adjusted = np.where(within > 0, shifted * damp**within, shifted)

@@ -45,7 +45,8 @@ def explain(results: list[RankResult], X: np.ndarray, row_req: np.ndarray, origi
     if match.any():
         idx = np.flatnonzero(match)
         order = idx[np.lexsort((-vals[idx], entry_row[idx]))]
-        first = np.r_[True, entry_row[order][1:] != entry_row[order][:-1]]
+        rows_in_order = entry_row[order]
+        first = np.concatenate(([True], rows_in_order[1:] != rows_in_order[:-1]))
         for row, tag in zip(entry_row[order][first].tolist(), tags[order][first].tolist()):
             named[row] = tag_names[tag]
     reasons = []
