@@ -42,7 +42,8 @@ class FactCache:
     is read again. Only a cache: it never changes a list.
     """
 
-    __slots__ = ("version", "codes", "cat", "price", "attrs")
+    __slots__ = ("version", "codes", "cat", "price", "attrs", "rules", "verdict", "factor",
+                 "boosted")
 
     _TODO = -2  # a code not looked up yet
 
@@ -52,6 +53,13 @@ class FactCache:
         self.cat = np.full(0, self._TODO, dtype=np.int64)
         self.price = np.full(0, -np.inf)  # -inf: not looked up; NaN: no price
         self.attrs: dict[str, tuple[dict, np.ndarray]] = {}
+        # What the rules in force (``rules``, compared by identity) decided per slot:
+        # ``verdict`` 1 kept, 0 dropped (a block or filter), -1 not decided yet; the
+        # product of the boosts that matched and the first one (``models.rules``).
+        self.rules: object = None
+        self.verdict = np.full(0, -1, dtype=np.int8)
+        self.factor = np.ones(0)
+        self.boosted = np.full(0, -1, dtype=np.intp)
 
     def sync(self, version, size: int) -> None:
         """Forget everything when the facts changed; make room for ``size`` slots."""
@@ -61,18 +69,29 @@ class FactCache:
             self.cat[:] = self._TODO
             self.price[:] = -np.inf
             self.attrs = {}
+            self.verdict[:] = -1
         if len(self.cat) < size:
             grow = max(size, 2 * len(self.cat), 256) - len(self.cat)
             self.cat = np.concatenate([self.cat, np.full(grow, self._TODO, dtype=np.int64)])
             self.price = np.concatenate([self.price, np.full(grow, -np.inf)])
             self.attrs = {n: (c, np.concatenate([a, np.full(grow, self._TODO, dtype=np.int64)]))
                           for n, (c, a) in self.attrs.items()}
+            self.verdict = np.concatenate([self.verdict, np.full(grow, -1, dtype=np.int8)])
+            self.factor = np.concatenate([self.factor, np.ones(grow)])
+            self.boosted = np.concatenate([self.boosted, np.full(grow, -1, dtype=np.intp)])
+
+    def sync_rules(self, rules: object) -> None:
+        """Forget the verdicts when the rules in force changed."""
+        if rules is not self.rules:
+            self.rules = rules
+            self.verdict[:] = -1
 
     def evict(self, slots: list[int]) -> None:
         """Slots handed to other items."""
         if len(self.cat):
             self.cat[slots] = self._TODO
             self.price[slots] = -np.inf
+            self.verdict[slots] = -1
             for _, a in self.attrs.values():
                 a[slots] = self._TODO
 

@@ -253,7 +253,7 @@ def parse_rule(raw) -> Rule:
 class RuleSet:
     """The rules in force, in the order they were first added (later boosts multiply)."""
 
-    __slots__ = ("rules", "boosts", "blocks", "filters", "pins")
+    __slots__ = ("rules", "boosts", "blocks", "filters", "pins", "reads")
 
     def __init__(self, rules: Sequence[Rule] = ()) -> None:
         self.rules = tuple(rules)
@@ -262,6 +262,11 @@ class RuleSet:
         self.filters = tuple(r for r in self.rules if r.action == "filter")
         self.pins = tuple(sorted((r for r in self.rules if r.action == "pin"),
                                  key=lambda r: r.position))
+        # Which catalog facts the item rules read: (category, price, attributes).
+        matches = [r.match for r in self.boosts + self.blocks + self.filters]
+        self.reads = (any(m.categories is not None for m in matches),
+                      any(m.price_min is not None or m.price_max is not None for m in matches),
+                      any(m.attributes for m in matches))
 
     def __getstate__(self):
         return self.rules
@@ -290,33 +295,83 @@ def apply_item_rules(rules: RuleSet | None, pages: Sequence[str | None], facts: 
     None. Returns ``(keep, factors, boosted)``: which rows survive (None: all), the
     boost factor of each row (None: no boosts; apply with :func:`boost` once scored),
     and per row the index in ``rules.boosts`` of the first boost that matched it (-1:
-    none). ``cache`` (synced by the caller) keeps facts per item slot.
+    none). ``cache`` (synced by the caller) keeps facts per item slot, and what the
+    rules decided for each slot whose facts are known, so that in steady state the
+    rules cost three gathers per batch whatever their number.
     """
     paged = any(pages)
-    if not paged and (rules is None or not rules.rules):
+    ruled = rules is not None and bool(rules.rules)
+    if not paged and not ruled:
         return None, None, None
-    cols = RuleColumns(row_items, row_slot, facts, lookup, cache)
-    keep = np.ones(len(row_items), dtype=bool)
-    if rules is not None:
-        for rule in rules.blocks:
-            keep &= ~cols.mask(rule.match)
-        for rule in rules.filters:
-            keep &= cols.mask(rule.match)
+    n = len(row_items)
+    factors = boosted = None
+    if not ruled:
+        keep = np.ones(n, dtype=bool)
+    elif cache is None:
+        keep, factors, boosted = _decide(rules, RuleColumns(row_items, row_slot, facts, lookup, None))
+    else:
+        keep, factors, boosted = _decide_cached(rules, facts, row_slot, row_items, lookup, cache)
     if paged:
+        cols = RuleColumns(row_items, row_slot, facts, lookup, cache)
         cat = cols.category()
         codes = cols.codes
         # A page category no candidate has: code -2, which matches no row.
         wanted = np.array([codes.get(p, -2) if p else -3 for p in pages], dtype=np.int64)[row_req]
         keep &= (wanted == -3) | (cat == wanted)
-    factors = boosted = None
-    if rules is not None and rules.boosts:
-        factors = np.ones(len(row_items))
-        boosted = np.full(len(row_items), -1, dtype=np.intp)
-        for i, rule in enumerate(rules.boosts):
-            hit = cols.mask(rule.match)
-            factors[hit] *= rule.factor
-            boosted[hit & (boosted < 0)] = i
     return (None if keep.all() else keep), factors, boosted
+
+
+def _decide(rules: RuleSet, cols: RuleColumns):
+    """``(keep, factors, boosted)`` of the rows of ``cols`` (factors None: no boosts)."""
+    keep = np.ones(len(cols.items), dtype=bool)
+    for rule in rules.blocks:
+        keep &= ~cols.mask(rule.match)
+    for rule in rules.filters:
+        keep &= cols.mask(rule.match)
+    if not rules.boosts:
+        return keep, None, None
+    factors = np.ones(len(cols.items))
+    boosted = np.full(len(cols.items), -1, dtype=np.intp)
+    for i, rule in enumerate(rules.boosts):
+        hit = cols.mask(rule.match)
+        factors[hit] *= rule.factor
+        boosted[hit & (boosted < 0)] = i
+    return keep, factors, boosted
+
+
+def _decide_cached(rules: RuleSet, facts: ItemFacts, row_slot: np.ndarray, row_items: list[str],
+                   lookup, cache: FactCache):
+    """:func:`_decide` through the per-slot verdicts of ``cache``: only rows whose slot
+    has none yet are matched, and a verdict is kept only when every fact the rules read
+    is known for its item (a fact learnt later, unknown before, does not move the facts
+    version)."""
+    cache.sync_rules(rules)
+    verdict = cache.verdict[row_slot]
+    todo = np.flatnonzero(verdict < 0)
+    if len(todo):
+        items = [row_items[i] for i in todo.tolist()]
+        slots = row_slot[todo]
+        keep_t, factors_t, boosted_t = _decide(rules, RuleColumns(items, slots, facts, lookup, cache))
+        cat_map, price_map, attr_map = facts.category, facts.price, facts.attributes
+        need_cat, need_price, need_attr = rules.reads
+        known = np.fromiter(((not need_cat or it in cat_map) and (not need_price or it in price_map)
+                             and (not need_attr or it in attr_map) for it in items),
+                            dtype=bool, count=len(items))
+        verdict[todo] = keep_t
+        store = slots[known]
+        cache.verdict[store] = keep_t[known]
+        if factors_t is not None:
+            cache.factor[store] = factors_t[known]
+            cache.boosted[store] = boosted_t[known]
+    keep = verdict.astype(bool)
+    if not rules.boosts:
+        return keep, None, None
+    factors = cache.factor[row_slot]
+    boosted = cache.boosted[row_slot]
+    if len(todo):
+        factors[todo] = factors_t
+        boosted[todo] = boosted_t
+    return keep, factors, boosted
 
 
 def boost(scores: np.ndarray, factors: np.ndarray) -> np.ndarray:

@@ -108,6 +108,30 @@ def test_blocks_filters_boosts_and_pages_match_the_plain_reference(seed, cached)
         assert all(reason["kind"] not in ("pinned", "new") for reason in res.reasons or [])
 
 
+def test_cached_verdicts_follow_new_facts_and_new_rules():
+    """The per-slot verdicts are only a cache: a price learnt after a first ranking (the
+    facts version does not move for a fact that was unknown) and a rule set replaced at
+    run time both show in the next list."""
+    rng = random.Random(3)
+    items, category, trending, vectors, mf, unavailable = _world(rng)
+    inputs = [_request(rng, items, vectors, T0) for _ in range(20)]
+    cfg = RankConfig(k=10_000, diversity=0.0, new_item_slots=0)
+    price: dict[str, float] = {}
+    cheap = RuleSet([parse_rule({"rule_id": "cheap", "action": "filter", "match": {"price_max": 100}})])
+    models = RankModels(trending, category, unavailable, vectors, None, ItemCodes(5000),
+                        price, {}, cheap, facts_version=0)
+    listed = lambda: {i for res in rank_batch(inputs, models, cfg) for i, _ in res.items}
+    assert listed() == set()  # no price known: the filter lets nothing through
+    for it in items:
+        price[it] = 50.0 if int(it[1:]) % 2 else 500.0
+    got = listed()
+    assert got and all(price[i] == 50.0 for i in got)
+    models.rules = RuleSet([parse_rule({"rule_id": "no-odd", "action": "block",
+                                        "match": {"item_id": sorted(got)[:3]}})])
+    again = listed()
+    assert not again & set(sorted(got)[:3]) and any(price[i] == 500.0 for i in again)
+
+
 def test_pins_take_their_position_once_and_only_when_allowed():
     rng = random.Random(5)
     items, category, trending, vectors, mf, unavailable = _world(rng)
