@@ -36,6 +36,9 @@ def rec_record(rec: RecUpdate, emitted_at: float) -> dict:
         "items": list_items(rec),
         "strategy": rec.strategy,
         "model_version": rec.model_version,
+        "rec_id": rec.rec_id,
+        "variant": rec.variant,
+        "propensity": rec.propensity,
     }
 
 

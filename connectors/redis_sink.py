@@ -20,7 +20,9 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from connectors.rec_file_sink import list_items, rec_record
 from connectors.guard_counts import GUARD_COUNTS
 from connectors.redis_retry import OutageGuard, sink_client
-from operators.messages import DeadLetter, EraseUser, ProfileWrite, RecUpdate, RulesWrite
+from operators.messages import (
+    DeadLetter, EraseUser, MetricsWrite, ProfileWrite, RecUpdate, RulesWrite,
+)
 from streamrec.metrics import (
     DEAD_LETTERS, EVENT_TO_REDIS, HEALTH, LISTS_WRITTEN, PROFILES_WRITTEN, REDIS_UP,
     SINK_BATCH_SIZE, SINK_WRITE_SECONDS,
@@ -95,6 +97,10 @@ ERASURES_MAXLEN = 100_000
 RECEIPT_PENDING_TTL = 86_400
 
 
+# How long closed metrics windows stay in Redis (seconds).
+METRICS_TTL = {"5m": 7 * 24 * 3600, "1h": 90 * 24 * 3600}
+
+
 class RedisKeys:
     """Key names of the output contract."""
 
@@ -111,6 +117,10 @@ class RedisKeys:
 
     def profile(self, user_id: str) -> str:
         return f"{self.prefix}:profile:{user_id}"
+
+    def metrics(self, window: str, start: float) -> str:
+        """Hash of one closed metrics window: "variant|strategy|segment" -> JSON counts."""
+        return f"{self.prefix}:metrics:{window}:{int(start)}"
 
     def erasure(self, user_id: str, receipt: str) -> str:
         """Which parts of a user's erasure with ``receipt`` have been executed."""
@@ -130,6 +140,9 @@ def encode_rec(rec: RecUpdate, emitted_at: float) -> dict[str, bytes | str]:
         "model_version": rec.model_version,
         "seq": str(rec.seq),
         "ingested_at": repr(rec.ingested_at) if rec.ingested_at is not None else "",
+        "rec_id": rec.rec_id,
+        "variant": rec.variant,
+        "propensity": repr(rec.propensity),
     }
 
 
@@ -286,6 +299,11 @@ class _RedisPartition(StatelessSinkPartition):
             elif isinstance(item, RulesWrite):
                 if rules is None or rules.seq < item.seq:
                     rules = item
+            elif isinstance(item, MetricsWrite):
+                key = keys.metrics(item.window, item.start)
+                if item.rows:
+                    pipe.hset(key, mapping={k: orjson.dumps(v) for k, v in item.rows.items()})
+                    pipe.expire(key, METRICS_TTL.get(item.window, METRICS_TTL["1h"]))
             else:
                 msg = f"Redis sink got an unexpected {type(item).__name__}"
                 raise TypeError(msg)

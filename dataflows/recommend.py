@@ -13,9 +13,10 @@ events ─► parse ─► bad ─► dead letters (Redis stream, Kafka topic)
           rank step ◄──────────────────────────────────────┘
             ▲ the rules in force, to every rank shard
           controls step ◄── rule records (controls topic)
-            │ recommendation updates
-            ▼
-          Redis sink (recs stream, latest list, profile)
+            │ recommendation updates        │ attributed outcomes (impressions, clicks, sales)
+            ▼                               ▼
+          Redis sink ◄─────────────────── metrics windows (5 min, 1 h, event time)
+          (recs stream, latest list, profile, metrics)
 """
 
 from __future__ import annotations
@@ -44,9 +45,12 @@ from connectors.redis_sink import RedisSink
 from connectors.topics import ensure_topics
 from operators.control_step import ControlLogic, ControlStepConfig
 from operators.item_step import CatalogRecord, ItemLogic, ItemStepConfig
+from operators.metrics_step import metrics_windows
+from models.attribution import Outcome
+from models.experiments import parse_experiment
 from operators.messages import (
     DeadLetter, ForgetUser, ItemQuery, PopularityReport, RankRequest, RulesUpdate, RulesWrite,
-    SegmentHit,
+    SegmentHit, Feedback,
 )
 from operators.parse import EventParser, parse_catalog, parse_control
 from operators.rank_step import RankLogic, RankStepConfig
@@ -78,7 +82,8 @@ def step_configs(
                           write_profiles=s.write_profiles, trend_shards=s.trend_shards,
                           covis_window=s.covis_window, backward_weight=s.backward_weight,
                           conflate=s.conflate,
-                          anchor_decay=s.anchor_decay, session_knn=s.knn_sessions > 0)
+                          anchor_decay=s.anchor_decay, session_knn=s.knn_sessions > 0,
+                          attribution=s.attribution)
     item = ItemStepConfig(covis_half_life=s.covis_half_life,
                           popularity_half_life=s.trending_half_life,
                           max_neighbours=s.max_neighbours, answer_neighbours=s.answer_neighbours,
@@ -97,7 +102,10 @@ def step_configs(
     rank = RankStepConfig(ranking=ranking, trending_half_life=s.trending_half_life,
                           conflate=s.conflate, model_version=s.model_version,
                           content_search_window=s.content_search_window,
-                          new_item_window=s.new_item_window)
+                          new_item_window=s.new_item_window,
+                          experiment=parse_experiment(s.experiment),
+                          attribution=s.attribution,
+                          attribution_window=s.attribution_window)
     trend = TrendStepConfig(half_life=s.trending_half_life, rank_shards=s.rank_shards)
     return user, item, rank, trend
 
@@ -129,8 +137,8 @@ def wire(
     ``controls`` carries merchandising rule records (``models.rules``), ``catalog`` the
     catalog records; either may be None.
 
-    Returns ``(outputs, dead_letters)``: outputs are RecUpdate, ProfileWrite and EraseUser
-    messages for a sink; dead letters are DeadLetter messages.
+    Returns ``(outputs, dead_letters)``: outputs are RecUpdate, ProfileWrite, EraseUser,
+    RulesWrite and MetricsWrite messages for a sink; dead letters are DeadLetter messages.
 
     ``snapshots=False`` when the flow runs without recovery: Bytewax asks every key a
     batch touched for a snapshot at each epoch end whether or not recovery is on, and
@@ -175,7 +183,7 @@ def wire(
     deltas = op.key_rm("trend_msgs", trend_out)
 
     rank_bound = op.filter(
-        "rank_msgs", user_msgs, lambda m: isinstance(m, (RankRequest, ForgetUser))
+        "rank_msgs", user_msgs, lambda m: isinstance(m, (RankRequest, ForgetUser, Feedback))
     )
     to_rank = [rank_bound, answers, deltas]
     to_sink = []
@@ -192,11 +200,15 @@ def wire(
         to_sink.append(op.filter("rules_to_sink", ctl_msgs, lambda m: isinstance(m, RulesWrite)))
     rank_in = op.map("route_rank", op.merge("rank_merge", *to_rank), _route)
     rank_out = op.stateful_batch("rank", rank_in, _built("rank", lambda resume: RankLogic(rank_cfg, resume), observe))
-    recs = op.key_rm("recs", rank_out)
+    ranked = op.key_rm("recs", rank_out)
+    rank_split = op.branch("outcomes", ranked, lambda m: isinstance(m, Outcome))
+    recs = rank_split.falses
+    if settings.attribution:
+        to_sink.append(metrics_windows(rank_split.trues, settings.metrics_lateness))
 
     sink_bound = op.filter(
         "user_outputs", user_msgs,
-        lambda m: not isinstance(m, (ItemQuery, SegmentHit, RankRequest, ForgetUser)),
+        lambda m: not isinstance(m, (ItemQuery, SegmentHit, RankRequest, ForgetUser, Feedback)),
     )
     outputs = op.merge("outputs", recs, sink_bound, *to_sink)
     dead_letters = op.merge("dead_letters", *dead) if len(dead) > 1 else dead[0]

@@ -50,8 +50,10 @@ def _message(fields: dict, items: list) -> RecMessage:
         "type": "recommendations",
         "user_id": fields["user_id"],
         "seq": seq,
-        # The list's identity for impression events: the event it was computed after.
-        "rec_id": fields.get("trigger_event_id"),
+        # The list's identity for impression and click events (entries written before
+        # lists carried one: the event it was computed after).
+        "rec_id": fields.get("rec_id") or fields.get("trigger_event_id"),
+        "variant": fields.get("variant") or "default",
         "trigger_event_id": fields.get("trigger_event_id"),
         "event_ts": float(fields.get("event_ts") or 0.0),
         "emitted_at": float(fields.get("emitted_at") or 0.0),

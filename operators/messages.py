@@ -15,6 +15,7 @@ __all__ = [
     "ItemFeatures",
     "ForgetUser", "RecUpdate", "ProfileWrite", "EraseUser", "rank_shard", "trend_shard",
     "PopularityReport", "SegmentHit", "TrendDelta", "RuleChange", "RulesUpdate", "RulesWrite",
+    "Feedback", "MetricsWrite",
 ]
 
 
@@ -227,6 +228,32 @@ class ForgetUser:
 
 @_compact
 @dataclass(slots=True)
+class Feedback:
+    """From the user step to the user's rank shard: an applied event that may be about a
+    list (an impression, a click on a listed item, a cart or a purchase); the shard
+    attributes it (``models.attribution``)."""
+
+    route: str  # rank shard
+    user_id: str
+    kind: str  # "impression" | "click" | "cart" | "purchase"
+    rec_id: str | None
+    item_id: str | None
+    items: list | None  # impression: the items on screen
+    ts: float
+    value: float | None
+
+
+@dataclass(slots=True)
+class MetricsWrite:
+    """To the sink: the counts of one closed metrics window (``operators.metrics_step``)."""
+
+    window: str  # "5m" | "1h"
+    start: float  # window start, epoch seconds
+    rows: dict  # "variant|strategy|segment" -> {"impressions": n, ...}
+
+
+@_compact
+@dataclass(slots=True)
 class RecUpdate:
     route: str  # user id
     user_id: str
@@ -238,6 +265,10 @@ class RecUpdate:
     strategy: str
     model_version: str
     reasons: list | None = None  # per item: {"kind": ..., "because"/"category": ...}
+    rec_id: str = ""  # this list's id (impressions and clicks name it)
+    variant: str = "default"  # the experiment variant that ranked it (models.experiments)
+    propensity: float = 1.0  # the probability that variant was chosen for this list
+    segment: str | None = None  # the user's segment when it was ranked
 
 
 @_compact

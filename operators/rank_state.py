@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.attribution import Attribution
 from models.blend import ContextBlend, OnlineBlend
 from models.content import VectorIndex
+from models.experiments import DEFAULT, Experiment
 from models.mf import ImplicitMF
 from models.ranking import FEATURES, RankConfig, prior_weights
 from operators.worker_models import WorkerModels, keyed_news
@@ -46,6 +48,9 @@ class RankStepConfig:
     batch_window: float = 60.0
     new_item_window: float = 7 * 24 * 3600.0  # event time a catalog item counts as new
     snapshots: bool = True  # False when recovery is off (see dataflows.recommend)
+    experiment: Experiment = DEFAULT  # variants and who gets which (models.experiments)
+    attribution: bool = True  # remember lists and attribute impressions, clicks, sales
+    attribution_window: float = 3600.0  # event time a list earns its clicks and sales
 
     def worker_models(self) -> WorkerModels:
         """Empty item-side models for one worker."""
@@ -61,7 +66,7 @@ _LEGACY = ("trending", "item_category", "unavailable", "pending", "last_seq", "f
 
 class RankShardState:
     __slots__ = ("pending", "last_seq", "forgotten", "blend", "shown", "mf", "ready", "recent",
-                 "vectors", "legacy")
+                 "vectors", "attribution", "legacy")
 
     def __init__(self, cfg: RankStepConfig) -> None:
         self.pending: dict[tuple[str, int], list] = {}  # (user, seq) -> [request, answers]
@@ -81,6 +86,8 @@ class RankShardState:
         # Vectors the answers to this shard's requests carried (its users' recent items):
         # searched by content recall beside the worker's shared index.
         self.vectors = VectorIndex(cfg.answer_vectors, 0)
+        # The lists this shard wrote and which its users saw (models.attribution).
+        self.attribution = Attribution(cfg.attribution_window)
         self.legacy: WorkerModels | None = None  # models restored from an older snapshot
 
     def __getstate__(self):
@@ -88,13 +95,16 @@ class RankShardState:
 
     def __setstate__(self, state):
         self.legacy = None
-        if len(state) >= 11:  # the layout that kept the item-side models in every shard
+        # The layout that kept the item-side models in every shard starts with trending.
+        if len(state) >= 11 and not isinstance(state[0], dict):
             self._restore_legacy(dict(zip(_LEGACY, state)))
             return
         for s, v in zip(self.__slots__, state):
             setattr(self, s, v)
         if len(state) < self.__slots__.index("vectors") + 1:  # before the shard's own vectors
             self.vectors = VectorIndex(RankStepConfig.answer_vectors, 0)
+        if len(state) < self.__slots__.index("attribution") + 1:  # before attribution
+            self.attribution = Attribution(RankStepConfig.attribution_window)
 
     def _restore_legacy(self, old: dict) -> None:
         for s in self.__slots__[:-1]:
@@ -102,6 +112,7 @@ class RankShardState:
         if self.recent is None:
             self.recent = {}
         self.vectors = VectorIndex(RankStepConfig.answer_vectors, 0)
+        self.attribution = Attribution(RankStepConfig.attribution_window)
         models = WorkerModels.__new__(WorkerModels)
         models.trending = old["trending"]
         models.item_category = old["item_category"]

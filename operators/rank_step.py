@@ -8,6 +8,7 @@ serve without a global key.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import pickle
 import threading
@@ -21,9 +22,10 @@ from models.content import user_vector
 from models.batch_ranking import ItemCodes, RankModels, rank_batch
 from models.ranking import FEATURES, RankInput
 from operators.messages import (
-    Availability, EraseUser, ForgetUser, ItemAnswer, ItemFeatures, RankRequest, RecUpdate,
-    RulesUpdate, TrendDelta,
+    Availability, EraseUser, Feedback, ForgetUser, ItemAnswer, ItemFeatures, RankRequest,
+    RecUpdate, RulesUpdate, TrendDelta,
 )
+from streamrec.metrics import ATTRIBUTED, ATTRIBUTED_REVENUE
 # RankShardState is re-exported: snapshots taken before it moved name it here.
 from operators.rank_state import RankShardState, RankStepConfig, of_erased_life
 from operators.worker_models import WorkerModels, adopt, worker_models
@@ -97,6 +99,12 @@ def _event_time_order(done: list[list]) -> list[list]:
     return [slot for _, slot in keyed]
 
 
+def rec_id(user_id: str, seq: int, event_id: str) -> str:
+    """A list's id: the same in every run that ranks the same event for the same user."""
+    key = f"{user_id}\0{seq}\0{event_id}".encode()
+    return hashlib.blake2b(key, digest_size=8).hexdigest()
+
+
 _SNAPSHOT = "rank-shard/2"  # (tag, shard state, the worker's models as bytes)
 
 
@@ -128,6 +136,7 @@ class RankLogic(StatefulBatchLogic):
         models = self.models()
         done: list[list] = []
         erased: list[EraseUser] = []
+        outcomes: list = []
         for msg in values:
             if isinstance(msg, ItemAnswer):
                 if of_erased_life(st.forgotten.get(msg.user_id), msg.seq, msg.life):
@@ -152,10 +161,14 @@ class RankLogic(StatefulBatchLogic):
             elif isinstance(msg, RulesUpdate):
                 models.set_rules(msg.seq, msg.rules)
                 continue
+            elif isinstance(msg, Feedback):
+                outcomes.extend(self._attribute(msg))
+                continue
             elif isinstance(msg, ForgetUser):
                 st.last_seq.pop(msg.user_id, None)
                 st.shown.pop(msg.user_id, None)
                 st.mf.forget(msg.user_id)
+                st.attribution.forget(msg.user_id)
                 # Only the erased life's requests go: with several workers a new life's
                 # first answers can arrive before this message, and dropping them left its
                 # request waiting forever for answers already thrown away.
@@ -189,6 +202,8 @@ class RankLogic(StatefulBatchLogic):
         if not self.cfg.conflate:
             done = self._in_order(done)
         out = self._rank_all(done)
+        if outcomes:
+            out = outcomes + out
         if erased:
             out = erased + out  # new-life lists of this batch come after the erasure
         excess = len(models.deferred) - self.cfg.max_deferred
@@ -294,9 +309,19 @@ class RankLogic(StatefulBatchLogic):
                             new_items=shared.new_items,
                             facts_version=(shared.facts_owner, shared.facts_version))
         weights = np.stack([b.weights for b in st.blend.blends])
-        results = rank_batch(inputs, models, cfg.ranking, weights, contexts)
+        exp = cfg.experiment
+        if len(exp.variants) > 1 or not exp.variants[0].learned:
+            # Each variant's rows after the learned ones' (models.experiments).
+            assigned = [exp.assign(request.user_id) for request, _ in round_]
+            rows = [v * len(weights) + c for (v, _), c in zip(assigned, contexts)]
+            results = rank_batch(inputs, models, cfg.ranking, exp.weight_rows(weights), rows)
+        else:
+            assigned = [(0, 1.0)] * len(round_)
+            results = rank_batch(inputs, models, cfg.ranking, weights, contexts)
+        names = [v.name for v in exp.variants]
         out = []
-        for (request, _), result, context in zip(round_, results, contexts):
+        for (request, _), result, context, (variant, propensity) in zip(
+                round_, results, contexts, assigned):
             items, strategy, reasons = result.items, result.strategy, result.reasons
             if not items:
                 items, strategy = self._last_resort(request, shared), "recent"
@@ -318,12 +343,29 @@ class RankLogic(StatefulBatchLogic):
             last[request.user_id] = max(seen, request.seq)
             if len(last) > cfg.max_users:
                 del last[next(iter(last))]
+            rid = rec_id(request.user_id, request.seq, request.event_id)
+            if cfg.attribution:
+                st.attribution.listed(rid, request.user_id, request.ts, tuple(i for i, _ in items),
+                                      names[variant], propensity, strategy, request.segment)
             out.append(
                 RecUpdate(request.user_id, request.user_id, request.seq, request.event_id,
                           request.ts, request.ingested_at, items, strategy, cfg.model_version,
-                          reasons)
+                          reasons, rid, names[variant], propensity, request.segment)
             )
         return out
+
+    def _attribute(self, msg: Feedback) -> list:
+        """Outcomes of one impression, click, cart or purchase (models.attribution)."""
+        at = self.state.attribution
+        if msg.kind == "impression":
+            got = at.impression(msg.user_id, msg.rec_id, msg.items, msg.ts)
+        else:
+            got = at.action(msg.user_id, msg.kind, msg.item_id, msg.rec_id, msg.ts, msg.value)
+        for o in got:
+            ATTRIBUTED.labels(o.kind, o.variant, o.strategy).inc()
+            if o.value:
+                ATTRIBUTED_REVENUE.labels(o.variant, o.strategy).inc(o.value)
+        return got
 
     def _take_answers(self, answers: list[ItemAnswer]) -> None:
         """Put a complete request's answers in a fixed order (the most recent anchor,
@@ -340,10 +382,16 @@ class RankLogic(StatefulBatchLogic):
                 vectors.put(a.item_id, a.vector)
 
     def _last_resort(self, request: RankRequest, shared: WorkerModels) -> list[tuple[str, float]]:
-        """What this shard's users acted on just before, newest first: for the first events
-        of a fresh system, when no signal has anything yet (trend news travels further)."""
+        """What this shard's users acted on just before, newest first, then what this user
+        did: for the first events of a fresh system, when no signal has anything yet
+        (trend news travels further)."""
         skip = set(request.excluded) | shared.unavailable
-        picked = [i for i in reversed(self.state.recent) if i not in skip][: self.cfg.ranking.k]
+        k = self.cfg.ranking.k
+        picked = [i for i in reversed(self.state.recent) if i not in skip][:k]
+        if len(picked) < k:
+            # Nothing else yet (this shard's first request): the user's own recent items.
+            taken = set(picked)
+            picked += [i for i in reversed(request.seen) if i not in skip and i not in taken][: k - len(picked)]
         return [(item, round(0.5 ** n, 6)) for n, item in enumerate(picked)]
 
     def _learn(self, user_id: str, chosen: str) -> None:

@@ -18,8 +18,8 @@ from models.events import Event, engagement, erasure_receipt
 from models.profile import ProfileConfig, UserProfile
 from streamrec.metrics import GUARDED
 from operators.messages import (
-    EraseUser, ForgetUser, ItemQuery, ProfileWrite, RankRequest, SegmentHit, rank_shard,
-    trend_shard,
+    EraseUser, Feedback, ForgetUser, ItemQuery, ProfileWrite, RankRequest, SegmentHit,
+    rank_shard, trend_shard,
 )
 
 __all__ = ["UserStepConfig", "UserLogic", "scatter"]
@@ -42,6 +42,7 @@ class UserStepConfig:
     session_candidates: int = 20  # latest session items the ranker may show again
     session_knn: bool = True  # ask anchors for similar sessions (models.sessionknn)
     snapshots: bool = True  # False when recovery is off (see dataflows.recommend)
+    attribution: bool = True  # impressions, clicks and conversions go to the rank shard
 
 
 _SESSION_SALT = os.urandom(16)  # per process: item-side session keys link to no user
@@ -55,6 +56,30 @@ def session_hash(session_id: str) -> int:
     ids never share one."""
     digest = hashlib.blake2b(session_id.encode(), digest_size=8, key=_SESSION_SALT).digest()
     return int.from_bytes(digest, "little") or 1
+
+
+_ACTIONS = {"click": "click", "view": "click", "add_to_cart": "cart", "purchase": "purchase"}
+
+
+def feedback(event: Event, shards: int) -> Feedback | None:
+    """The event's message for attribution (``models.attribution``), if it is about a
+    list: an impression naming one, a click or view from one, any cart or purchase."""
+    ctx = event.context
+    rec_id = ctx.get("rec_id") if ctx else None
+    if not isinstance(rec_id, str) or not 0 < len(rec_id) <= 128:
+        rec_id = None
+    etype = event.type
+    if etype == "impression":
+        if rec_id is None:
+            return None
+        items = ctx.get("items")
+        return Feedback(rank_shard(event.user_id, shards), event.user_id, "impression", rec_id,
+                        None, items[:200] if items else None, event.ts, None)
+    kind = _ACTIONS.get(etype)
+    if kind is None or event.item_id is None or (kind == "click" and rec_id is None):
+        return None
+    return Feedback(rank_shard(event.user_id, shards), event.user_id, kind, rec_id,
+                    event.item_id, None, event.ts, event.value)
 
 
 def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: UserStepConfig,
@@ -222,6 +247,10 @@ class UserLogic(StatefulBatchLogic):
                 prev_session = []  # a new session: no sequence learned across the gap
             scattered.append(scatter(profile, event, prev_session, self.cfg, ingested_at))
             write = True
+            if self.cfg.attribution:
+                fb = feedback(event, self.cfg.rank_shards)
+                if fb is not None:
+                    out.append(fb)
         if len(scattered) > 1 and self.cfg.conflate:
             scattered = [_conflate(scattered)]
         for msgs in scattered:

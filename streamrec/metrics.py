@@ -170,6 +170,13 @@ SINK_BATCH_SIZE = Histogram(
 SINK_WRITE_SECONDS = Histogram(
     "streamrec_redis_write_seconds", "Seconds to write one sink batch to Redis, retries included.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0))
+ATTRIBUTED = Counter("streamrec_attributed",
+                     "Attributed outcomes of written lists (models.attribution): kind is "
+                     "impression, click, cart or purchase; CTR = rate(click) / rate(impression).",
+                     ["kind", "variant", "strategy"])
+ATTRIBUTED_REVENUE = Counter("streamrec_attributed_revenue",
+                             "Revenue (purchase event values) credited to lists.",
+                             ["variant", "strategy"])
 REDIS_ERRORS = Counter("streamrec_redis_errors",
                        "Failed Redis writes, by error kind.", ["kind"])
 REDIS_RETRIES = Counter("streamrec_redis_retries",

@@ -171,6 +171,11 @@ class Settings:
     # because benchmarks and `demo --events` feed recorded (old) events to the live worker.
     max_event_age: float = 0.0
     model_version: str = "streamrec-0.1"
+    # Experiments and attribution (docs/experiments.md)
+    experiment: str = ""  # JSON: {"name": ..., "variants": [...]}; empty: one learned blend
+    attribution: bool = True  # attribute impressions, clicks and sales to lists; metrics windows
+    attribution_window: float = 3600.0  # event time a list earns clicks and sales
+    metrics_lateness: float = 30.0  # seconds a metrics window waits for late outcomes
     # Privacy: with a key, user ids are replaced by keyed hashes in the parse step
     # (streamrec.pseudonyms, docs/privacy.md); empty keeps them as sent.
     user_id_key: str = field(default="", repr=False)
@@ -231,6 +236,10 @@ class Settings:
         text("STREAMREC_MODEL_VERSION", "model_version")
         text("STREAMREC_REPEAT_POLICY", "repeat_policy")
         text("STREAMREC_USER_ID_KEY", "user_id_key")
+        text("STREAMREC_EXPERIMENT", "experiment")
+        flag("STREAMREC_ATTRIBUTION", "attribution")
+        number("STREAMREC_ATTRIBUTION_WINDOW", "attribution_window", float, 1.0)
+        number("STREAMREC_METRICS_LATENESS", "metrics_lateness", float, 0.0)
         number("STREAMREC_TOP_K", "top_k", int, 1)
         number("STREAMREC_KAFKA_BATCH_SIZE", "kafka_batch_size", int, 1)
         number("STREAMREC_KAFKA_FETCH_WAIT_MS", "kafka_fetch_wait_ms", int, 0)
@@ -385,6 +394,16 @@ class Settings:
         if not self.kafka_bootstrap_servers.strip():
             msg = "KAFKA_BOOTSTRAP_SERVERS is empty; set it like localhost:9092"
             raise ConfigError(msg)
+        if self.experiment:
+            from models.experiments import InvalidExperiment, parse_experiment
+
+            try:
+                parse_experiment(self.experiment)
+            except InvalidExperiment as ex:
+                msg = (f"STREAMREC_EXPERIMENT: {ex}. Example: "
+                       '{"name": "e1", "variants": [{"name": "learned", "share": 0.9}, '
+                       '{"name": "popular", "share": 0.1, "signals": ["trending"]}]}')
+                raise ConfigError(msg) from ex
 
     @property
     def brokers(self) -> list[str]:

@@ -16,7 +16,9 @@ from streamrec.settings import SETTINGS_JSON_ENV, Settings
 _TEXT = {"kafka_bootstrap_servers": "127.0.0.1:1", "redis_url": "redis://:s3cret@127.0.0.1:1/3",
          "repeat_policy": "demote", "log_format": "json", "metrics_host": "127.0.0.2",
          "user_id_key": "a-key-of-more-than-sixteen-characters", "source": "rabbitmq",
-         "rabbitmq_url": "amqp://guest:s3cret@127.0.0.1:1/"}
+         "rabbitmq_url": "amqp://guest:s3cret@127.0.0.1:1/",
+         "experiment": '{"name": "e", "variants": [{"name": "a", "share": 0.7}, '
+                       '{"name": "b", "share": 0.3, "signals": ["trending"]}]}'}
 
 
 def _every_field_changed() -> Settings:
