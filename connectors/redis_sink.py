@@ -20,6 +20,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from connectors.rec_file_sink import list_items, rec_record
 from connectors.guard_counts import GUARD_COUNTS
 from connectors.redis_retry import OutageGuard, sink_client
+from models.attribution import Outcome
 from operators.messages import (
     DeadLetter, EraseUser, MetricsWrite, ProfileWrite, RecUpdate, RulesWrite,
 )
@@ -111,6 +112,7 @@ class RedisKeys:
         self.erasures = f"{prefix}:erasures"
         self.rules = f"{prefix}:rules"  # hash: rule id -> rule record (JSON)
         self.guarded = f"{prefix}:guarded"  # hash: guard reason -> events kept from learning
+        self.outcomes = f"{prefix}:outcomes"  # stream: attributed outcomes (no user ids)
 
     def latest(self, user_id: str) -> str:
         return f"{self.prefix}:latest:{user_id}"
@@ -231,8 +233,10 @@ def _segments(items: list) -> list[list]:
 class _RedisPartition(StatelessSinkPartition):
     def __init__(self, url: str, keys: RedisKeys, recs_maxlen: int, dlq_maxlen: int,
                  payload_limit: int, conflate: bool, now: Callable[[], float],
-                 timeout: float, retries: int, retry_budget: float) -> None:
+                 timeout: float, retries: int, retry_budget: float,
+                 outcomes_maxlen: int = 1_000_000) -> None:
         self.client = sink_client(url, timeout, retries)
+        self.outcomes_maxlen = outcomes_maxlen
         self.guard = OutageGuard(url, retry_budget, client=self.client)
         self.keys = keys
         self.recs_maxlen = recs_maxlen
@@ -299,6 +303,9 @@ class _RedisPartition(StatelessSinkPartition):
             elif isinstance(item, RulesWrite):
                 if rules is None or rules.seq < item.seq:
                     rules = item
+            elif isinstance(item, Outcome):
+                pipe.xadd(keys.outcomes, outcome_fields(item), maxlen=self.outcomes_maxlen,
+                          approximate=True)
             elif isinstance(item, MetricsWrite):
                 key = keys.metrics(item.window, item.start)
                 if item.rows:
@@ -344,6 +351,14 @@ class _RedisPartition(StatelessSinkPartition):
         self.client.close()
 
 
+def outcome_fields(o: Outcome) -> dict[str, str]:
+    """Stream-entry fields of one attributed outcome (no user id: lists are named by
+    ``rec_id``, a hash)."""
+    return {"kind": o.kind, "rec_id": o.rec_id, "variant": o.variant, "strategy": o.strategy,
+            "segment": o.segment or "", "ts": repr(o.ts), "position": str(o.position),
+            "value": repr(o.value), "propensity": repr(o.propensity)}
+
+
 def dead_letter_fields(dl: DeadLetter, limit: int, now: float) -> dict:
     payload = dl.payload[:limit]
     fields = {
@@ -371,8 +386,9 @@ class RedisSink(DynamicSink):
     def __init__(self, url: str, prefix: str, *, recs_maxlen: int = 100_000,
                  dlq_maxlen: int = 100_000, payload_limit: int = 2048, conflate: bool = True,
                  now: Callable[[], float] = time.time, timeout: float = 5.0, retries: int = 3,
-                 retry_budget: float = 300.0) -> None:
+                 retry_budget: float = 300.0, outcomes_maxlen: int = 1_000_000) -> None:
         self.url = url
+        self.outcomes_maxlen = outcomes_maxlen
         self.keys = RedisKeys(prefix)
         self.recs_maxlen = recs_maxlen
         self.dlq_maxlen = dlq_maxlen
@@ -387,6 +403,6 @@ class RedisSink(DynamicSink):
         HEALTH.sinks_built += 1
         return _RedisPartition(self.url, self.keys, self.recs_maxlen, self.dlq_maxlen,
                                self.payload_limit, self.conflate, self.now, self.timeout,
-                               self.retries, self.retry_budget)
+                               self.retries, self.retry_budget, self.outcomes_maxlen)
 
 

@@ -98,7 +98,7 @@ def step_configs(
                          learn_blend=s.learn_blend, learning_rate=s.blend_learning_rate,
                          feedback_negatives=s.feedback_negatives, w_segment=s.w_segment,
                          w_trending=s.w_trending, candidates_per_category=s.category_candidates,
-                         new_item_slots=s.new_item_slots)
+                         new_item_slots=s.new_item_slots, fatigue=s.impression_fatigue)
     rank = RankStepConfig(ranking=ranking, trending_half_life=s.trending_half_life,
                           conflate=s.conflate, model_version=s.model_version,
                           content_search_window=s.content_search_window,
@@ -138,7 +138,8 @@ def wire(
     catalog records; either may be None.
 
     Returns ``(outputs, dead_letters)``: outputs are RecUpdate, ProfileWrite, EraseUser,
-    RulesWrite and MetricsWrite messages for a sink; dead letters are DeadLetter messages.
+    RulesWrite, Outcome and MetricsWrite messages for a sink; dead letters are DeadLetter
+    messages.
 
     ``snapshots=False`` when the flow runs without recovery: Bytewax asks every key a
     batch touched for a snapshot at each epoch end whether or not recovery is on, and
@@ -204,6 +205,7 @@ def wire(
     rank_split = op.branch("outcomes", ranked, lambda m: isinstance(m, Outcome))
     recs = rank_split.falses
     if settings.attribution:
+        to_sink.append(rank_split.trues)  # the outcomes stream, for off-policy evaluation
         to_sink.append(metrics_windows(rank_split.trues, settings.metrics_lateness))
 
     sink_bound = op.filter(
@@ -269,7 +271,8 @@ def build_flow(
                                    conflate=settings.conflate,
                                    timeout=settings.redis_timeout,
                                    retries=settings.redis_retries,
-                                   retry_budget=settings.redis_retry_budget)
+                                   retry_budget=settings.redis_retry_budget,
+                                   outcomes_maxlen=settings.outcomes_maxlen)
     op.output("redis_out", op.merge("sink_in", outputs, dead), redis_sink)
     if kafka_dlq:
         kafka_dead_letters("dlq_kafka", dead, brokers=settings.brokers,

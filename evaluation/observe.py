@@ -6,7 +6,7 @@ comes out:
 
 - **news in flight**: model updates that get no answer (update-only item questions,
   segment hits, popularity reports, trend broadcasts, availability, catalog feature and
-  rule changes), counted up
+  rule changes, impressions and other feedback for attribution), counted up
   when a step sends them and down when the step they go to takes them. The lock-step
   source reads the next event only when this is back to zero, so every worker count
   ranks with the same view of shared models;
@@ -26,8 +26,8 @@ from bytewax.operators import StatefulBatchLogic
 
 from operators.item_step import CatalogRecord
 from operators.messages import (
-    Availability, ItemFeatures, ItemQuery, PopularityReport, RankRequest, RulesUpdate, SegmentHit,
-    TrendDelta,
+    Availability, Feedback, ItemFeatures, ItemQuery, PopularityReport, RankRequest, RulesUpdate,
+    SegmentHit, TrendDelta,
 )
 
 __all__ = ["Unranked", "is_news", "observer"]
@@ -43,7 +43,8 @@ class Unranked:
 
 def is_news(msg) -> bool:
     """A message that updates a shared model and gets no answer."""
-    return (isinstance(msg, ItemQuery) and msg.anchor_weight <= 0.0) or isinstance(msg, SegmentHit)
+    return ((isinstance(msg, ItemQuery) and msg.anchor_weight <= 0.0)
+            or isinstance(msg, (SegmentHit, Feedback)))
 
 
 def _user_news(values: list, out: list) -> tuple[int, list]:
@@ -66,7 +67,7 @@ def _trend_news(values: list, out: list) -> tuple[int, list]:
 
 def _rank_news(values: list, out: list) -> tuple[int, list]:
     return -sum(1 for m in values
-                if isinstance(m, (TrendDelta, Availability, ItemFeatures, RulesUpdate))), []
+                if isinstance(m, (TrendDelta, Availability, ItemFeatures, RulesUpdate, Feedback))), []
 
 
 def _control_news(values: list, out: list) -> tuple[int, list]:

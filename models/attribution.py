@@ -24,6 +24,8 @@ user's last ``per_user`` seen lists, nothing older than ``window`` seconds of ev
 ('click', 2, 'learned')
 >>> [o.kind for o in a.action("u1", "purchase", "p2", None, 200.0, 30.0)]
 ['purchase']
+>>> a.fatigue("u1", 300.0)  # seen, not clicked
+{'p1': 1}
 """
 
 from __future__ import annotations
@@ -141,6 +143,23 @@ class Attribution:
             if shown is not None and item in shown.items and ts - shown.ts <= self.window:
                 return shown, rec_id
         return None, None
+
+    def fatigue(self, user: str, ts: float) -> dict[str, int] | None:
+        """Items ``user`` saw on screen in lists of the last ``window`` seconds and did not
+        click: item -> in how many of those lists (None: none)."""
+        mine = self.seen.get(user)
+        if not mine:
+            return None
+        out: dict[str, int] = {}
+        for rec_id in mine:
+            shown = self.lists.get(rec_id)
+            if shown is None or shown.seen is None or ts - shown.ts > self.window:
+                continue
+            clicked = shown.clicked or ()
+            for item in shown.seen:
+                if item not in clicked:
+                    out[item] = out.get(item, 0) + 1
+        return out or None
 
     def forget(self, user: str) -> None:
         """Erasure: nothing about ``user`` stays."""

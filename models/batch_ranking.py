@@ -279,6 +279,9 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
         scores = np.where(X[:, _SEEN] > 0, scores * cfg.repeat_factor, scores)
     if factors is not None:
         scores = boost(scores, factors)
+    if cfg.fatigue != 1.0 and any(inp.fatigue for inp in inputs):
+        scores = boost(scores, _fatigue(inputs, row_req, row_slot, models.codes.vocab.lookup,
+                                        cfg.fatigue))
     results = _select(inputs, models, cfg, X, scores, row_req, row_items, weights, ctx)
     listed = [res.reasons for res in results] if boosted is not None else None
     entries = (entry_row, entry_col, vals, np.repeat(np.asarray(table.tags, dtype=np.intp), lens))
@@ -292,6 +295,31 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     place(results, inputs, cfg.k, models.rules, facts, models.unavailable, models.new_items,
           cfg.new_item_slots)
     return results
+
+
+def _fatigue(inputs, row_req: np.ndarray, row_slot: np.ndarray, lookup, factor: float) -> np.ndarray:
+    """Per row, ``factor`` to the power of the lists in which its request's user saw the
+    item without clicking it (``RankInput.fatigue``); 1 elsewhere."""
+    reqs, slots, counts = [], [], []
+    for r, inp in enumerate(inputs):
+        if inp.fatigue:
+            s = lookup(list(inp.fatigue))
+            ok = s >= 0
+            reqs.append(np.full(int(ok.sum()), r, dtype=np.int64))
+            slots.append(s[ok].astype(np.int64))
+            counts.append(np.fromiter(inp.fatigue.values(), dtype=np.float64, count=len(s))[ok])
+    out = np.ones(len(row_req))
+    if not reqs:
+        return out
+    span = int(max(row_slot.max(initial=0), max(int(s.max(initial=0)) for s in slots))) + 1
+    keys = np.concatenate(reqs) * span + np.concatenate(slots)
+    order = np.argsort(keys)
+    keys, power = keys[order], np.concatenate(counts)[order]
+    rows = row_req.astype(np.int64) * span + row_slot
+    at = np.minimum(np.searchsorted(keys, rows), len(keys) - 1)
+    hit = keys[at] == rows
+    out[hit] = factor ** power[at[hit]]
+    return out
 
 
 def _member(values: np.ndarray, keys: np.ndarray) -> np.ndarray:

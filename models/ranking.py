@@ -67,6 +67,9 @@ class RankConfig:
     candidates_per_category: int = 30
     repeat_policy: str = "allow"  # allow (the learned `seen` weight decides) | demote | exclude
     repeat_factor: float = 0.6
+    # Score factor per recent list in which the user saw an item and did not click it
+    # (impressions, models.attribution): a list that keeps failing changes. 1: off.
+    fatigue: float = 0.85
     diversity: float = 0.0
     max_per_category: int = 0
     learn_blend: bool = True
@@ -158,6 +161,8 @@ class RankInput:
     anchor_vectors: dict[str, bytes] | None = None
     page_category: str | None = None  # the list shows this category only (context.page_category)
     page: str | None = None  # context.page, for pins that name pages
+    # Items the user saw in recent lists and did not click: item -> lists it was seen in.
+    fatigue: dict[str, int] | None = None
 
 
 @dataclass

@@ -300,6 +300,8 @@ class RankLogic(StatefulBatchLogic):
                 anchor_vectors={a.item_id: a.vector for a in answers if a.vector} or None,
                 page_category=request.page_category,
                 page=request.page,
+                fatigue=(st.attribution.fatigue(request.user_id, request.ts)
+                         if cfg.attribution else None),
             ))
             contexts.append(st.blend.context(len(request.seen)))
         models = RankModels(shared.trending, shared.item_category, shared.unavailable,

@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     from streamrec import fuzz_cli; fuzz_cli.register(sub)  # noqa: E702
     from streamrec import datasets_cli; datasets_cli.register(sub)  # noqa: E702
     from streamrec import rules_cli; rules_cli.register(sub)  # noqa: E702
+    from streamrec import simulate_cli; simulate_cli.register(sub)  # noqa: E702
     return parser
 
 

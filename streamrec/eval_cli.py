@@ -27,6 +27,11 @@ def register(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--events", help="a JSONL file of input events in time order")
     src.add_argument("--dataset", choices=["yoochoose", "taobao", "movielens"])
+    src.add_argument("--ope", metavar="POLICY",
+                     help="off-policy evaluation instead of a replay: estimate the CTR of "
+                          "POLICY (a variant, or shares like learned=0.7,popular=0.3) from "
+                          "logged lists (--outcomes, default the {prefix}:outcomes stream)")
+    p.add_argument("--outcomes", help="with --ope: a JSONL file of outcome rows")
     p.add_argument("--data-dir", help="the folder holding the dataset folders (default $STREAMREC_DATA_DIR)")
     p.add_argument("--catalog", help="a catalog JSONL file (with --events)")
     p.add_argument("--test-start", type=float,
@@ -162,7 +167,53 @@ def plot(report: dict, path: str) -> bool:
     return True
 
 
+def cmd_ope(args) -> int:
+    """``--ope``: IPS and SNIPS estimates of a policy's CTR from logged lists."""
+    from models.offpolicy import estimate, parse_policy, samples_from_outcomes
+
+    try:
+        policy = parse_policy(args.ope)
+    except ValueError as ex:
+        raise ConfigError(f"--ope: {ex}") from ex
+    if args.outcomes:
+        path = Path(args.outcomes)
+        if not path.is_file():
+            raise ConfigError(f"--outcomes {args.outcomes}: no such file")
+        with path.open("rb") as f:
+            rows = [orjson.loads(line) for line in f if line.strip()]
+        where = str(path)
+    else:
+        import redis
+
+        from streamrec.settings import Settings, redact_url
+
+        settings = Settings.from_env()
+        client = redis.Redis.from_url(settings.redis_url)
+        stream = f"{settings.prefix}:outcomes"
+        rows = [{k.decode(): v.decode() for k, v in fields.items()}
+                for _, fields in client.xrange(stream)]
+        where = f"{stream} on {redact_url(settings.redis_url)}"
+    samples = samples_from_outcomes(rows)
+    if not samples:
+        raise StreamrecError(f"no seen lists (impression outcomes) in {where}")
+    est = estimate(samples, policy)
+    shares = ", ".join(f"{k} {v:.0%}" for k, v in policy.items())
+    print(f"{est['lists']:,} seen lists from {where}; logged CTR {est['logged_ctr']:.4f}")
+    print(f"policy ({shares}), {est['level']:.0%} bootstrap intervals, "
+          f"effective lists {est['effective_lists']:,.0f}:")
+    print(f"  IPS   {est['ips']:.4f}  [{est['ips_ci'][0]:.4f}, {est['ips_ci'][1]:.4f}]")
+    print(f"  SNIPS {est['snips']:.4f}  [{est['snips_ci'][0]:.4f}, {est['snips_ci'][1]:.4f}]")
+    if est["unlogged_variants"]:
+        print(f"  not in the log (no estimate possible for their share): "
+              f"{', '.join(est['unlogged_variants'])}", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(est, option=orjson.OPT_INDENT_2))
+    return 0
+
+
 def cmd_eval(args) -> int:
+    if args.ope:
+        return cmd_ope(args)
     name, events, items, test_start = _load(args)
     report = run_eval(name, events, items, test_start, processes=args.processes, out=args.out,
                       baselines=not args.no_baselines)

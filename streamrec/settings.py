@@ -176,6 +176,8 @@ class Settings:
     attribution: bool = True  # attribute impressions, clicks and sales to lists; metrics windows
     attribution_window: float = 3600.0  # event time a list earns clicks and sales
     metrics_lateness: float = 30.0  # seconds a metrics window waits for late outcomes
+    outcomes_maxlen: int = 1_000_000  # {prefix}:outcomes stream length (MAXLEN ~)
+    impression_fatigue: float = 0.85  # score factor per recent list an item was seen in, unclicked
     # Privacy: with a key, user ids are replaced by keyed hashes in the parse step
     # (streamrec.pseudonyms, docs/privacy.md); empty keeps them as sent.
     user_id_key: str = field(default="", repr=False)
@@ -240,6 +242,8 @@ class Settings:
         flag("STREAMREC_ATTRIBUTION", "attribution")
         number("STREAMREC_ATTRIBUTION_WINDOW", "attribution_window", float, 1.0)
         number("STREAMREC_METRICS_LATENESS", "metrics_lateness", float, 0.0)
+        number("STREAMREC_OUTCOMES_MAXLEN", "outcomes_maxlen", int, 1)
+        number("STREAMREC_IMPRESSION_FATIGUE", "impression_fatigue", float, 0.0)
         number("STREAMREC_TOP_K", "top_k", int, 1)
         number("STREAMREC_KAFKA_BATCH_SIZE", "kafka_batch_size", int, 1)
         number("STREAMREC_KAFKA_FETCH_WAIT_MS", "kafka_fetch_wait_ms", int, 0)
@@ -357,6 +361,10 @@ class Settings:
     def validate(self) -> None:
         if self.repeat_policy not in ("allow", "demote", "exclude"):
             msg = f"STREAMREC_REPEAT_POLICY={self.repeat_policy!r} must be allow, demote or exclude"
+            raise ConfigError(msg)
+        if not 0.0 < self.impression_fatigue <= 1.0:
+            msg = (f"STREAMREC_IMPRESSION_FATIGUE={self.impression_fatigue} must be in (0, 1] "
+                   "(1 turns it off), e.g. 0.85")
             raise ConfigError(msg)
         if not 0.0 < self.session_decay <= 1.0:
             msg = f"STREAMREC_SESSION_DECAY={self.session_decay} must be in (0, 1], e.g. 0.6"

@@ -123,13 +123,21 @@ def test_worker_writes_a_list_for_every_user_and_files_bad_input(
     # The output contract, field by field.
     entries = redis_client.xrange(f"{prefix}:recs", count=50)
     assert entries
+    empty = 0
     for _, fields in entries:
         assert {b"user_id", b"trigger_event_id", b"event_ts", b"emitted_at", b"items", b"strategy",
-                b"model_version"} <= set(fields)
+                b"model_version", b"rec_id", b"variant", b"propensity"} <= set(fields)
         items = orjson.loads(fields[b"items"])
-        assert items and all(set(i) == {"item_id", "score", "reason"} for i in items)
+        if not items:
+            # Only in a fresh system's first moments, for a user with no item of their own
+            # yet (a search): nothing is known to recommend.
+            assert fields[b"strategy"] == b"recent"
+            empty += 1
+            continue
+        assert all(set(i) == {"item_id", "score", "reason"} for i in items)
         assert all(i["reason"]["kind"] in KINDS for i in items)
         assert float(fields[b"emitted_at"]) >= float(fields[b"event_ts"]) - 3600
+    assert empty <= 2, f"{empty} empty lists among the first {len(entries)}"
     last_by_user = {}
     for e in events:
         last_by_user[e["user_id"]] = e["event_id"]
