@@ -42,8 +42,8 @@ _T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31
 def register(sub) -> None:
     p = sub.add_parser("simulate", help="simulated shoppers against the real pipeline: "
                                         "CTR, conversion and revenue per strategy")
-    p.add_argument("--seeds", type=int, default=4, help="independent runs (default 4)")
-    p.add_argument("--users", type=int, default=240, help="shoppers per run (default 240)")
+    p.add_argument("--seeds", type=int, default=5, help="independent runs (default 5)")
+    p.add_argument("--users", type=int, default=400, help="shoppers per run (default 400)")
     p.add_argument("--sessions", type=int, default=2, help="sessions per shopper (default 2)")
     p.add_argument("--warm-events", type=int, default=3000,
                    help="organic browsing events sent before the shoppers start (default 3000)")

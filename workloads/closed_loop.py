@@ -38,7 +38,7 @@ class SimConfig:
     seed: int = 0
     visible: int = 10  # items of a list on screen
     position_decay: float = 1.0
-    click_scale: float = 1.6
+    click_scale: float = 0.35
     cart_rate: float = 0.35
     buy_rate: float = 0.5
     leave_rate: float = 0.25
