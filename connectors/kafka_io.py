@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from typing import Dict, List
+
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSource, KafkaSourceMessage
 from bytewax.connectors.kafka import operators as kop
-from bytewax.dataflow import Dataflow, Stream
+from bytewax.connectors.kafka.operators import KafkaOpOut, _kafka_error_split
+from bytewax.dataflow import Dataflow, Stream, operator
 
 from operators.messages import DeadLetter, Envelope
 
@@ -26,6 +29,38 @@ _POSITIONS: dict[tuple[str, int], int] = {}
 def read_positions() -> dict[tuple[str, int], int]:
     """Next offset to read per (topic, partition), for partitions read at least once."""
     return dict.copy(_POSITIONS)
+
+
+# Consumer-only librdkafka properties: Bytewax also hands the source's options to the
+# admin client it lists partitions with, a producer-type handle that warns (CONFWARN)
+# about each of them at every start.
+_CONSUMER_ONLY = frozenset({"fetch.wait.max.ms", "fetch.min.bytes", "fetch.max.bytes",
+                            "fetch.error.backoff.ms", "fetch.queue.backoff.ms",
+                            "queued.min.messages", "queued.max.messages.kbytes",
+                            "max.partition.fetch.bytes", "auto.offset.reset",
+                            "enable.partition.eof", "check.crcs", "isolation.level"})
+
+
+class _QuietSource(KafkaSource):
+    """Bytewax's KafkaSource, listing partitions without the consumer-only options."""
+
+    def list_parts(self) -> List[str]:
+        full = self._add_config
+        self._add_config = {k: v for k, v in full.items() if k not in _CONSUMER_ONLY}
+        try:
+            return super().list_parts()
+        finally:
+            self._add_config = full
+
+
+@operator
+def _kafka_input(step_id: str, flow: Dataflow, *, brokers: List[str], topics: List[str],
+                 starting_offset: int, add_config: Dict[str, str], batch_size: int) -> KafkaOpOut:
+    """``bytewax.connectors.kafka.operators.input`` with :class:`_QuietSource`; the same
+    step ids inside (``kafka_input``, ``split_err``), so recovery stores still match."""
+    source = _QuietSource(brokers, topics, True, starting_offset, add_config, batch_size,
+                          raise_on_errors=False)
+    return op.input("kafka_input", flow, source).then(_kafka_error_split, "split_err")
 
 
 def _to_envelopes(source: str):
@@ -67,8 +102,8 @@ def kafka_envelopes(step_id: str, flow: Dataflow, *, brokers: list[str], topic: 
                     source: str, config: dict[str, str], batch_size: int,
                     starting_offset: int = OFFSET_BEGINNING) -> tuple[Stream, Stream]:
     """(envelopes, dead letters from consumer errors) read from one topic."""
-    kin = kop.input(step_id, flow, brokers=brokers, topics=[topic], tail=True,
-                    starting_offset=starting_offset, add_config=config, batch_size=batch_size)
+    kin = _kafka_input(step_id, flow, brokers=brokers, topics=[topic],
+                       starting_offset=starting_offset, add_config=config, batch_size=batch_size)
     envs = op.flat_map_batch(f"{step_id}_envelope", kin.oks, _to_envelopes(source))
     errs = op.map(
         f"{step_id}_errors", kin.errs,

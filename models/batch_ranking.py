@@ -292,8 +292,12 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
             for reason, row in zip(res.reasons, rows or ()):
                 if boosted[row] >= 0:
                     reason["rule"] = boosts[boosted[row]].rule_id
+    permitted = None
+    if cache is not None:
+        cache.sync_rules(models.rules)
+        permitted = cache.allowed
     place(results, inputs, cfg.k, models.rules, facts, models.unavailable, models.new_items,
-          cfg.new_item_slots)
+          cfg.new_item_slots, permitted)
     return results
 
 

@@ -96,20 +96,38 @@ def _categories(inp) -> list[str]:
     return out[:4]
 
 
+def _facts_known(rules: RuleSet | None, facts: ItemFacts, item: str) -> bool:
+    """Whether every catalog fact the item rules read is known for ``item``."""
+    if rules is None:
+        return True
+    need_cat, need_price, need_attr = rules.reads
+    return ((not need_cat or item in facts.category) and (not need_price or item in facts.price)
+            and (not need_attr or item in facts.attributes))
+
+
 def place(results: list, inputs: Sequence, k: int, rules: RuleSet | None, facts: ItemFacts,
-          unavailable, new_items: NewItems | None, new_slots: int) -> None:
-    """Put new items (last slots) and pins (their positions) into ``results`` in place."""
+          unavailable, new_items: NewItems | None, new_slots: int,
+          permitted: dict[str, bool] | None = None) -> None:
+    """Put new items (last slots) and pins (their positions) into ``results`` in place.
+
+    ``permitted`` caches what the rules say of an item (``rules.allows``); the caller
+    keeps it while the rules and the catalog facts stay (``FactCache.allowed``).
+    """
     pins = rules.pins if rules is not None else ()
     fresh = new_items is not None and len(new_items) > 0 and new_slots > 0
     if not pins and not fresh:
         return
-    permitted: dict[str, bool] = {}  # by the rules and availability: the same for every list
+    if permitted is None:
+        permitted = {}
 
     def allowed(item: str, inp) -> bool:
+        if item in unavailable:
+            return False
         ok = permitted.get(item)
         if ok is None:
-            ok = permitted[item] = item not in unavailable and (
-                rules is None or rules.allows(item, facts))
+            ok = rules is None or rules.allows(item, facts)
+            if len(permitted) < 100_000 and _facts_known(rules, facts, item):
+                permitted[item] = ok  # a fact learnt later would not move the version
         if not ok or item in inp.excluded:
             return False
         return not inp.page_category or facts.category.get(item) == inp.page_category

@@ -43,7 +43,7 @@ class FactCache:
     """
 
     __slots__ = ("version", "codes", "cat", "price", "attrs", "rules", "verdict", "factor",
-                 "boosted")
+                 "boosted", "allowed")
 
     _TODO = -2  # a code not looked up yet
 
@@ -60,6 +60,7 @@ class FactCache:
         self.verdict = np.full(0, -1, dtype=np.int8)
         self.factor = np.ones(0)
         self.boosted = np.full(0, -1, dtype=np.intp)
+        self.allowed: dict[str, bool] = {}  # pinned and new items: may the rules list them?
 
     def sync(self, version, size: int) -> None:
         """Forget everything when the facts changed; make room for ``size`` slots."""
@@ -70,6 +71,7 @@ class FactCache:
             self.price[:] = -np.inf
             self.attrs = {}
             self.verdict[:] = -1
+            self.allowed = {}
         if len(self.cat) < size:
             grow = max(size, 2 * len(self.cat), 256) - len(self.cat)
             self.cat = np.concatenate([self.cat, np.full(grow, self._TODO, dtype=np.int64)])
@@ -85,6 +87,7 @@ class FactCache:
         if rules is not self.rules:
             self.rules = rules
             self.verdict[:] = -1
+            self.allowed = {}
 
     def evict(self, slots: list[int]) -> None:
         """Slots handed to other items."""

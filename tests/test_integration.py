@@ -119,6 +119,8 @@ def test_worker_writes_a_list_for_every_user_and_files_bad_input(
         assert group.alive(), group.log_tail()
     finally:
         group.stop()
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert "streamrec worker" in logs and "CONFWARN" not in logs  # no librdkafka noise
 
     # The output contract, field by field.
     entries = redis_client.xrange(f"{prefix}:recs", count=50)

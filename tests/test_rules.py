@@ -168,6 +168,31 @@ def test_pins_take_their_position_once_and_only_when_allowed():
         assert len(res.reasons) == len(res.items)
 
 
+def test_a_pin_follows_its_items_facts_and_availability_between_lists():
+    """What the rules say of a pinned item is cached per worker, but a price learnt later
+    and an item going out of stock show in the next list."""
+    rng = random.Random(6)
+    items, category, trending, vectors, mf, unavailable = _world(rng)
+    pinned = sorted(set(items) - unavailable)[3]
+    price: dict[str, float] = {}
+    rules = RuleSet([parse_rule(r) for r in [
+        {"rule_id": "pin", "action": "pin", "item_id": pinned, "position": 1},
+        {"rule_id": "cheap", "action": "filter", "match": {"price_max": 100}}]])
+    for it in items:
+        price[it] = 10.0
+    del price[pinned]
+    models = RankModels(trending, category, unavailable, vectors, None, ItemCodes(5000),
+                        price, {}, rules, facts_version=0)
+    inputs = [_request(rng, items, vectors, T0) for _ in range(3)]
+    first = lambda: [res.items[0][0] if res.items else None  # noqa: E731
+                     for res in rank_batch(inputs, models, RankConfig(k=8))]
+    assert pinned not in first()  # no price known: the filter keeps it out
+    price[pinned] = 50.0
+    assert first() == [pinned] * 3
+    unavailable.add(pinned)
+    assert pinned not in first()
+
+
 def test_new_items_take_the_last_slot_of_lists_of_their_category():
     rng = random.Random(9)
     items, category, trending, vectors, mf, unavailable = _world(rng)
