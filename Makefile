@@ -19,7 +19,7 @@ $(BIN)/streamrec: pyproject.toml
 
 # The whole suite. pytest's exit code 5 (no tests collected) fails like any other.
 test: chromium rabbitmq venv
-	@STREAMREC_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q; rc=$$?; \
+	@STREAMREC_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 # Debian's chromium package when the browser is missing: installed for root, named otherwise.

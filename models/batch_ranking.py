@@ -18,6 +18,7 @@ never each candidate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -262,7 +263,7 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     origin = np.arange(n_rows)  # each row's index before the rules dropped any
     if not keep.all():
         X, row_req, row_slot, origin = X[keep], row_req[keep], row_slot[keep], origin[keep]
-        row_items = [item for item, k in zip(row_items, keep.tolist()) if k]
+        row_items = _gather_items(row_items, np.flatnonzero(keep))
         starts = np.searchsorted(row_req, np.arange(n_req + 1))
         if factors is not None:
             factors, boosted = factors[keep], boosted[keep]
@@ -289,9 +290,10 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     if listed is not None:
         boosts = models.rules.boosts
         for res, rows in zip(results, listed):
-            for reason, row in zip(res.reasons, rows or ()):
-                if boosted[row] >= 0:
-                    reason["rule"] = boosts[boosted[row]].rule_id
+            if rows:
+                which = boosted[rows]
+                for j in np.flatnonzero(which >= 0).tolist():
+                    res.reasons[j]["rule"] = boosts[which[j]].rule_id
     permitted = None
     if cache is not None:
         cache.sync_rules(models.rules)
@@ -299,6 +301,14 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     place(results, inputs, cfg.k, models.rules, facts, models.unavailable, models.new_items,
           cfg.new_item_slots, permitted)
     return results
+
+
+def _gather_items(items: list[str], idx: np.ndarray) -> list[str]:
+    """``[items[i] for i in idx]`` in C (itemgetter), as a list."""
+    n = len(idx)
+    if n > 1:
+        return list(itemgetter(*idx.tolist())(items))
+    return [items[int(idx[0])]] if n == 1 else []
 
 
 def _fatigue(inputs, row_req: np.ndarray, row_slot: np.ndarray, lookup, factor: float) -> np.ndarray:

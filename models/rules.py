@@ -376,10 +376,5 @@ def _decide_cached(rules: RuleSet, facts: ItemFacts, row_slot: np.ndarray, row_i
 
 def boost(scores: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """Scores times their boost factors; a negative score is divided, so a boost above 1
-    always helps and one below 1 always buries."""
-    hit = np.flatnonzero(factors != 1.0)
-    if len(hit):
-        s, f = scores[hit], factors[hit]
-        scores = scores.copy()
-        scores[hit] = np.where(s >= 0.0, s * f, s / f)
-    return scores
+    always helps and one below 1 always buries (factors are > 0)."""
+    return np.where(scores >= 0.0, scores * factors, scores / factors)
