@@ -13,7 +13,7 @@ from typing import Iterable
 from bytewax.operators import StatefulBatchLogic
 
 from models.covisitation import ItemState
-from streamrec.metrics import GUARDED
+from streamrec.metrics import GUARDED, ITEM_KEYS
 from operators.messages import (
     Availability, ItemAnswer, ItemFeatures, ItemQuery, PopularityReport, trend_shard,
 )
@@ -54,6 +54,7 @@ class ItemLogic(StatefulBatchLogic):
         self.cfg = cfg
         # The builder does not get the key: a new state is named by its first message.
         self.state: ItemState | None = pickle.loads(resume) if resume is not None else None
+        ITEM_KEYS.inc()
 
     def on_batch(self, values: list) -> tuple[Iterable, bool]:
         if self.state is None:

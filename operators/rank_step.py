@@ -12,6 +12,7 @@ import hashlib
 import logging
 import pickle
 import threading
+import weakref
 from typing import Iterable
 
 from bytewax.operators import StatefulBatchLogic
@@ -25,7 +26,7 @@ from operators.messages import (
     Availability, EraseUser, Feedback, ForgetUser, ItemAnswer, ItemFeatures, RankRequest,
     RecUpdate, RulesUpdate, TrendDelta,
 )
-from streamrec.metrics import ATTRIBUTED, ATTRIBUTED_REVENUE
+from streamrec.metrics import ATTRIBUTED, ATTRIBUTED_REVENUE, RANK_USERS
 # RankShardState is re-exported: snapshots taken before it moved name it here.
 from operators.rank_state import RankShardState, RankStepConfig, of_erased_life
 from operators.worker_models import WorkerModels, adopt, worker_models
@@ -105,12 +106,28 @@ def rec_id(user_id: str, seq: int, event_id: str) -> str:
     return hashlib.blake2b(key, digest_size=8).hexdigest()
 
 
+_LIVE: "weakref.WeakSet[RankLogic]" = weakref.WeakSet()  # this process's rank shards
+
+
+def _rank_users() -> float:
+    """Users with ranking state in this process (read at scrape time)."""
+    for _ in range(3):  # a shard may be built while we count: try again
+        try:
+            return float(sum(len(logic.state.last_seq) for logic in list(_LIVE)))
+        except RuntimeError:
+            continue
+    return float("nan")
+
+
+RANK_USERS.set_function(_rank_users)
+
 _SNAPSHOT = "rank-shard/2"  # (tag, shard state, the worker's models as bytes)
 
 
 class RankLogic(StatefulBatchLogic):
     def __init__(self, cfg: RankStepConfig, resume: bytes | None) -> None:
         self.cfg = cfg
+        _LIVE.add(self)
         if resume is None:
             self.state = RankShardState(cfg)
             return

@@ -16,7 +16,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from models.events import Event, engagement, erasure_receipt
 from models.profile import ProfileConfig, UserProfile
-from streamrec.metrics import GUARDED
+from streamrec.metrics import GUARDED, USER_KEYS
 from operators.messages import (
     EraseUser, Feedback, ForgetUser, ItemQuery, ProfileWrite, RankRequest, SegmentHit,
     rank_shard, trend_shard,
@@ -208,6 +208,7 @@ class UserLogic(StatefulBatchLogic):
         self.cfg = cfg
         # The builder does not get the key: a new profile is named by its first event.
         self.profile: UserProfile | None = pickle.loads(resume) if resume is not None else None
+        USER_KEYS.inc()
 
     def on_batch(self, values: list) -> tuple[Iterable, bool]:
         out: list = []
@@ -259,6 +260,7 @@ class UserLogic(StatefulBatchLogic):
             out.append(ProfileWrite(self.user_id, self.user_id, profile.seq, profile.to_json_dict()))
         if profile.seq == 0 and profile.consent:
             # Nothing learned (erased, or only duplicates): keep no state for this key.
+            USER_KEYS.dec()
             return out, StatefulBatchLogic.DISCARD
         return out, StatefulBatchLogic.RETAIN
 

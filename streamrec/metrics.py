@@ -177,6 +177,14 @@ ATTRIBUTED = Counter("streamrec_attributed",
 ATTRIBUTED_REVENUE = Counter("streamrec_attributed_revenue",
                              "Revenue (purchase event values) credited to lists.",
                              ["variant", "strategy"])
+STATE_KEYS = Gauge("streamrec_state_keys",
+                   "Keys this process holds in state, by step: user (profiles), item (items "
+                   "with co-visitation and popularity state).", ["step"])
+USER_KEYS = STATE_KEYS.labels("user")
+ITEM_KEYS = STATE_KEYS.labels("item")
+RANK_USERS = Gauge("streamrec_rank_users",
+                   "Users with ranking state (blend feedback, last list, attribution) in this "
+                   "process's rank shards.")
 REDIS_ERRORS = Counter("streamrec_redis_errors",
                        "Failed Redis writes, by error kind.", ["kind"])
 REDIS_RETRIES = Counter("streamrec_redis_retries",

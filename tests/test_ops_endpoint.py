@@ -104,6 +104,13 @@ def test_metrics_count_what_was_sent_and_the_worker_is_ready(
         assert metrics["streamrec_event_to_redis_seconds_sum"][0][1] > 0
         assert metrics["streamrec_batch_size_sum"][0][1] >= written + len(BAD)
         assert metrics["streamrec_redis_up"][0][1] == 1
+        # State sizes: every user with a profile in Redis is held in state (a user who
+        # withdrew consent is held without one), and items and ranking state exist.
+        keys = by_label(metrics["streamrec_state_keys"], "step")
+        profiles = len(redis_client.keys(f"{prefix}:profile:*"))
+        assert 0 < profiles <= keys["user"] <= cfg.n_users, (profiles, keys)
+        assert 0 < keys["item"] <= cfg.n_items
+        assert 0 < metrics["streamrec_rank_users"][0][1] <= keys["user"]
         assert metrics["streamrec_kafka_up"][0][1] == 1
         # Everything was read: the lag of every partition this process read is zero
         # (the gauge is refreshed by a probe cached for 2 s, so it may take a scrape more).
