@@ -12,8 +12,7 @@ strategy and segment).
 
 Only a user's own lists count: a ``rec_id`` of another user's list is ignored. A click
 on a list whose impression never arrived counts it as seen (the click proves it). Bounded:
-at most ``max_lists`` lists and ``max_users`` users' seen lists (oldest first out), each
-user's last ``per_user`` seen lists, nothing older than ``window`` seconds of event time.
+see :class:`Attribution`.
 
 >>> a = Attribution(window=3600.0)
 >>> a.listed("r1", "u1", 100.0, ("p1", "p2", "p3"), "learned", 0.5, "covis", None)
@@ -70,16 +69,23 @@ class _Shown:
 
 
 class Attribution:
-    """Lists by ``rec_id`` and the lists each user saw; see the module docstring."""
+    """Recently written lists by ``rec_id``, and the lists each user saw; see the module
+    docstring.
+
+    Written lists wait for their impression in a bounded first-in-first-out table
+    (``max_lists``: at 1,000 lists a second over 8 shards, about a minute); a list that
+    was seen moves to its user's seen lists, where it stays for ``window`` seconds of
+    event time (at most ``per_user`` per user, ``max_users`` users, oldest out).
+    """
 
     __slots__ = ("window", "max_lists", "max_users", "per_user", "lists", "seen")
 
-    def __init__(self, window: float = 3600.0, max_lists: int = 20_000,
+    def __init__(self, window: float = 3600.0, max_lists: int = 8_192,
                  max_users: int = 20_000, per_user: int = 5) -> None:
         self.window, self.max_lists = window, max_lists
         self.max_users, self.per_user = max_users, per_user
         self.lists: dict[str, _Shown] = {}
-        self.seen: dict[str, list[str]] = {}  # user -> rec_ids seen, oldest first
+        self.seen: dict[str, list[tuple[str, _Shown]]] = {}  # user -> seen lists, oldest first
 
     def listed(self, rec_id: str, user: str, ts: float, items: tuple, variant: str,
                propensity: float, strategy: str, segment: str | None) -> None:
@@ -90,8 +96,15 @@ class Attribution:
             del lists[next(iter(lists))]
 
     def _mine(self, user: str, rec_id) -> _Shown | None:
-        shown = self.lists.get(rec_id) if isinstance(rec_id, str) else None
-        return shown if shown is not None and shown.user == user else None
+        if not isinstance(rec_id, str):
+            return None
+        shown = self.lists.get(rec_id)
+        if shown is None:
+            for rid, s in self.seen.get(user, ()):
+                if rid == rec_id:
+                    return s
+            return None
+        return shown if shown.user == user else None
 
     def _mark_seen(self, user: str, rec_id: str, shown: _Shown, items, ts: float) -> list[Outcome]:
         if shown.seen is not None:  # seen before: more of it on screen now
@@ -99,9 +112,8 @@ class Attribution:
                 shown.seen = set(shown.seen) | set(items)
             return []
         shown.seen = set(items) & set(shown.items) if items else frozenset(shown.items)
-        mine = self.seen.pop(user, None) or []
-        mine = [r for r in mine if r in self.lists and ts - self.lists[r].ts <= self.window]
-        mine.append(rec_id)
+        mine = [(r, s) for r, s in self.seen.pop(user, ()) if ts - s.ts <= self.window]
+        mine.append((rec_id, shown))
         self.seen[user] = mine[-self.per_user :]
         if len(self.seen) > self.max_users:
             del self.seen[next(iter(self.seen))]
@@ -138,9 +150,8 @@ class Attribution:
         return out
 
     def _latest_with(self, user: str, item: str, ts: float) -> tuple[_Shown | None, str | None]:
-        for rec_id in reversed(self.seen.get(user, ())):
-            shown = self.lists.get(rec_id)
-            if shown is not None and item in shown.items and ts - shown.ts <= self.window:
+        for rec_id, shown in reversed(self.seen.get(user, ())):
+            if item in shown.items and ts - shown.ts <= self.window:
                 return shown, rec_id
         return None, None
 
@@ -151,9 +162,8 @@ class Attribution:
         if not mine:
             return None
         out: dict[str, int] = {}
-        for rec_id in mine:
-            shown = self.lists.get(rec_id)
-            if shown is None or shown.seen is None or ts - shown.ts > self.window:
+        for _, shown in mine:
+            if ts - shown.ts > self.window:
                 continue
             clicked = shown.clicked or ()
             for item in shown.seen:

@@ -99,6 +99,22 @@ def test_attribution_counts_only_own_lists_once_and_within_the_window():
     assert a.action("u1", "purchase", "p2", "r1", 301.0, 5.0) == []
 
 
+def test_a_seen_list_earns_its_sale_for_the_whole_window_however_many_lists_follow():
+    """Written lists wait for their impression in a small table; once seen, a list stays
+    with its user for the attribution window even when thousands of lists follow."""
+    a = Attribution(window=3600.0, max_lists=100)
+    a.listed("mine", "u1", 0.0, ("p1", "p2"), "learned", 0.5, "covis", None)
+    assert a.impression("u1", "mine", None, 1.0)
+    for n in range(5000):  # other users' lists push it out of the written-lists table
+        a.listed(f"r{n}", f"other{n}", 2.0, ("p1",), "learned", 0.5, "covis", None)
+    assert "mine" not in a.lists and len(a.lists) == 100
+    (click,) = a.action("u1", "click", "p2", "mine", 10.0, None)
+    (buy,) = a.action("u1", "purchase", "p2", None, 3000.0, 42.0)
+    assert (click.rec_id, buy.rec_id, buy.value) == ("mine", "mine", 42.0)
+    assert a.fatigue("u1", 3000.0) == {"p1": 1}
+    assert a.impression("u1", "r7", None, 11.0) == []  # an evicted unseen list: unknown
+
+
 def test_items_seen_and_not_clicked_sink_in_the_next_list():
     """Exposure is evidence: the items of a list the user saw twice without clicking
     fall (a factor per list), the rest keep their order; without impressions nothing moves."""
