@@ -260,15 +260,12 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
         row_items, models.codes.vocab.lookup, cache)
     if ruled is not None:
         keep &= ruled
-    origin = np.arange(n_rows)  # each row's index before the rules dropped any
-    if not keep.all():
-        X, row_req, row_slot, origin = X[keep], row_req[keep], row_slot[keep], origin[keep]
-        row_items = _gather_items(row_items, np.flatnonzero(keep))
-        starts = np.searchsorted(row_req, np.arange(n_req + 1))
-        if factors is not None:
-            factors, boosted = factors[keep], boosted[keep]
-    if len(row_req) == 0:
+    # Dropped rows stay in the table (no copy of it): their score becomes -inf and the
+    # selection skips them.
+    valid = None if keep.all() else keep
+    if valid is not None and not valid.any():
         return [_empty() for _ in inputs]
+    origin = np.arange(n_rows)
 
     _cold_and_mf(inputs, models, cfg, X, starts, row_items)
     scores = np.empty(len(row_req))
@@ -283,7 +280,9 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     if cfg.fatigue != 1.0 and any(inp.fatigue for inp in inputs):
         scores = boost(scores, _fatigue(inputs, row_req, row_slot, models.codes.vocab.lookup,
                                         cfg.fatigue))
-    results = _select(inputs, models, cfg, X, scores, row_req, row_items, weights, ctx)
+    if valid is not None:
+        scores[~valid] = -np.inf
+    results = _select(inputs, models, cfg, X, scores, row_req, row_items, weights, ctx, valid)
     listed = [res.reasons for res in results] if boosted is not None else None
     entries = (entry_row, entry_col, vals, np.repeat(np.asarray(table.tags, dtype=np.intp), lens))
     explain(results, X, row_req, origin, weights, ctx, entries, table.tag_names)
@@ -416,8 +415,10 @@ def _cold_and_mf(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray,
 
 def _select(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray, scores: np.ndarray,
             row_req: np.ndarray, row_items: list[str], weights: np.ndarray,
-            ctx: np.ndarray) -> list[RankResult]:
-    """Top-K per request: stable descending order, diversity, strategy, feedback rows."""
+            ctx: np.ndarray, valid: np.ndarray | None = None) -> list[RankResult]:
+    """Top-K per request: stable descending order, diversity, strategy, feedback rows.
+    Rows not ``valid`` (dropped by exclusions or rules; their score is -inf, so they
+    sort last) are never picked."""
     n_req = len(inputs)
     n = len(row_req)
     # Highest score first within each request, ties in candidate order (a stable sort).
@@ -425,6 +426,9 @@ def _select(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray, scores: 
     req_sorted = row_req[order]
     starts = np.searchsorted(req_sorted, np.arange(n_req + 1))
     position = np.arange(n) - starts[req_sorted]
+    if valid is not None:
+        # Dropped rows sort last within their request: past every kept one.
+        position = np.where(valid[order], position, np.iinfo(np.int64).max // 2)
     k = cfg.k
 
     # Strategy: the signal that contributes most to the top K (before diversity).
