@@ -13,6 +13,7 @@ import logging
 import pickle
 import threading
 import weakref
+from itertools import islice
 from typing import Iterable
 
 from bytewax.operators import StatefulBatchLogic
@@ -402,15 +403,20 @@ class RankLogic(StatefulBatchLogic):
 
     def _last_resort(self, request: RankRequest, shared: WorkerModels) -> list[tuple[str, float]]:
         """What this shard's users acted on just before, newest first, then what this user
-        did: for the first events of a fresh system, when no signal has anything yet
-        (trend news travels further)."""
+        did, then the catalog items this worker learnt last: for the first events of a
+        fresh system, when no signal has anything yet (trend news travels further)."""
         skip = set(request.excluded) | shared.unavailable
         k = self.cfg.ranking.k
         picked = [i for i in reversed(self.state.recent) if i not in skip][:k]
         if len(picked) < k:
-            # Nothing else yet (this shard's first request): the user's own recent items.
+            # Nothing else yet (this shard's first requests): the user's own recent items,
+            # then the catalog items this worker learnt last.
             taken = set(picked)
             picked += [i for i in reversed(request.seen) if i not in skip and i not in taken][: k - len(picked)]
+        if len(picked) < k:
+            taken = set(picked)
+            known = islice(reversed(shared.item_category), 4 * k)
+            picked += [i for i in known if i not in skip and i not in taken][: k - len(picked)]
         return [(item, round(0.5 ** n, 6)) for n, item in enumerate(picked)]
 
     def _learn(self, user_id: str, chosen: str) -> None:

@@ -208,3 +208,20 @@ def test_worker_models_from_before_rules_restore_with_none():
     assert restored.item_category == {"p1": "hats"} and len(restored.rules) == 0
     assert restored.item_price == {} and len(restored.new_items) == 0
     assert pickle.loads(pickle.dumps(restored)).rules_seq == 0
+
+
+def test_a_fresh_shard_lists_the_users_own_items_then_the_catalog_rather_than_nothing():
+    """The very first lists of a fresh system, before any signal or trend news: the
+    shard's users' recent items, else the user's own, else the catalog the worker knows."""
+    from operators.messages import RankRequest
+
+    logic = RankLogic(RankStepConfig(snapshots=False), None)
+    shared = logic.models()
+    request = RankRequest("rank-0", "u1", 1, T0, "e1", "search", None, 0, None, 0.0, [], [],
+                          None, None, [], ["hats3"])
+    assert logic._last_resort(request, shared) == []  # nothing known at all
+    for item in ("hats1", "hats2", "hats3"):
+        shared.learn_category(item, "hats")
+    assert [i for i, _ in logic._last_resort(request, shared)] == ["hats2", "hats1"]
+    request.seen = ["shoes9"]
+    assert [i for i, _ in logic._last_resort(request, shared)][:2] == ["shoes9", "hats2"]
