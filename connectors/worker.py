@@ -24,6 +24,24 @@ __all__ = ["WorkerGroup", "free_port_run"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def _worker_preexec():
+    """A preexec_fn for worker processes: SIGINT back to its default, then the parent-death
+    signal. A program started in the background by a non-interactive shell (a CI job,
+    ``make`` under ``cmd &``) inherits SIGINT ignored, and Python then never turns it into
+    KeyboardInterrupt: :meth:`WorkerGroup.stop` would wait out its timeout and SIGKILL."""
+    death = _parent_death_signal()
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if not ignored:
+        return death
+
+    def preexec() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if death is not None:
+            death()
+
+    return preexec
+
+
 def free_port_run(n: int, host: str = "127.0.0.1") -> int:
     """A port p such that p .. p+n-1 are all free now (one per worker process)."""
     for _ in range(50):
@@ -106,7 +124,7 @@ class WorkerGroup:
                 subprocess.Popen(self.command(i, addresses), env=env, cwd=REPO_ROOT, stdout=out,
                                  stderr=subprocess.STDOUT, start_new_session=True,
                                  # no orphaned workers if the caller dies or is killed
-                                 preexec_fn=_parent_death_signal())  # noqa: PLW1509
+                                 preexec_fn=_worker_preexec())  # noqa: PLW1509
             )
         atexit.register(self.kill)
         return self

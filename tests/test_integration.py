@@ -228,3 +228,24 @@ def test_sigkill_and_restart_with_recovery_keeps_profile_state(
         assert got["recent_items"] == p.recent_items, user
         checked += 1
     assert checked >= 10
+
+
+def test_workers_stop_on_sigint_even_when_started_with_sigint_ignored(
+    kafka, redis_server, unique_topic, tmp_path
+):
+    """A CI job or ``cmd &`` in a script starts programs with SIGINT ignored; the workers
+    a WorkerGroup starts still take SIGINT as the request to stop (and stop quickly)."""
+    import signal
+
+    ensure_topics(kafka.bootstrap, {unique_topic: 1, f"{unique_topic}-items": 1, f"{unique_topic}.dlq": 1})
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        group = WorkerGroup(_env(kafka, redis_server, unique_topic, "sigint"),
+                            log_dir=tmp_path / "logs").start()
+    finally:
+        signal.signal(signal.SIGINT, before)
+    time.sleep(2.0)
+    assert group.alive(), group.log_tail()
+    started = time.monotonic()
+    group.stop(timeout=8.0)
+    assert time.monotonic() - started < 5.0  # not the timeout and a SIGKILL
