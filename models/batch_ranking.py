@@ -18,7 +18,6 @@ never each candidate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -300,14 +299,6 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     place(results, inputs, cfg.k, models.rules, facts, models.unavailable, models.new_items,
           cfg.new_item_slots, permitted)
     return results
-
-
-def _gather_items(items: list[str], idx: np.ndarray) -> list[str]:
-    """``[items[i] for i in idx]`` in C (itemgetter), as a list."""
-    n = len(idx)
-    if n > 1:
-        return list(itemgetter(*idx.tolist())(items))
-    return [items[int(idx[0])]] if n == 1 else []
 
 
 def _fatigue(inputs, row_req: np.ndarray, row_slot: np.ndarray, lookup, factor: float) -> np.ndarray:

@@ -96,15 +96,6 @@ def _categories(inp) -> list[str]:
     return out[:4]
 
 
-def _facts_known(rules: RuleSet | None, facts: ItemFacts, item: str) -> bool:
-    """Whether every catalog fact the item rules read is known for ``item``."""
-    if rules is None:
-        return True
-    need_cat, need_price, need_attr = rules.reads
-    return ((not need_cat or item in facts.category) and (not need_price or item in facts.price)
-            and (not need_attr or item in facts.attributes))
-
-
 def place(results: list, inputs: Sequence, k: int, rules: RuleSet | None, facts: ItemFacts,
           unavailable, new_items: NewItems | None, new_slots: int,
           permitted: dict[str, bool] | None = None) -> None:
@@ -126,7 +117,7 @@ def place(results: list, inputs: Sequence, k: int, rules: RuleSet | None, facts:
         ok = permitted.get(item)
         if ok is None:
             ok = rules is None or rules.allows(item, facts)
-            if len(permitted) < 100_000 and _facts_known(rules, facts, item):
+            if len(permitted) < 100_000 and (rules is None or rules.knows(item, facts)):
                 permitted[item] = ok  # a fact learnt later would not move the version
         if not ok or item in inp.excluded:
             return False

@@ -277,6 +277,14 @@ class RuleSet:
     def __len__(self) -> int:
         return len(self.rules)
 
+    def knows(self, item: str, facts: "ItemFacts") -> bool:
+        """Whether every catalog fact the item rules read is known for ``item`` (what
+        they decide may then be cached: a fact learnt later, unknown before, does not
+        move the facts version)."""
+        need_cat, need_price, need_attr = self.reads
+        return ((not need_cat or item in facts.category) and (not need_price or item in facts.price)
+                and (not need_attr or item in facts.attributes))
+
     def allows(self, item: str, facts: "ItemFacts") -> bool:
         """Whether blocks and filters let one item be listed."""
         args = (item, facts.category.get(item), facts.price.get(item),
@@ -352,11 +360,8 @@ def _decide_cached(rules: RuleSet, facts: ItemFacts, row_slot: np.ndarray, row_i
         items = [row_items[i] for i in todo.tolist()]
         slots = row_slot[todo]
         keep_t, factors_t, boosted_t = _decide(rules, RuleColumns(items, slots, facts, lookup, cache))
-        cat_map, price_map, attr_map = facts.category, facts.price, facts.attributes
-        need_cat, need_price, need_attr = rules.reads
-        known = np.fromiter(((not need_cat or it in cat_map) and (not need_price or it in price_map)
-                             and (not need_attr or it in attr_map) for it in items),
-                            dtype=bool, count=len(items))
+        known = np.fromiter((rules.knows(it, facts) for it in items), dtype=bool,
+                            count=len(items))
         verdict[todo] = keep_t
         store = slots[known]
         cache.verdict[store] = keep_t[known]

@@ -268,7 +268,6 @@ class RecUpdate:
     rec_id: str = ""  # this list's id (impressions and clicks name it)
     variant: str = "default"  # the experiment variant that ranked it (models.experiments)
     propensity: float = 1.0  # the probability that variant was chosen for this list
-    segment: str | None = None  # the user's segment when it was ranked
 
 
 @_compact

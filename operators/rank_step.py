@@ -370,7 +370,7 @@ class RankLogic(StatefulBatchLogic):
             out.append(
                 RecUpdate(request.user_id, request.user_id, request.seq, request.event_id,
                           request.ts, request.ingested_at, items, strategy, cfg.model_version,
-                          reasons, rid, names[variant], propensity, request.segment)
+                          reasons, rid, names[variant], propensity)
             )
         return out
 
