@@ -257,21 +257,27 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     ruled, factors, boosted = apply_item_rules(
         models.rules, [inp.page_category for inp in inputs], facts, row_req, row_slot,
         row_items, models.codes.vocab.lookup, cache)
-    if ruled is not None:
-        keep &= ruled
     # Dropped rows stay in the table (no copy of it): their score becomes -inf and the
     # selection skips them.
-    valid = None if keep.all() else keep
+    if ruled is not None:  # rules dropped some rows
+        keep &= ruled
+        valid = keep
+    else:
+        valid = None if keep.all() else keep
     if valid is not None and not valid.any():
         return [_empty() for _ in inputs]
     origin = np.arange(n_rows)
 
     _cold_and_mf(inputs, models, cfg, X, starts, row_items)
     scores = np.empty(len(row_req))
-    row_ctx = ctx[row_req]
-    for c in np.unique(ctx).tolist():
-        mask = row_ctx == c
-        scores[mask] = X[mask] @ weights[c]
+    contexts_used = np.unique(ctx).tolist()
+    if len(contexts_used) == 1:
+        np.matmul(X, weights[contexts_used[0]], out=scores)
+    else:
+        row_ctx = ctx[row_req]
+        for c in contexts_used:
+            mask = row_ctx == c
+            scores[mask] = X[mask] @ weights[c]
     if cfg.repeat_policy == "demote":
         scores = np.where(X[:, _SEEN] > 0, scores * cfg.repeat_factor, scores)
     if factors is not None:
@@ -280,18 +286,11 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
         scores = boost(scores, _fatigue(inputs, row_req, row_slot, models.codes.vocab.lookup,
                                         cfg.fatigue))
     if valid is not None:
-        scores[~valid] = -np.inf
+        scores = np.where(valid, scores, -np.inf)
     results = _select(inputs, models, cfg, X, scores, row_req, row_items, weights, ctx, valid)
-    listed = [res.reasons for res in results] if boosted is not None else None
     entries = (entry_row, entry_col, vals, np.repeat(np.asarray(table.tags, dtype=np.intp), lens))
-    explain(results, X, row_req, origin, weights, ctx, entries, table.tag_names)
-    if listed is not None:
-        boosts = models.rules.boosts
-        for res, rows in zip(results, listed):
-            if rows:
-                which = boosted[rows]
-                for j in np.flatnonzero(which >= 0).tolist():
-                    res.reasons[j]["rule"] = boosts[which[j]].rule_id
+    rules_of = None if boosted is None else (boosted, models.rules.boost_ids)
+    explain(results, X, row_req, origin, weights, ctx, entries, table.tag_names, rules_of)
     permitted = None
     if cache is not None:
         cache.sync_rules(models.rules)
@@ -414,12 +413,11 @@ def _select(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray, scores: 
     n = len(row_req)
     # Highest score first within each request, ties in candidate order (a stable sort).
     order = np.lexsort((np.arange(n), -scores, row_req))
+    if valid is not None:
+        order = order[valid[order]]  # dropped rows sorted last; they leave the order
     req_sorted = row_req[order]
     starts = np.searchsorted(req_sorted, np.arange(n_req + 1))
-    position = np.arange(n) - starts[req_sorted]
-    if valid is not None:
-        # Dropped rows sort last within their request: past every kept one.
-        position = np.where(valid[order], position, np.iinfo(np.int64).max // 2)
+    position = np.arange(len(order)) - starts[req_sorted]
     k = cfg.k
 
     # Strategy: the signal that contributes most to the top K (before diversity).

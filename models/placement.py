@@ -111,7 +111,8 @@ def place(results: list, inputs: Sequence, k: int, rules: RuleSet | None, facts:
     if permitted is None:
         permitted = {}
 
-    def allowed(item: str, inp) -> bool:
+    def listable(item: str) -> bool:
+        """What no request changes: in stock, and the rules let it be listed."""
         if item in unavailable:
             return False
         ok = permitted.get(item)
@@ -119,23 +120,37 @@ def place(results: list, inputs: Sequence, k: int, rules: RuleSet | None, facts:
             ok = rules is None or rules.allows(item, facts)
             if len(permitted) < 100_000 and (rules is None or rules.knows(item, facts)):
                 permitted[item] = ok  # a fact learnt later would not move the version
-        if not ok or item in inp.excluded:
+        return ok
+
+    def allowed(item: str, inp) -> bool:
+        if not listable(item) or item in inp.excluded:
             return False
         return not inp.page_category or facts.category.get(item) == inp.page_category
 
-    by_context = any(r.lists is not None for r in pins)
+    if pins:
+        by_context = rules.pins_by_context
+        # The pins that may be listed at all, once per batch: (index, rule).
+        open_pins = [(i, r) for i, r in enumerate(pins) if listable(r.item_id)]
     for inp, res in zip(inputs, results):
         if not res.items:
             continue  # nothing ranked: the rank step's fallback list has no rules
         items, reasons = res.items, res.reasons
         if fresh:
             _place_new(inp, items, reasons, k, new_items, new_slots, allowed)
-        if pins:
+        if pins and open_pins:
             top = _top_category(inp) if by_context else None
-            chosen = [r for r in pins if (r.lists is None or r.lists.matches(
-                inp.page_category, top, inp.page, inp.segment)) and allowed(r.item_id, inp)]
+            page_category, excluded = inp.page_category, inp.excluded
+            chosen = []
+            for i, r in open_pins:
+                if r.lists is not None and not r.lists.matches(page_category, top, inp.page,
+                                                               inp.segment):
+                    continue
+                if r.item_id in excluded or (
+                        page_category and facts.category.get(r.item_id) != page_category):
+                    continue
+                chosen.append(i)
             if chosen:
-                _place_pins(items, reasons, k, chosen)
+                _place_pins(items, reasons, k, rules.pin_layout(tuple(chosen), k))
 
 
 def _place_new(inp, items: list, reasons: list, k: int, new_items: NewItems, slots: int,
@@ -163,33 +178,19 @@ def _place_new(inp, items: list, reasons: list, k: int, new_items: NewItems, slo
         reasons.append({"kind": "new", "category": category})
 
 
-def _place_pins(items: list, reasons: list, k: int, pins: list) -> None:
-    """Pinned items at their positions (the first rule takes a contested one, the next
-    free one goes to the next); the ranked items keep their order around them, and a
-    pin past the end of a shorter list comes last."""
-    taken: dict[int, object] = {}
-    placed: set[str] = set()
-    for rule in pins:  # by position
-        if rule.item_id in placed:
-            continue
-        at = rule.position - 1
-        while at in taken:
-            at += 1
-        if at < k:
-            taken[at] = rule
-            placed.add(rule.item_id)
+def _place_pins(items: list, reasons: list, k: int, layout: tuple) -> None:
+    """Pinned items at their positions (``RuleSet.pin_layout``); the ranked items keep
+    their order around them, and a pin past the end of a shorter list comes last."""
+    taken, placed = layout
     if not taken:
         return
     last = len(items) - 1
-    scores = {at: items[min(at, last)][1] for at in taken}  # a pin takes its slot's score
-    names = [i for i, _ in items]
-    for item in placed:
-        if item in names:  # ranked too: it moves to its pinned place
-            at = names.index(item)
-            del names[at], items[at], reasons[at]
-    for at in sorted(taken):  # ascending: earlier pins keep their index
-        rule = taken[at]
+    scores = [items[min(at, last)][1] for at, _, _ in taken]  # a pin takes its slot's score
+    ranked = [j for j, (item, _) in enumerate(items) if item in placed]
+    for j in reversed(ranked):  # ranked too: it moves to its pinned place
+        del items[j], reasons[j]
+    for (at, item, rule_id), score in zip(taken, scores):  # ascending: earlier pins keep their index
         where = min(at, len(items))
-        items.insert(where, (rule.item_id, scores[at]))
-        reasons.insert(where, {"kind": "pinned", "rule": rule.rule_id})
+        items.insert(where, (item, score))
+        reasons.insert(where, {"kind": "pinned", "rule": rule_id})
     del items[k:], reasons[k:]

@@ -21,10 +21,13 @@ _NAMED = {_F["covis"]: "because", _F["covis_cold"]: "because", _F["category"]: "
 
 
 def explain(results: list[RankResult], X: np.ndarray, row_req: np.ndarray, origin: np.ndarray,
-             weights: np.ndarray, ctx: np.ndarray, entries: tuple, tag_names: list) -> None:
+             weights: np.ndarray, ctx: np.ndarray, entries: tuple, tag_names: list,
+             rules_of: tuple | None = None) -> None:
     """Give each listed item its reason: the signal that adds most to its score, with
     what proposed it where there is one to name (the recent item whose followers it is,
-    the category it trends in)."""
+    the category it trends in). ``rules_of`` is ``(boosted, names)``: per candidate row
+    the index of the boost rule that matched it (-1: none) and the rules' ids; a
+    boosted item's reason names its rule."""
     rows = [r for res in results if res.reasons for r in res.reasons]
     if not rows:
         for res in results:
@@ -59,6 +62,11 @@ def explain(results: list[RankResult], X: np.ndarray, row_req: np.ndarray, origi
         if field_name and row in named:
             reason[field_name] = named[row]
         reasons.append(reason)
+    if rules_of is not None:
+        boosted, names = rules_of
+        for reason, which in zip(reasons, boosted[rows].tolist()):
+            if which >= 0:
+                reason["rule"] = names[which]
     at = 0
     for res in results:
         n = len(res.reasons or [])

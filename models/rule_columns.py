@@ -42,8 +42,8 @@ class FactCache:
     is read again. Only a cache: it never changes a list.
     """
 
-    __slots__ = ("version", "codes", "cat", "price", "attrs", "rules", "verdict", "factor",
-                 "boosted", "allowed")
+    __slots__ = ("version", "codes", "cat", "price", "attrs", "rules", "mult", "boosted",
+                 "allowed")
 
     _TODO = -2  # a code not looked up yet
 
@@ -53,12 +53,12 @@ class FactCache:
         self.cat = np.full(0, self._TODO, dtype=np.int64)
         self.price = np.full(0, -np.inf)  # -inf: not looked up; NaN: no price
         self.attrs: dict[str, tuple[dict, np.ndarray]] = {}
-        # What the rules in force (``rules``, compared by identity) decided per slot:
-        # ``verdict`` 1 kept, 0 dropped (a block or filter), -1 not decided yet; the
-        # product of the boosts that matched and the first one (``models.rules``).
+        # What the rules in force (``rules``, compared by identity) decided per slot, in
+        # one number: ``mult`` 0 dropped (a block or filter), NaN not decided yet, else
+        # the product of the boosts that matched (1: none); ``boosted`` the first boost
+        # that matched, -1 none (``models.rules``).
         self.rules: object = None
-        self.verdict = np.full(0, -1, dtype=np.int8)
-        self.factor = np.ones(0)
+        self.mult = np.full(0, np.nan)
         self.boosted = np.full(0, -1, dtype=np.intp)
         self.allowed: dict[str, bool] = {}  # pinned and new items: may the rules list them?
 
@@ -70,7 +70,7 @@ class FactCache:
             self.cat[:] = self._TODO
             self.price[:] = -np.inf
             self.attrs = {}
-            self.verdict[:] = -1
+            self.mult[:] = np.nan
             self.allowed = {}
         if len(self.cat) < size:
             grow = max(size, 2 * len(self.cat), 256) - len(self.cat)
@@ -78,15 +78,14 @@ class FactCache:
             self.price = np.concatenate([self.price, np.full(grow, -np.inf)])
             self.attrs = {n: (c, np.concatenate([a, np.full(grow, self._TODO, dtype=np.int64)]))
                           for n, (c, a) in self.attrs.items()}
-            self.verdict = np.concatenate([self.verdict, np.full(grow, -1, dtype=np.int8)])
-            self.factor = np.concatenate([self.factor, np.ones(grow)])
+            self.mult = np.concatenate([self.mult, np.full(grow, np.nan)])
             self.boosted = np.concatenate([self.boosted, np.full(grow, -1, dtype=np.intp)])
 
     def sync_rules(self, rules: object) -> None:
         """Forget the verdicts when the rules in force changed."""
         if rules is not self.rules:
             self.rules = rules
-            self.verdict[:] = -1
+            self.mult[:] = np.nan
             self.allowed = {}
 
     def evict(self, slots: list[int]) -> None:
@@ -94,7 +93,7 @@ class FactCache:
         if len(self.cat):
             self.cat[slots] = self._TODO
             self.price[slots] = -np.inf
-            self.verdict[slots] = -1
+            self.mult[slots] = np.nan
             for _, a in self.attrs.values():
                 a[slots] = self._TODO
 

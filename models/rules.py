@@ -253,11 +253,13 @@ def parse_rule(raw) -> Rule:
 class RuleSet:
     """The rules in force, in the order they were first added (later boosts multiply)."""
 
-    __slots__ = ("rules", "boosts", "blocks", "filters", "pins", "reads")
+    __slots__ = ("rules", "boosts", "boost_ids", "blocks", "filters", "pins", "reads", "item_rules",
+                 "pins_by_context", "_layouts")
 
     def __init__(self, rules: Sequence[Rule] = ()) -> None:
         self.rules = tuple(rules)
         self.boosts = tuple(r for r in self.rules if r.action == "boost")
+        self.boost_ids = [r.rule_id for r in self.boosts]
         self.blocks = tuple(r for r in self.rules if r.action == "block")
         self.filters = tuple(r for r in self.rules if r.action == "filter")
         self.pins = tuple(sorted((r for r in self.rules if r.action == "pin"),
@@ -267,6 +269,34 @@ class RuleSet:
         self.reads = (any(m.categories is not None for m in matches),
                       any(m.price_min is not None or m.price_max is not None for m in matches),
                       any(m.attributes for m in matches))
+        self.item_rules = bool(self.boosts or self.blocks or self.filters)
+        self.pins_by_context = any(r.lists is not None for r in self.pins)
+        self._layouts: dict[tuple, tuple] = {}
+
+    def pin_layout(self, chosen: tuple[int, ...], k: int) -> tuple:
+        """Where the pins ``chosen`` (indices into :attr:`pins`) go in a list of ``k``:
+        ``((index, item_id, rule_id), ...)`` ascending, and the set of pinned items. The
+        first pin takes a contested position, the next free one goes to the next; a pin
+        whose position is past ``k`` is not placed. Cached: lists share a few layouts."""
+        key = (chosen, k)
+        layout = self._layouts.get(key)
+        if layout is None:
+            taken: dict[int, Rule] = {}
+            placed: set[str] = set()
+            for rule in (self.pins[i] for i in chosen):  # by position
+                if rule.item_id in placed:
+                    continue
+                at = rule.position - 1
+                while at in taken:
+                    at += 1
+                if at < k:
+                    taken[at] = rule
+                    placed.add(rule.item_id)
+            layout = (tuple((at, taken[at].item_id, taken[at].rule_id) for at in sorted(taken)),
+                      frozenset(placed))
+            if len(self._layouts) < 4096:
+                self._layouts[key] = layout
+        return layout
 
     def __getstate__(self):
         return self.rules
@@ -305,10 +335,10 @@ def apply_item_rules(rules: RuleSet | None, pages: Sequence[str | None], facts: 
     and per row the index in ``rules.boosts`` of the first boost that matched it (-1:
     none). ``cache`` (synced by the caller) keeps facts per item slot, and what the
     rules decided for each slot whose facts are known, so that in steady state the
-    rules cost three gathers per batch whatever their number.
+    rules cost two gathers per batch whatever their number.
     """
     paged = any(pages)
-    ruled = rules is not None and bool(rules.rules)
+    ruled = rules is not None and rules.item_rules
     if not paged and not ruled:
         return None, None, None
     n = len(row_items)
@@ -319,6 +349,10 @@ def apply_item_rules(rules: RuleSet | None, pages: Sequence[str | None], facts: 
         keep, factors, boosted = _decide(rules, RuleColumns(row_items, row_slot, facts, lookup, None))
     else:
         keep, factors, boosted = _decide_cached(rules, facts, row_slot, row_items, lookup, cache)
+        if not paged:
+            return keep, factors, boosted
+    if keep is None:
+        keep = np.ones(n, dtype=bool)
     if paged:
         cols = RuleColumns(row_items, row_slot, facts, lookup, cache)
         cat = cols.category()
@@ -352,34 +386,43 @@ def _decide_cached(rules: RuleSet, facts: ItemFacts, row_slot: np.ndarray, row_i
     """:func:`_decide` through the per-slot verdicts of ``cache``: only rows whose slot
     has none yet are matched, and a verdict is kept only when every fact the rules read
     is known for its item (a fact learnt later, unknown before, does not move the facts
-    version)."""
+    version). ``keep`` is None when every row stays; ``factors`` is 0 on dropped rows."""
     cache.sync_rules(rules)
-    verdict = cache.verdict[row_slot]
-    todo = np.flatnonzero(verdict < 0)
-    if len(todo):
+    mult = cache.mult[row_slot]
+    low = mult.min() if len(mult) else 1.0
+    todo = ()
+    if low != low:  # NaN: some slots have no verdict yet (in steady state, none)
+        todo = np.flatnonzero(np.isnan(mult))
         items = [row_items[i] for i in todo.tolist()]
         slots = row_slot[todo]
         keep_t, factors_t, boosted_t = _decide(rules, RuleColumns(items, slots, facts, lookup, cache))
+        mult_t = np.where(keep_t, 1.0 if factors_t is None else factors_t, 0.0)
         known = np.fromiter((rules.knows(it, facts) for it in items), dtype=bool,
                             count=len(items))
-        verdict[todo] = keep_t
+        mult[todo] = mult_t
         store = slots[known]
-        cache.verdict[store] = keep_t[known]
-        if factors_t is not None:
-            cache.factor[store] = factors_t[known]
+        cache.mult[store] = mult_t[known]
+        if boosted_t is not None:
             cache.boosted[store] = boosted_t[known]
-    keep = verdict.astype(bool)
+        low = mult.min()
+    keep = None if low > 0.0 else mult > 0.0
     if not rules.boosts:
         return keep, None, None
-    factors = cache.factor[row_slot]
     boosted = cache.boosted[row_slot]
     if len(todo):
-        factors[todo] = factors_t
         boosted[todo] = boosted_t
-    return keep, factors, boosted
+    return keep, mult, boosted
 
 
 def boost(scores: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """Scores times their boost factors; a negative score is divided, so a boost above 1
-    always helps and one below 1 always buries (factors are > 0)."""
-    return np.where(scores >= 0.0, scores * factors, scores / factors)
+    always helps and one below 1 always buries (factors are > 0, or 0 on a row that
+    rules dropped, which the caller scores -inf anyway)."""
+    if len(scores) == 0 or scores.min() >= 0.0:  # the usual case: one product
+        return scores * factors
+    out = scores * factors
+    negative = scores < 0.0
+    if negative.any():
+        f = factors[negative]
+        out[negative] = scores[negative] / np.where(f > 0.0, f, 1.0)  # 0: a dropped row
+    return out
