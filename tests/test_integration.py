@@ -174,6 +174,37 @@ def test_worker_writes_a_list_for_every_user_and_files_bad_input(
     assert sorted(kafka_reasons) == expected
 
 
+def test_ten_workers_with_sixteen_rank_shards_answer_every_user_last_event(
+    kafka, redis_server, redis_client, unique_topic, tmp_path
+):
+    # Ranking is keyed by rank shard; with STREAMREC_RANK_SHARDS above the default 8, a
+    # cluster of ten workers (two processes of five, more workers than the default shard
+    # count) spreads the shards over more than eight workers, and every user's latest
+    # list answers their last event.
+    topic, prefix = unique_topic, f"mw{uuid.uuid4().hex[:6]}"
+    ensure_topics(kafka.bootstrap, {topic: 4, f"{topic}-items": 1, f"{topic}.dlq": 1})
+    catalog, events = _events(500, seed=11)
+    _produce(kafka.bootstrap, f"{topic}-items",
+             [(i["item_id"].encode(), orjson.dumps(i)) for i in catalog])
+    _produce(kafka.bootstrap, topic, [(e["user_id"].encode(), orjson.dumps(e)) for e in events])
+    last = expected_full(events)
+    users = set(last)
+    env = _env(kafka, redis_server, topic, prefix, STREAMREC_RANK_SHARDS="16")
+    group = WorkerGroup(env, processes=2, workers=5, log_dir=tmp_path / "logs").start()
+    try:
+        _wait_for(lambda: all(redis_client.exists(f"{prefix}:latest:{u}") for u in users),
+                  group, timeout=120.0, what="a latest list for every user with ten workers")
+        _wait_for(lambda: all(orjson.loads(redis_client.get(f"{prefix}:latest:{u}"))
+                              ["trigger_event_id"] == last[u] for u in users),
+                  group, timeout=60.0, what="every latest list to answer the user's last event")
+        assert group.alive(), group.log_tail()
+    finally:
+        group.stop()
+    lists = [orjson.loads(redis_client.get(f"{prefix}:latest:{u}")) for u in users]
+    assert sum(1 for li in lists if li["items"]) >= len(users) - 2
+    assert redis_client.xlen(f"{prefix}:recs") >= len(users)
+
+
 def test_sigkill_and_restart_with_recovery_keeps_profile_state(
     kafka, redis_server, redis_client, unique_topic, tmp_path
 ):
