@@ -257,15 +257,13 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     ruled, factors, boosted = apply_item_rules(
         models.rules, [inp.page_category for inp in inputs], facts, row_req, row_slot,
         row_items, models.codes.vocab.lookup, cache)
-    # Dropped rows stay in the table (no copy of it): their score becomes -inf and the
-    # selection skips them.
+    # Dropped rows stay in the table (no copy of it): the selection leaves them out of
+    # its order (their scores are never read).
     if ruled is not None:  # rules dropped some rows
         keep &= ruled
         valid = keep
     else:
         valid = None if keep.all() else keep
-    if valid is not None and not valid.any():
-        return [_empty() for _ in inputs]
     origin = np.arange(n_rows)
 
     _cold_and_mf(inputs, models, cfg, X, starts, row_items)
@@ -285,8 +283,6 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     if cfg.fatigue != 1.0 and any(inp.fatigue for inp in inputs):
         scores = boost(scores, _fatigue(inputs, row_req, row_slot, models.codes.vocab.lookup,
                                         cfg.fatigue))
-    if valid is not None:
-        scores = np.where(valid, scores, -np.inf)
     results = _select(inputs, models, cfg, X, scores, row_req, row_items, weights, ctx, valid)
     entries = (entry_row, entry_col, vals, np.repeat(np.asarray(table.tags, dtype=np.intp), lens))
     rules_of = None if boosted is None else (boosted, models.rules.boost_ids)
@@ -407,14 +403,14 @@ def _select(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray, scores: 
             row_req: np.ndarray, row_items: list[str], weights: np.ndarray,
             ctx: np.ndarray, valid: np.ndarray | None = None) -> list[RankResult]:
     """Top-K per request: stable descending order, diversity, strategy, feedback rows.
-    Rows not ``valid`` (dropped by exclusions or rules; their score is -inf, so they
-    sort last) are never picked."""
+    Rows not ``valid`` (dropped by exclusions or rules) leave the order: never picked,
+    never offered to the blend as shown."""
     n_req = len(inputs)
     n = len(row_req)
     # Highest score first within each request, ties in candidate order (a stable sort).
     order = np.lexsort((np.arange(n), -scores, row_req))
     if valid is not None:
-        order = order[valid[order]]  # dropped rows sorted last; they leave the order
+        order = order[valid[order]]  # dropped rows leave the order
     req_sorted = row_req[order]
     starts = np.searchsorted(req_sorted, np.arange(n_req + 1))
     position = np.arange(len(order)) - starts[req_sorted]

@@ -417,7 +417,7 @@ def _decide_cached(rules: RuleSet, facts: ItemFacts, row_slot: np.ndarray, row_i
 def boost(scores: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """Scores times their boost factors; a negative score is divided, so a boost above 1
     always helps and one below 1 always buries (factors are > 0, or 0 on a row that
-    rules dropped, which the caller scores -inf anyway)."""
+    rules dropped, which the selection leaves out anyway)."""
     if len(scores) == 0 or scores.min() >= 0.0:  # the usual case: one product
         return scores * factors
     out = scores * factors
