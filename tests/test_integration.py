@@ -244,10 +244,21 @@ def test_sigkill_and_restart_with_recovery_keeps_profile_state(
     from models.profile import ProfileConfig, UserProfile
 
     expected: dict[str, UserProfile] = {}
+    refused: set[str] = set()
     for e in events:
-        p = expected.setdefault(e["user_id"], UserProfile(e["user_id"]))
         ev = validate_event(e)
-        if ev.type not in ("consent", "erase") and ev.consent is not False:
+        user = e["user_id"]
+        if ev.type == "erase" or (ev.type == "consent" and ev.value != 1.0):
+            # Erasure, or consent withdrawn: the profile goes, and events wait for consent.
+            expected[user] = UserProfile(user)
+            if ev.type == "consent":
+                refused.add(user)
+            continue
+        if ev.type == "consent":
+            refused.discard(user)
+            continue
+        p = expected.setdefault(user, UserProfile(user))
+        if user not in refused and ev.consent is not False:
             p.apply(ev, ProfileConfig())
     checked = 0
     for user, p in expected.items():
