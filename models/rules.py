@@ -421,8 +421,7 @@ def boost(scores: np.ndarray, factors: np.ndarray) -> np.ndarray:
     if len(scores) == 0 or scores.min() >= 0.0:  # the usual case: one product
         return scores * factors
     out = scores * factors
-    negative = scores < 0.0
-    if negative.any():
-        f = factors[negative]
-        out[negative] = scores[negative] / np.where(f > 0.0, f, 1.0)  # 0: a dropped row
+    negative = scores < 0.0  # some are: the minimum is
+    f = factors[negative]
+    out[negative] = scores[negative] / np.where(f > 0.0, f, 1.0)  # 0: a dropped row
     return out
