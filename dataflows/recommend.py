@@ -349,8 +349,10 @@ def _flow_from_env() -> Dataflow:
                  shown, ", ".join(others) or "nothing", redact_url(settings.redis_url))
     flow = build_flow(settings, snapshots=snapshots)
     from connectors.ops_server import start_ops_server
+    from streamrec.gc_tuning import tune_gc
 
     start_ops_server(settings, sys.argv, os.environ)
+    tune_gc(settings.gc_threshold)
     return flow
 
 

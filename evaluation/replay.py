@@ -28,6 +28,7 @@ from dataflows.recommend import wire
 from evaluation.observe import Unranked, observer
 from evaluation.pacing import PacedFileSource, ProgressBoard
 from operators.messages import Envelope
+from streamrec.gc_tuning import tune_gc
 from streamrec.settings import SETTINGS_JSON_ENV, Settings
 
 __all__ = ["child_settings", "replay_flow", "replay", "read_recs"]
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     # What this process runs with, for a check against the parent's (a digest: no secrets).
     (Path(args.out_dir) / f"settings-{args.process}.sha256").write_text(settings.fingerprint())
     flow = replay_flow(args.events, args.out_dir, settings, args.catalog, args.process)
+    tune_gc(settings.gc_threshold)  # as a production worker does
     cluster_main(flow, args.addresses.split(";"), args.process)
     return 0
 

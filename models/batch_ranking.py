@@ -23,7 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from models.content import VectorIndex
-from models.content_recall import anchor_cosines, nearest_of
+from models.content_recall import batch_cosines, nearest_batch
 from models.diversity import diversify
 from models.item_codes import ItemCodes
 from models.mf import ImplicitMF
@@ -144,6 +144,13 @@ def _gather(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig) ->
     local = models.local_vectors
     local = local if local is not None and len(local) > 0 else None
     content = (vectors is not None and len(vectors) > 0) or local is not None
+    near_of: dict[int, list] = {}
+    if content:
+        wanting = [r for r, inp in enumerate(inputs) if inp.content is not None]
+        if wanting:
+            users = np.stack([inputs[r].content for r in wanting])
+            near_of = dict(zip(wanting, nearest_batch(users, cfg.content_candidates,
+                                                      vectors, local)))
     for r, inp in enumerate(inputs):
         anchor_total = sum(a for a, _ in inp.anchors) or 1.0
         named = inp.anchor_items or [None] * len(inp.anchors)
@@ -162,10 +169,9 @@ def _gather(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig) ->
         if inp.segment:
             table.share(r, 3, top("s", inp.segment, per_cat, ts), 1.0)
         table.share(r, 4, top("t", None, per_cat * 2, ts), 1.0)
-        if content and inp.content is not None:
-            near = nearest_of(inp.content, cfg.content_candidates, vectors, local)
-            if near:
-                table.block(r, 5, [i for i, _ in near], [0.0] * len(near), 0.0)
+        near = near_of.get(r)
+        if near:
+            table.block(r, 5, [i for i, _ in near], [0.0] * len(near), 0.0)
     return table
 
 
@@ -218,33 +224,18 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     ids = models.codes.vocab.ids
     row_items = [ids[s] for s in row_slot.tolist()]
 
-    vectors = models.vectors
-    indexed = vectors is not None and len(vectors) > 0
     local = models.local_vectors
     local = local if local is not None and len(local) > 0 else None
-    for r, inp in enumerate(inputs):
-        if inp.content is None or starts[r] == starts[r + 1]:
-            continue
-        if not indexed and local is None and not inp.anchor_vectors:
-            continue
-        a, b = starts[r], starts[r + 1]
-        items = row_items[a:b]
-        sims = (vectors.cosine(inp.content, items) if indexed
-                else np.zeros(b - a, dtype=np.float32))
-        known = vectors.slot_of if indexed else {}
-        if local is not None:
-            # Items the shared index lacks, from this shard's own vectors.
-            missing = np.fromiter((i not in known for i in items), dtype=bool, count=b - a) \
-                if indexed else np.ones(b - a, dtype=bool)
-            if missing.any():
-                at = np.flatnonzero(missing)
-                sims[at] = local.cosine(inp.content, [items[i] for i in at.tolist()])
-        if inp.anchor_vectors:
-            anchor_cosines(sims, items, inp, known, local)
-        sims = np.clip(sims, 0.0, None)
-        total = float(sims.sum())
-        if total > 0.0:
-            X[a:b, 5] = sims / total
+    sims = batch_cosines(inputs, row_req, row_items, starts, models.vectors, local)
+    if sims is not None:
+        # Each request's cosines as shares of their sum (summed per request, as the
+        # reference does).
+        totals = np.zeros(n_req, dtype=np.float32)
+        for r in np.flatnonzero(np.diff(starts)).tolist():
+            totals[r] = sims[starts[r] : starts[r + 1]].sum()
+        share = totals[row_req]
+        ok = share > 0.0
+        X[ok, 5] = sims[ok] / share[ok]
 
     keep = _rules(inputs, models, cfg, X, row_req, row_slot, row_items)
     # Merchandising rules: blocks and filters drop rows with the exclusions above; boosts
@@ -406,9 +397,9 @@ def _select(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray, scores: 
     Rows not ``valid`` (dropped by exclusions or rules) leave the order: never picked,
     never offered to the blend as shown."""
     n_req = len(inputs)
-    n = len(row_req)
-    # Highest score first within each request, ties in candidate order (a stable sort).
-    order = np.lexsort((np.arange(n), -scores, row_req))
+    # Highest score first within each request, ties in candidate order (lexsort is
+    # stable).
+    order = np.lexsort((-scores, row_req))
     if valid is not None:
         order = order[valid[order]]  # dropped rows leave the order
     req_sorted = row_req[order]

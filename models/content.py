@@ -32,7 +32,7 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["DIM", "item_vector", "user_vector", "VectorIndex"]
+__all__ = ["DIM", "item_vector", "row_dots", "user_vector", "VectorIndex"]
 
 DIM = 64
 
@@ -199,34 +199,66 @@ class VectorIndex:
         slot = self.slot_of.get(item)
         return None if slot is None else self.matrix[slot].copy()
 
+    def slots(self, items) -> np.ndarray:
+        """Index rows of ``items`` (-1: not indexed)."""
+        return np.fromiter(map(self.slot_of.get, items, repeat(-1)), dtype=np.intp,
+                           count=len(items))
+
     def cosine(self, user: np.ndarray, items: list[str]) -> np.ndarray:
         """Cosine of ``user`` with each of ``items`` (0 for items without a vector)."""
-        slots = np.fromiter(map(self.slot_of.get, items, repeat(-1)), dtype=np.intp,
-                            count=len(items))
+        slots = self.slots(items)
         known = slots >= 0
         out = np.zeros(len(items), dtype=np.float32)
-        out[known] = self.matrix[slots[known]] @ user
+        out[known] = row_dots(self.matrix[slots[known]], np.asarray(user, dtype=np.float32))
         return out
 
     def nearest(self, user: np.ndarray, n: int) -> list[tuple[str, float]]:
         """The ``n`` items most similar to ``user`` (positive similarity only) among the
         ``search_window`` put most recently."""
+        return self.nearest_many(np.asarray(user)[None, :], n)[0]
+
+    def nearest_many(self, users: np.ndarray, n: int) -> list[list[tuple[str, float]]]:
+        """:meth:`nearest` for each row of ``users`` at once: one matrix product for all
+        of them, the top ``n`` of every row picked with array operations.
+
+        Similarities are computed in float64 and rounded to float32, so a row's values
+        do not depend on how many rows are asked together (BLAS kernels for one row and
+        for many sum in different orders); ties keep the window's slot order.
+        """
         space = self.recent if self.recent is not None else self
         count = len(space.items)
-        if count == 0 or n <= 0:
-            return []
-        sims = space.matrix[:count] @ user
-        # Positive similarities only, then a stable sort: catalogs described by a category
-        # alone give a few distinct values over thousands of rows, and argpartition on
-        # such ties took 180 us for 2,048 rows (a sort of the positives takes ~10).
-        pos = np.flatnonzero(sims > 0.0)
-        if n < len(pos):
-            # Only rows at least as similar as the n-th best can make the list: a
-            # partition of the values (no indices, fast even on ties) finds that bound,
-            # and the stable sort of what passes it gives the same list as a full one.
-            neg = -sims[pos]
-            bound = np.partition(neg, n - 1)[n - 1]
-            pos = pos[neg <= bound]
-        top = pos[np.argsort(-sims[pos], kind="stable")[:n]]
+        n_users = len(users)
+        if count == 0 or n <= 0 or n_users == 0:
+            return [[] for _ in range(n_users)]
+        sims = (np.asarray(users, dtype=np.float64)
+                @ space.matrix[:count].astype(np.float64).T).astype(np.float32)
+        positive = sims > 0.0
+        neg = np.where(positive, -sims, np.inf)
+        if n < count:
+            # Only rows at least as similar as the n-th best can make a list: a partition
+            # of the values (fast even on the ties of category-only catalogs) finds
+            # that bound per user, and the stable sort of what passes it gives the same
+            # list as a full sort.
+            bound = np.partition(neg, n - 1, axis=1)[:, n - 1 : n]
+            positive &= neg <= bound
+        rows, cols = np.nonzero(positive)
+        order = np.lexsort((cols, neg[rows, cols], rows))  # by user, best first, by slot
+        rows, cols = rows[order], cols[order]
+        starts = np.searchsorted(rows, np.arange(n_users))
+        keep = np.arange(len(rows)) - starts[rows] < n
+        rows, cols = rows[keep], cols[keep]
         items = space.items
-        return [(items[i], float(sims[i])) for i in top]
+        names = [items[c] for c in cols.tolist()]
+        values = sims[rows, cols].tolist()
+        out: list[list[tuple[str, float]]] = []
+        at = 0
+        for c in np.bincount(rows, minlength=n_users).tolist():
+            out.append(list(zip(names[at : at + c], values[at : at + c])))
+            at += c
+        return out
+
+
+def row_dots(rows: np.ndarray, users: np.ndarray) -> np.ndarray:
+    """Row-wise dot products of two float32 arrays (``users`` one vector, or one row per
+    row): the same sum for a row however it is asked, alone or in a batch."""
+    return (rows * users).sum(axis=1, dtype=np.float32)

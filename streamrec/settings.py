@@ -33,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from streamrec.errors import ConfigError
+from streamrec.gc_tuning import DEFAULT_GC_THRESHOLD, parse_gc_threshold
 
 __all__ = ["Settings", "DEFAULT_EVENT_WEIGHTS", "SETTINGS_JSON_ENV", "redact_url"]
 
@@ -123,6 +124,8 @@ class Settings:
     metrics_port: int = 9464  # base port of /metrics, /healthz, /readyz (+ process id); 0: off
     metrics_host: str = "0.0.0.0"
     log_format: str = "text"  # "text" | "json"
+    # Cyclic garbage collector thresholds of a worker (streamrec.gc_tuning); None: CPython's
+    gc_threshold: tuple[int, int, int] | None = DEFAULT_GC_THRESHOLD
     # Profiles and decay (event time, seconds)
     long_half_life: float = 7 * 24 * 3600.0
     session_half_life: float = 1800.0
@@ -292,6 +295,11 @@ class Settings:
         number("STREAMREC_METRICS_PORT", "metrics_port", int, 0)
         text("STREAMREC_METRICS_HOST", "metrics_host")
         text("STREAMREC_LOG_FORMAT", "log_format")
+        if env.get("STREAMREC_GC_THRESHOLD"):
+            try:
+                kw["gc_threshold"] = parse_gc_threshold(env["STREAMREC_GC_THRESHOLD"])
+            except ValueError as ex:
+                raise ConfigError(str(ex)) from None
         number("STREAMREC_MAX_EVENT_AGE", "max_event_age", float, 0.0)
         flag("STREAMREC_CONFLATE", "conflate")
         flag("STREAMREC_WRITE_PROFILES", "write_profiles")

@@ -36,6 +36,8 @@ def _every_field_changed() -> Settings:
             changes[f.name] = "/nowhere/catalog.jsonl"
         elif isinstance(value, str):
             changes[f.name] = _TEXT.get(f.name, value + "-x")
+        elif isinstance(value, tuple) and value and all(isinstance(v, int) for v in value):
+            changes[f.name] = tuple(v + 1 for v in value)
         elif isinstance(value, Mapping) and value:
             changes[f.name] = {k: v + 0.5 for k, v in value.items()}
         else:
@@ -90,3 +92,26 @@ def test_controls_and_new_item_settings_come_from_the_environment():
         "shop-rules", False, 2, 3600.0)
     with pytest.raises(ConfigError, match="STREAMREC_NEW_ITEM_SLOTS"):
         Settings.from_env({"STREAMREC_NEW_ITEM_SLOTS": "-1"})
+
+
+def test_gc_threshold_comes_from_the_environment_and_is_applied():
+    import gc
+
+    from streamrec.gc_tuning import tune_gc
+
+    assert Settings.from_env({}).gc_threshold == (50_000, 20, 10)
+    assert Settings.from_env({"STREAMREC_GC_THRESHOLD": "python"}).gc_threshold is None
+    assert Settings.from_env({"STREAMREC_GC_THRESHOLD": "9000,5,2"}).gc_threshold == (9000, 5, 2)
+    for bad in ("0,1,1", "1,2", "a,b,c"):
+        with pytest.raises(ConfigError, match="STREAMREC_GC_THRESHOLD"):
+            Settings.from_env({"STREAMREC_GC_THRESHOLD": bad})
+    before = gc.get_threshold()
+    try:
+        tune_gc((12_345, 20, 10))
+        assert gc.get_threshold() == (12_345, 20, 10)
+        assert gc.get_freeze_count() > 0  # what was alive left the collector's walks
+        tune_gc(None)
+        assert gc.get_threshold() == (12_345, 20, 10)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
