@@ -79,7 +79,9 @@ def _to_envelopes(source: str):
 
 def source_config(fetch_wait_ms: int, extra: Mapping[str, str]) -> dict[str, str]:
     # The broker may hold a fetch open for fetch.wait.max.ms (500 ms by default): with a
-    # quiet topic that is pure latency, so keep it to a few ms.
+    # quiet topic that is pure latency, so it is a few ms by default. tansu on S3 needs
+    # more (it answers empty when listing its objects outlasts the wait; see
+    # docs/reliability.md).
     cfg = {"fetch.wait.max.ms": str(fetch_wait_ms), "fetch.min.bytes": "1"}
     cfg.update(extra)
     return cfg

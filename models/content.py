@@ -73,13 +73,16 @@ def user_vector(weighted: list[tuple[float, bytes]]) -> np.ndarray | None:
 
 
 class _Ring:
-    """The ``size`` most recently put items (a re-put of a held item only updates it)."""
+    """The ``size`` most recently put items (a re-put of a held item only updates it).
+
+    Rows are float64, the precision similarities are computed in (see
+    :meth:`VectorIndex.nearest_many`): widened once on put, not on every search."""
 
     __slots__ = ("size", "matrix", "items", "slot_of", "next_slot")
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.matrix = np.zeros((size, DIM), dtype=np.float32)
+        self.matrix = np.zeros((size, DIM), dtype=np.float64)
         self.items: list[str] = []
         self.slot_of: dict[str, int] = {}
         self.next_slot = 0
@@ -231,7 +234,7 @@ class VectorIndex:
         if count == 0 or n <= 0 or n_users == 0:
             return [[] for _ in range(n_users)]
         sims = (np.asarray(users, dtype=np.float64)
-                @ space.matrix[:count].astype(np.float64).T).astype(np.float32)
+                @ np.asarray(space.matrix[:count], dtype=np.float64).T).astype(np.float32)
         positive = sims > 0.0
         neg = np.where(positive, -sims, np.inf)
         if n < count:
