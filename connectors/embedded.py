@@ -390,8 +390,12 @@ class EmbeddedKafka(_EmbeddedService):
         binary: str | Path | None = None,
         storage: str = "memory://tansu/",
         storage_env: dict[str, str] | None = None,
+        advertised_port: int | None = None,
     ) -> None:
         super().__init__(port, host, log_dir, binary=binary)
+        # The port clients are told to use (default: the one it listens on); another one
+        # when a proxy, such as a TLS terminator, stands in front of it.
+        self.advertised_port = advertised_port
         # Where tansu keeps the log: memory (gone with the process) or a durable engine
         # this build has, such as ``s3://BUCKET/`` (credentials and endpoint in
         # ``storage_env``: AWS_ENDPOINT, AWS_ACCESS_KEY_ID, ...; see connectors/embedded_s3.py).
@@ -416,8 +420,9 @@ class EmbeddedKafka(_EmbeddedService):
 
     def _command(self, binary: str) -> list[str]:
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port or self.port}"
         return [binary, "broker", "--cluster-id", self.cluster_id, "--listener-url", url,
-                "--advertised-listener-url", url, "--storage-engine", self.storage]
+                "--advertised-listener-url", advertised, "--storage-engine", self.storage]
 
     def _probe(self, timeout: float) -> None:
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 2000})
