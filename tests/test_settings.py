@@ -99,7 +99,7 @@ def test_gc_threshold_comes_from_the_environment_and_is_applied():
 
     from streamrec.gc_tuning import tune_gc
 
-    assert Settings.from_env({}).gc_threshold == (50_000, 20, 10)
+    assert Settings.from_env({}).gc_threshold == (10_000, 10, 100)
     assert Settings.from_env({"STREAMREC_GC_THRESHOLD": "python"}).gc_threshold is None
     assert Settings.from_env({"STREAMREC_GC_THRESHOLD": "9000,5,2"}).gc_threshold == (9000, 5, 2)
     for bad in ("0,1,1", "1,2", "a,b,c"):
