@@ -45,8 +45,10 @@ def parse_gc_threshold(raw: str) -> tuple[int, int, int] | None:
 
 
 def tune_gc(threshold: tuple[int, int, int] | None) -> None:
-    """Freeze what is alive now and set the collector's thresholds (None: keep them)."""
+    """Freeze what is alive now and set the collector's thresholds; None: leave the
+    collector as CPython set it up (no freeze either)."""
+    if threshold is None:
+        return
     gc.collect()
     gc.freeze()
-    if threshold is not None:
-        gc.set_threshold(*threshold)
+    gc.set_threshold(*threshold)

@@ -107,11 +107,12 @@ def test_gc_threshold_comes_from_the_environment_and_is_applied():
             Settings.from_env({"STREAMREC_GC_THRESHOLD": bad})
     before = gc.get_threshold()
     try:
+        gc.unfreeze()
+        tune_gc(None)  # "python": nothing changes
+        assert gc.get_threshold() == before and gc.get_freeze_count() == 0
         tune_gc((12_345, 20, 10))
         assert gc.get_threshold() == (12_345, 20, 10)
         assert gc.get_freeze_count() > 0  # what was alive left the collector's walks
-        tune_gc(None)
-        assert gc.get_threshold() == (12_345, 20, 10)
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
