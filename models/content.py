@@ -35,7 +35,7 @@ import numpy as np
 __all__ = ["DIM", "item_vector", "row_dots", "user_vector", "VectorIndex"]
 
 DIM = 64
-_CHUNK = 256  # users per similarity matrix in nearest_many (256 x 20,000 float64: 41 MB)
+_CHUNK = 256  # users per similarity matrix in nearest_many (256 x 20,000 float32: 20 MB)
 
 
 def item_vector(category: str | None, tags, attributes: Mapping | None) -> bytes | None:
@@ -74,16 +74,13 @@ def user_vector(weighted: list[tuple[float, bytes]]) -> np.ndarray | None:
 
 
 class _Ring:
-    """The ``size`` most recently put items (a re-put of a held item only updates it).
-
-    Rows are float64, the precision similarities are computed in (see
-    :meth:`VectorIndex.nearest_many`): widened once on put, not on every search."""
+    """The ``size`` most recently put items (a re-put of a held item only updates it)."""
 
     __slots__ = ("size", "matrix", "items", "slot_of", "next_slot")
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.matrix = np.zeros((size, DIM), dtype=np.float64)
+        self.matrix = np.zeros((size, DIM), dtype=np.float32)
         self.items: list[str] = []
         self.slot_of: dict[str, int] = {}
         self.next_slot = 0
@@ -222,34 +219,34 @@ class VectorIndex:
         return self.nearest_many(np.asarray(user)[None, :], n)[0]
 
     def nearest_many(self, users: np.ndarray, n: int) -> list[list[tuple[str, float]]]:
-        """:meth:`nearest` for each row of ``users`` at once: one matrix product for all
-        of them, the top ``n`` of every row picked with array operations.
-
-        Similarities are computed in float64 and rounded to float32, so a row's values
-        do not in practice depend on how many rows are asked together (BLAS kernels for
-        one row and for many sum in different orders; the float64 differences are far
-        below what float32 keeps); ties keep the window's slot order. Users go in chunks
-        of :data:`_CHUNK`, so a large batch against a large window stays small in memory.
+        """:meth:`nearest` for each row of ``users``: one matrix-vector product per user
+        (the same sums as for that user alone; a matrix-matrix product may sum in
+        another order and break ties differently), then the top ``n`` of every user
+        picked at once with array operations. Users go in chunks of :data:`_CHUNK`, so
+        a large batch against a large window stays small in memory.
         """
-        if len(users) > _CHUNK:
-            out: list[list[tuple[str, float]]] = []
-            for at in range(0, len(users), _CHUNK):
-                out.extend(self.nearest_many(users[at : at + _CHUNK], n))
-            return out
         space = self.recent if self.recent is not None else self
         count = len(space.items)
+        users = np.asarray(users, dtype=np.float32)
         n_users = len(users)
         if count == 0 or n <= 0 or n_users == 0:
             return [[] for _ in range(n_users)]
-        sims = (np.asarray(users, dtype=np.float64)
-                @ np.asarray(space.matrix[:count], dtype=np.float64).T).astype(np.float32)
+        matrix = space.matrix[:count]
+        if n_users == 1:
+            return [_top(matrix @ users[0], n, space.items)]
+        if n_users > _CHUNK:
+            out: list[list[tuple[str, float]]] = []
+            for at in range(0, n_users, _CHUNK):
+                out.extend(self.nearest_many(users[at : at + _CHUNK], n))
+            return out
+        sims = np.empty((n_users, count), dtype=np.float32)
+        for r in range(n_users):
+            np.matmul(matrix, users[r], out=sims[r])
         positive = sims > 0.0
         neg = np.where(positive, -sims, np.inf)
         if n < count:
-            # Only rows at least as similar as the n-th best can make a list: a partition
-            # of the values (fast even on the ties of category-only catalogs) finds
-            # that bound per user, and the stable sort of what passes it gives the same
-            # list as a full sort.
+            # As in _top: only values at least as high as the n-th best can make a
+            # list; a partition per user finds that bound.
             bound = np.partition(neg, n - 1, axis=1)[:, n - 1 : n]
             positive &= neg <= bound
         rows, cols = np.nonzero(positive)
@@ -261,7 +258,7 @@ class VectorIndex:
         items = space.items
         names = [items[c] for c in cols.tolist()]
         values = sims[rows, cols].tolist()
-        out: list[list[tuple[str, float]]] = []
+        out = []
         at = 0
         for c in np.bincount(rows, minlength=n_users).tolist():
             out.append(list(zip(names[at : at + c], values[at : at + c])))
@@ -269,7 +266,27 @@ class VectorIndex:
         return out
 
 
+def _top(sims: np.ndarray, n: int, items: list) -> list[tuple[str, float]]:
+    """The ``n`` best positive similarities of one user, ties in slot order."""
+    # Positive similarities only, then a stable sort: catalogs described by a category
+    # alone give a few distinct values over thousands of rows, and argpartition on
+    # such ties took 180 us for 2,048 rows (a sort of the positives takes ~10).
+    pos = np.flatnonzero(sims > 0.0)
+    if n < len(pos):
+        # Only rows at least as similar as the n-th best can make the list: a partition
+        # of the values (no indices, fast even on ties) finds that bound, and the
+        # stable sort of what passes it gives the same list as a full one.
+        neg = -sims[pos]
+        bound = np.partition(neg, n - 1)[n - 1]
+        pos = pos[neg <= bound]
+    top = pos[np.argsort(-sims[pos], kind="stable")[:n]]
+    return [(items[i], float(sims[i])) for i in top]
+
+
 def row_dots(rows: np.ndarray, users: np.ndarray) -> np.ndarray:
     """Row-wise dot products of two float32 arrays (``users`` one vector, or one row per
-    row): the same sum for a row however it is asked, alone or in a batch."""
-    return (rows * users).sum(axis=1, dtype=np.float32)
+    row): the same sum for a row however it is asked, alone or in a batch (einsum's
+    loop, unlike a BLAS product, does not depend on the number of rows)."""
+    if users.ndim == 1:
+        return np.einsum("ij,j->i", rows, users)
+    return np.einsum("ij,ij->i", rows, users)

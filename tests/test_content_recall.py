@@ -21,8 +21,8 @@ def _index(rng, n: int, window: int, prefix: str, categories: int) -> VectorInde
 def _brute_nearest(index: VectorIndex, user: np.ndarray, n: int) -> list[str]:
     """Positive similarities, best first, ties in window slot order."""
     space = index.recent if index.recent is not None else index
-    sims = [(float(np.float32(np.asarray(row, np.float64) @ np.asarray(user, np.float64))), slot)
-            for slot, row in enumerate(space.matrix[: len(space.items)])]
+    values = space.matrix[: len(space.items)] @ np.asarray(user, np.float32)
+    sims = [(float(v), slot) for slot, v in enumerate(values.tolist())]
     ranked = sorted((s for s in sims if s[0] > 0.0), key=lambda p: (-p[0], p[1]))
     return [space.items[slot] for _, slot in ranked[:n]]
 
