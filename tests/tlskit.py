@@ -87,6 +87,19 @@ class TLSTerminator(threading.Thread):
             self.loop.run_forever()
         finally:
             server.close()
+            self.loop.run_until_complete(server.wait_closed())
+            self.loop.close()
+
+    async def _cancel_all(self) -> None:
+        # Relays still open end here, inside the loop: left to the garbage collector
+        # after the loop has stopped they raise "Event loop is closed".
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        if self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(self._cancel_all(), self.loop).result(10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.join(10)
