@@ -86,7 +86,11 @@ def accept_batch(events: list, *, now: float, sent_at: float | None, max_skew: f
         except InvalidEvent as ex:
             _reject(batch, index, raw, ex.reason, ex.detail)
             continue
-        value = orjson.dumps(event.to_dict())
+        try:
+            value = orjson.dumps(event.to_dict())
+        except TypeError as ex:  # e.g. an integer beyond 64 bits in the context
+            _reject(batch, index, raw, "payload:not_encodable", str(ex)[:200])
+            continue
         if len(value) > MAX_EVENT_BYTES:
             _reject(batch, index, raw, "payload:too_large", f"{len(value)} bytes > {MAX_EVENT_BYTES}")
             continue

@@ -89,6 +89,15 @@ def test_the_collector_accepts_or_explains_every_event(events, sent_at):
     assert all(REASON.match(r["reason"]) for r in batch.rejected)
 
 
+def test_the_collector_rejects_what_it_cannot_encode():
+    # Found by the property test above: a context integer beyond 64 bits (orjson's limit).
+    base = {"event_id": "e", "user_id": "u", "type": "view", "item_id": "p", "ts": NOW}
+    batch = accept_batch([{**base, "context": {"n": 10**30}}, base], now=NOW, sent_at=None,
+                         max_skew=300.0)
+    assert [r["reason"] for r in batch.rejected] == ["payload:not_encodable"]
+    assert len(batch.messages) == 1
+
+
 def test_the_crashes_the_fuzzer_found_are_dead_letters_now():
     deep: dict = {}
     node = deep
