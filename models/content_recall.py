@@ -23,7 +23,8 @@ def nearest_of(user: np.ndarray, n: int, shared: VectorIndex | None,
 
 def nearest_batch(users: np.ndarray, n: int, shared: VectorIndex | None,
                   local: VectorIndex | None) -> list[list[tuple[str, float]]]:
-    """:func:`nearest_of` for each row of ``users``, one matrix product per index."""
+    """:func:`nearest_of` for each row of ``users`` (each index picks the top of all the
+    users at once, see :meth:`VectorIndex.nearest_many`)."""
     if shared is not None and len(shared) > 0:
         near = shared.nearest_many(users, n)
     else:
