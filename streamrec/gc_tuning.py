@@ -11,8 +11,8 @@ took 118 ms (median) to 371 ms, each a pause of the whole worker.
 The default here, young 10,000 / middle 10 / old 100, over the same 20,000 events: young
 passes of about 3 ms, middle ones of about 30 ms (38 at most), no full pass, 0.8 s in
 all. A young threshold of 50,000 spent about as much but paused 20 ms per young pass and
-243 ms per middle one. :func:`tune_gc` also moves everything alive once the flow is built (modules,
-settings, the flow itself) out of the collector's sight (``gc.freeze``).
+243 ms per middle one. :func:`tune_gc` also moves everything alive once the flow is built
+(modules, settings, the flow itself) out of the collector's sight (``gc.freeze``).
 """
 
 from __future__ import annotations
