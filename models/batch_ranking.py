@@ -33,7 +33,7 @@ from models.ranking import (
     FEATURES, SIGNALS, RankConfig, RankInput, RankResult, _category_mix, prior_weights,
 )
 from models.reasons import explain
-from models.rule_columns import ItemFacts
+from models.rule_columns import FactCache, ItemFacts
 from models.rules import RuleSet, apply_item_rules, boost
 from models.trending import Trending
 
@@ -161,9 +161,8 @@ def _gather(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig) ->
         for weight, votes in inp.knn:
             table.pairs(r, 6, votes, weight / knn_total)
         if inp.seen:
-            decay = cfg.session_decay
             seen = inp.seen[::-1]
-            table.block(r, 1, seen, [decay**i for i in range(len(seen))], 1.0)
+            table.block(r, 1, seen, _powers(cfg.session_decay, len(seen)), 1.0)
         ts = inp.ts
         for cat, share in _category_mix(inp):
             table.share(r, 2, top("c", cat, per_cat, ts), share, table.tag(cat))
@@ -172,8 +171,20 @@ def _gather(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig) ->
         table.share(r, 4, top("t", None, per_cat * 2, ts), 1.0)
         near = near_of.get(r)
         if near:
-            table.block(r, 5, [i for i, _ in near], [0.0] * len(near), 0.0)
+            table.block(r, 5, next(zip(*near)), [0.0] * len(near), 0.0)
     return table
+
+
+_POWERS: dict[float, list[float]] = {}
+
+
+def _powers(decay: float, n: int) -> list[float]:
+    """``[decay**0, ..., decay**(n - 1)]``, computed once per decay (as the reference
+    does, one ``**`` each)."""
+    got = _POWERS.get(decay)
+    if got is None or len(got) < n:
+        got = _POWERS[decay] = [decay**i for i in range(max(n, 2 * len(got or ()), 64))]
+    return got[:n]
 
 
 def _empty() -> RankResult:
@@ -223,7 +234,7 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
                              minlength=n_rows * _NS).reshape(n_rows, _NS)
     starts = np.searchsorted(row_req, np.arange(n_req + 1))
     ids = models.codes.vocab.ids
-    row_items = [ids[s] for s in row_slot.tolist()]
+    row_items = list(map(ids.__getitem__, row_slot.tolist()))
 
     local = models.local_vectors
     local = local if local is not None and len(local) > 0 else None
@@ -275,7 +286,11 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     if cfg.fatigue != 1.0 and any(inp.fatigue for inp in inputs):
         scores = boost(scores, fatigue_factors(inputs, row_req, row_slot, models.codes.vocab.lookup,
                                         cfg.fatigue))
-    results = _select(inputs, models, cfg, X, scores, row_req, row_items, weights, ctx, valid)
+    categories = None
+    if cache is not None:
+        categories = _head_categories(cache, row_slot, row_items, models.item_category)
+    results = _select(inputs, models, cfg, X, scores, row_req, row_items, weights, ctx, valid,
+                      categories)
     entries = (entry_row, entry_col, vals, np.repeat(np.asarray(table.tags, dtype=np.intp), lens))
     rules_of = None if boosted is None else (boosted, models.rules.boost_ids)
     explain(results, X, row_req, origin, weights, ctx, entries, table.tag_names, rules_of)
@@ -286,6 +301,31 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     place(results, inputs, cfg.k, models.rules, facts, models.unavailable, models.new_items,
           cfg.new_item_slots, permitted)
     return results
+
+
+class _Rows:
+    """``items[rows[j]]`` as ``[j]``: the names of some candidate rows, read on demand."""
+
+    __slots__ = ("items", "rows")
+
+    def __init__(self, items: list[str], rows: np.ndarray) -> None:
+        self.items, self.rows = items, rows
+
+    def __getitem__(self, j: int) -> str:
+        return self.items[self.rows[j]]
+
+
+def _head_categories(cache: FactCache, row_slot: np.ndarray, row_items: list[str],
+                     item_category: Mapping[str, str]):
+    """Category codes of candidate rows from the per-slot cache, for diversity; an empty
+    category counts as none, as :func:`models.diversity.diversify` reads them."""
+    def categories(rows: np.ndarray) -> np.ndarray:
+        cats = cache.categories(row_slot[rows], _Rows(row_items, rows), item_category)
+        empty = cache.codes.get("")
+        if empty is not None:
+            cats[cats == empty] = -1
+        return cats
+    return categories
 
 
 def _cold_and_mf(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray,
@@ -304,7 +344,8 @@ def _cold_and_mf(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray,
 
 def _select(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray, scores: np.ndarray,
             row_req: np.ndarray, row_items: list[str], weights: np.ndarray,
-            ctx: np.ndarray, valid: np.ndarray | None = None) -> list[RankResult]:
+            ctx: np.ndarray, valid: np.ndarray | None = None,
+            categories=None) -> list[RankResult]:
     """Top-K per request: stable descending order, diversity, strategy, feedback rows.
     Rows not ``valid`` (dropped by exclusions or rules) leave the order: never picked,
     never offered to the blend as shown."""
@@ -331,18 +372,18 @@ def _select(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray, scores: 
     strategy_ok = (contrib.max(axis=1) > 0).tolist()
 
     pick_rows, pick_scores = diversify(cfg, models.item_category, order, position, req_sorted,
-                                       scores, row_items, n_req)
+                                       scores, row_items, n_req, categories)
     picked = pick_rows >= 0
     counts = picked.sum(axis=1).tolist()
     rows = pick_rows[picked].tolist()
-    names = [row_items[i] for i in rows]
+    names = list(map(row_items.__getitem__, rows))
     values = pick_scores[picked].tolist()
 
     fb_n = min(cfg.feedback_candidates, max(cfg.k * 4, cfg.feedback_candidates))
     in_fb = position < fb_n
     fb_rows = order[in_fb]
     fb_counts = np.bincount(req_sorted[in_fb], minlength=n_req).tolist()
-    fb_names = [row_items[i] for i in fb_rows.tolist()]
+    fb_names = list(map(row_items.__getitem__, fb_rows.tolist()))
     fb_X = X[fb_rows].astype(np.float32)
 
     out: list[RankResult] = []

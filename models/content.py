@@ -256,12 +256,11 @@ class VectorIndex:
         keep = np.arange(len(rows)) - starts[rows] < n
         rows, cols = rows[keep], cols[keep]
         items = space.items
-        names = [items[c] for c in cols.tolist()]
-        values = sims[rows, cols].tolist()
+        pairs = list(zip(map(items.__getitem__, cols.tolist()), sims[rows, cols].tolist()))
         out = []
         at = 0
         for c in np.bincount(rows, minlength=n_users).tolist():
-            out.append(list(zip(names[at : at + c], values[at : at + c])))
+            out.append(pairs[at : at + c])
             at += c
         return out
 

@@ -6,7 +6,7 @@ the same lists.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -16,7 +16,9 @@ __all__ = ["diversify"]
 
 
 def diversify(cfg: RankConfig, item_category: Mapping[str, str], order, position, req_sorted,
-              scores, row_items, n_req: int) -> tuple[np.ndarray, np.ndarray]:
+              scores, row_items, n_req: int,
+              categories: Callable[[np.ndarray], np.ndarray] | None = None,
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy MMR over every request's head at once (see ``models.ranking._diversify``):
     each pick from a category already listed is damped by ``(1 - diversity)`` per earlier
     pick of it; optional hard cap per category.
@@ -26,6 +28,10 @@ def diversify(cfg: RankConfig, item_category: Mapping[str, str], order, position
     ``score * damp**j`` when it can be picked, and that is below what its predecessor
     was worth. The greedy sequence is therefore the head sorted by those values (ties in
     head order), without the items past a category's cap.
+
+    ``categories(rows)``, when given, returns the category codes of candidate rows (-1:
+    none), from a per-item cache; otherwise each head row's category is looked up in
+    ``item_category``.
 
     Returns ``(rows, scores)``, each ``(n_req, k)``: the picked candidate rows best first
     (-1 where a request has fewer) and their scores rounded to 6 decimals.
@@ -42,13 +48,16 @@ def diversify(cfg: RankConfig, item_category: Mapping[str, str], order, position
         # Damping is multiplicative: scores must be positive (shift only when needed).
         low = np.minimum(0.0, _group_min(head_scores, head_req, n_req))
         shifted = head_scores - low[head_req] + 1e-9
-        cat_of = item_category.get
-        codes: dict[str, int] = {}
-        cats = np.array([codes.setdefault(c, len(codes)) if c else -1
-                         for c in map(cat_of, [row_items[i] for i in head.tolist()])],
-                        dtype=np.int64)
+        if categories is not None:
+            cats = categories(head)
+        else:
+            cat_of = item_category.get
+            codes: dict[str, int] = {}
+            cats = np.array([codes.setdefault(c, len(codes)) if c else -1
+                             for c in map(cat_of, [row_items[i] for i in head.tolist()])],
+                            dtype=np.int64)
         # Rank of each item within its request's category (in score order).
-        group = head_req.astype(np.int64) * (len(codes) + 1) + (cats + 1)
+        group = head_req.astype(np.int64) * (int(cats.max(initial=-1)) + 2) + (cats + 1)
         by_group = np.lexsort((head_pos, group))
         g_sorted = group[by_group]
         g_start = np.flatnonzero(np.concatenate(([True], g_sorted[1:] != g_sorted[:-1])))

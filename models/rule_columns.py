@@ -81,6 +81,17 @@ class FactCache:
             self.mult = np.concatenate([self.mult, np.full(grow, np.nan)])
             self.boosted = np.concatenate([self.boosted, np.full(grow, -1, dtype=np.intp)])
 
+    def categories(self, slots: np.ndarray, items, category: Mapping) -> np.ndarray:
+        """Category codes of ``slots`` (-1: none), ``items[j]`` naming the item of
+        ``slots[j]``; slots not cached are looked up in ``category`` (and cached when
+        known)."""
+        codes, get = self.codes, category.get
+
+        def look(item):
+            c = get(item)
+            return codes.setdefault(c, len(codes) - 1), c is not None
+        return _fill(self.cat, slots, items, self._TODO, look)
+
     def sync_rules(self, rules: object) -> None:
         """Forget the verdicts when the rules in force changed."""
         if rules is not self.rules:
@@ -128,10 +139,7 @@ class RuleColumns:
         if self._cat is None:
             codes, get = self.codes, self.facts.category.get
             if self.cached:
-                def look(item):
-                    c = get(item)
-                    return codes.setdefault(c, len(codes) - 1), c is not None
-                self._cat = _fill(self.cache.cat, self.slots, self.items, FactCache._TODO, look)
+                self._cat = self.cache.categories(self.slots, self.items, self.facts.category)
             else:
                 self._cat = np.fromiter((codes.setdefault(get(i), len(codes) - 1) for i in self.items),
                                         dtype=np.int64, count=len(self.items))

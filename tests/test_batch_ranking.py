@@ -84,11 +84,13 @@ CONFIGS = [
 ]
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["facts-read", "facts-cached"])
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"k{c.k}-{c.repeat_policy}-d{c.diversity}-cap{c.max_per_category}")
-def test_batch_gives_the_reference_lists(seed, cfg):
+def test_batch_gives_the_reference_lists(seed, cfg, cached):
     rng = random.Random(seed)
     items, category, trending, vectors, mf, unavailable = _world(rng)
+    category.update({items[j]: "" for j in range(0, len(items), 37)})  # empty: no category
     blend = ContextBlend(prior_weights(cfg))
     for context in range(len(blend)):  # learned, unequal weights per context
         blend[context].weights = blend[context].weights + np.array(
@@ -97,10 +99,16 @@ def test_batch_gives_the_reference_lists(seed, cfg):
     contexts = [blend.context(len(inp.seen)) for inp in inputs]
     expected = [rank(inp, trending, category, unavailable, cfg, blend[c], vectors, mf)
                 for inp, c in zip(inputs, contexts)]
-    models = RankModels(trending, category, unavailable, vectors, mf, ItemCodes(5000))
+    # Cached: catalog facts (categories for rules and diversity) kept per item slot while
+    # the facts' version stays; the second batch reads them from the cache.
+    models = RankModels(trending, category, unavailable, vectors, mf, ItemCodes(5000),
+                        facts_version="v1" if cached else None)
     weights = np.stack([b.weights for b in blend.blends])
     frozen = pickle.dumps((inputs, trending, vectors, mf))
     got = rank_batch(inputs, models, cfg, weights, contexts)
+    if cached:
+        again = rank_batch(inputs, models, cfg, weights, contexts)
+        assert [r.items for r in again] == [r.items for r in got]
     assert pickle.dumps((inputs, trending, vectors, mf)) == frozen  # nothing mutated
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
