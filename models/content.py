@@ -32,7 +32,8 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["DIM", "item_vector", "row_dots", "user_vector", "VectorIndex"]
+__all__ = ["DIM", "first_per_row", "item_vector", "row_dots", "split_pairs", "user_vector",
+           "VectorIndex"]
 
 DIM = 64
 _CHUNK = 256  # users per similarity matrix in nearest_many (256 x 20,000 float32: 20 MB)
@@ -219,26 +220,36 @@ class VectorIndex:
         return self.nearest_many(np.asarray(user)[None, :], n)[0]
 
     def nearest_many(self, users: np.ndarray, n: int) -> list[list[tuple[str, float]]]:
-        """:meth:`nearest` for each row of ``users``: one matrix-vector product per user
-        (the same sums as for that user alone; a matrix-matrix product may sum in
-        another order and break ties differently), then the top ``n`` of every user
-        picked at once with array operations. Users go in chunks of :data:`_CHUNK`, so
-        a large batch against a large window stays small in memory.
+        """:meth:`nearest` for each row of ``users`` (see :meth:`top_many`)."""
+        n_users = len(users)
+        rows, cols, vals, items = self.top_many(users, n)
+        return split_pairs(rows, map(items.__getitem__, cols.tolist()), vals, n_users)
+
+    def top_many(self, users: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+        """The top ``n`` of each row of ``users`` as arrays ``(rows, cols, values,
+        items)``: by user, best first, ties in slot order; ``items[col]`` names a pick.
+
+        One matrix-vector product per user (the same sums as for that user alone; a
+        matrix-matrix product may sum in another order and break ties differently),
+        then the top of every user picked at once with array operations. Users go in
+        chunks of :data:`_CHUNK`, so a large batch against a large window stays small in
+        memory.
         """
         space = self.recent if self.recent is not None else self
         count = len(space.items)
         users = np.asarray(users, dtype=np.float32)
         n_users = len(users)
         if count == 0 or n <= 0 or n_users == 0:
-            return [[] for _ in range(n_users)]
+            return _NONE_I, _NONE_I, _NONE_F, space.items
         matrix = space.matrix[:count]
         if n_users == 1:
-            return [_top(matrix @ users[0], n, space.items)]
+            cols, vals = _top(matrix @ users[0], n)
+            return np.zeros(len(cols), dtype=np.intp), cols, vals, space.items
         if n_users > _CHUNK:
-            out: list[list[tuple[str, float]]] = []
-            for at in range(0, n_users, _CHUNK):
-                out.extend(self.nearest_many(users[at : at + _CHUNK], n))
-            return out
+            parts = [self.top_many(users[at : at + _CHUNK], n) for at in range(0, n_users, _CHUNK)]
+            rows = np.concatenate([p[0] + j * _CHUNK for j, p in enumerate(parts)])
+            return (rows, np.concatenate([p[1] for p in parts]),
+                    np.concatenate([p[2] for p in parts]), space.items)
         sims = np.empty((n_users, count), dtype=np.float32)
         for r in range(n_users):
             np.matmul(matrix, users[r], out=sims[r])
@@ -252,21 +263,36 @@ class VectorIndex:
         rows, cols = np.nonzero(positive)
         order = np.lexsort((cols, neg[rows, cols], rows))  # by user, best first, by slot
         rows, cols = rows[order], cols[order]
-        starts = np.searchsorted(rows, np.arange(n_users))
-        keep = np.arange(len(rows)) - starts[rows] < n
+        keep = first_per_row(rows, n_users, n)
         rows, cols = rows[keep], cols[keep]
-        items = space.items
-        pairs = list(zip(map(items.__getitem__, cols.tolist()), sims[rows, cols].tolist()))
-        out = []
-        at = 0
-        for c in np.bincount(rows, minlength=n_users).tolist():
-            out.append(pairs[at : at + c])
-            at += c
-        return out
+        return rows, cols, sims[rows, cols], space.items
 
 
-def _top(sims: np.ndarray, n: int, items: list) -> list[tuple[str, float]]:
-    """The ``n`` best positive similarities of one user, ties in slot order."""
+_NONE_I = np.zeros(0, dtype=np.intp)
+_NONE_F = np.zeros(0, dtype=np.float32)
+
+
+def first_per_row(rows: np.ndarray, n_rows: int, n: int) -> np.ndarray:
+    """Of entries grouped by row (``rows`` sorted), which are among their row's first ``n``."""
+    starts = np.searchsorted(rows, np.arange(n_rows))
+    return np.arange(len(rows)) - starts[rows] < n
+
+
+def split_pairs(rows: np.ndarray, names, values: np.ndarray,
+                n_rows: int) -> list[list[tuple[str, float]]]:
+    """``(name, value)`` lists per row from entries grouped by row (``rows`` sorted)."""
+    pairs = list(zip(names, values.tolist()))
+    out = []
+    at = 0
+    for c in np.bincount(rows, minlength=n_rows).tolist():
+        out.append(pairs[at : at + c])
+        at += c
+    return out
+
+
+def _top(sims: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` best positive similarities of one user, ties in slot order: ``(slots,
+    values)``."""
     # Positive similarities only, then a stable sort: catalogs described by a category
     # alone give a few distinct values over thousands of rows, and argpartition on
     # such ties took 180 us for 2,048 rows (a sort of the positives takes ~10).
@@ -279,7 +305,7 @@ def _top(sims: np.ndarray, n: int, items: list) -> list[tuple[str, float]]:
         bound = np.partition(neg, n - 1)[n - 1]
         pos = pos[neg <= bound]
     top = pos[np.argsort(-sims[pos], kind="stable")[:n]]
-    return [(items[i], float(sims[i])) for i in top]
+    return top, sims[top]
 
 
 def row_dots(rows: np.ndarray, users: np.ndarray) -> np.ndarray:

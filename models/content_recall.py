@@ -4,14 +4,18 @@ every worker is told of) and a rank shard's own (the vectors its users' answers 
 
 from __future__ import annotations
 
+from itertools import compress
 from typing import Sequence
 
 import numpy as np
 
-from models.content import DIM, VectorIndex, row_dots
+from models.content import DIM, VectorIndex, first_per_row, row_dots, split_pairs
 from models.ranking import RankInput
 
 __all__ = ["nearest_of", "nearest_batch", "anchor_cosines", "batch_cosines"]
+
+_NO_ROWS = np.zeros(0, dtype=np.intp)
+_NO_VALUES = np.zeros(0, dtype=np.float32)
 
 
 def nearest_of(user: np.ndarray, n: int, shared: VectorIndex | None,
@@ -23,25 +27,39 @@ def nearest_of(user: np.ndarray, n: int, shared: VectorIndex | None,
 
 def nearest_batch(users: np.ndarray, n: int, shared: VectorIndex | None,
                   local: VectorIndex | None) -> list[list[tuple[str, float]]]:
-    """:func:`nearest_of` for each row of ``users`` (each index picks the top of all the
-    users at once, see :meth:`VectorIndex.nearest_many`)."""
+    """:func:`nearest_of` for each row of ``users``: each index picks the top of all the
+    users at once (:meth:`VectorIndex.top_many`); for each user, the local picks that
+    the shared ones do not hold join them, and the best ``n`` of both are kept (ties:
+    the shared picks first, each index's in its own order).
+    """
+    n_users = len(users)
     if shared is not None and len(shared) > 0:
-        near = shared.nearest_many(users, n)
+        s_rows, s_cols, s_vals, s_items = shared.top_many(users, n)
     else:
-        near = [[] for _ in range(len(users))]
+        s_rows, s_cols, s_vals, s_items = _NO_ROWS, _NO_ROWS, _NO_VALUES, []
+    s_names = list(map(s_items.__getitem__, s_cols.tolist()))
     if local is None:
-        return near
-    out = []
-    for mine, theirs in zip(near, local.nearest_many(users, n)):
-        seen = {i for i, _ in mine}
-        more = [(i, s) for i, s in theirs if i not in seen]
-        if not more:
-            out.append(mine)
-            continue
-        merged = mine + more
-        order = sorted(range(len(merged)), key=lambda j: -merged[j][1])  # stable
-        out.append([merged[j] for j in order[:n]])
-    return out
+        return split_pairs(s_rows, s_names, s_vals, n_users)
+    l_rows, l_cols, l_vals, l_items = local.top_many(users, n)
+    l_names = list(map(l_items.__getitem__, l_cols.tolist()))
+    if len(s_rows) and len(l_rows):
+        # A local pick the same user's shared picks hold already goes; items are
+        # compared by their shared index slot (every window item is indexed there).
+        width = len(shared.matrix) + 1
+        mine = s_rows * width + shared.slots(s_names)
+        theirs = shared.slots(l_names)
+        fresh = (theirs < 0) | ~np.isin(l_rows * width + theirs, mine)
+        if not fresh.all():
+            l_rows, l_vals = l_rows[fresh], l_vals[fresh]
+            l_names = list(compress(l_names, fresh.tolist()))
+    rows = np.concatenate([s_rows, l_rows])
+    vals = np.concatenate([s_vals, l_vals])
+    names = s_names + l_names
+    order = np.lexsort((np.arange(len(rows)), -vals, rows))  # stable: shared first
+    rows, order = rows[order], order
+    keep = first_per_row(rows, n_users, n)
+    picked = order[keep].tolist()
+    return split_pairs(rows[keep], map(names.__getitem__, picked), vals[picked], n_users)
 
 
 def anchor_cosines(sims: np.ndarray, items: list[str], inp: RankInput, indexed,

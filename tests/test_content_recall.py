@@ -40,6 +40,40 @@ def test_nearest_many_is_the_per_user_top_n_with_ties_in_slot_order(seed):
         assert got == [index.nearest(u, n) for u in users]
 
 
+def _merged_reference(users, n, shared, local) -> list[list[tuple[str, float]]]:
+    """One user at a time: the shared index's top n, then the local picks it lacks, the
+    best n of both (a stable sort: ties keep that order)."""
+    out = []
+    for u in users:
+        mine = shared.nearest(u, n) if shared is not None and len(shared) else []
+        if local is None:
+            out.append(mine)
+            continue
+        seen = {i for i, _ in mine}
+        merged = mine + [(i, s) for i, s in local.nearest(u, n) if i not in seen]
+        out.append(sorted(merged, key=lambda p: -p[1])[:n])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_nearest_batch_is_the_merge_of_each_users_two_lists(seed):
+    rng = np.random.default_rng(seed)
+    shared = _index(rng, 240, 48 if seed % 2 else 0, "s", 3 + seed)
+    local = _index(rng, 160, 0, "l", 4)
+    for i in range(0, 240, 5):  # some items in both, with the shared vector or another one
+        vec = shared.get(f"s{i}")
+        if vec is not None and rng.random() < 0.7:
+            local.put(f"s{i}", vec.astype(np.float16).tobytes())
+        else:
+            local.put(f"s{i}", item_vector(f"c{rng.integers(0, 4)}", [], None))
+    users = [user_vector([(1.0, item_vector(f"c{rng.integers(0, 6)}", ["t1"] if rng.random() < 0.3 else [], None))])
+             for _ in range(30)]
+    users = np.stack([u if u is not None else np.zeros(64, np.float32) for u in users])
+    for n in (1, 4, 25, 400):
+        for s, lo in ((shared, local), (None, local), (shared, None), (VectorIndex(4, 0), local)):
+            assert nearest_batch(users, n, s, lo) == _merged_reference(users, n, s, lo)
+
+
 def test_nearest_batch_merges_the_shared_and_local_indexes_as_one_request_does():
     rng = np.random.default_rng(7)
     shared = _index(rng, 200, 32, "s", 4)
