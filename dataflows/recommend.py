@@ -110,8 +110,27 @@ def step_configs(
     return user, item, rank, trend
 
 
-def _route(msg) -> tuple[str, object]:
-    return (msg.route, msg)
+# Routing between the steps, a batch at a time: Bytewax's filter and map call Python
+# once or twice per message (a shim around the function), these once per batch.
+def _of_types(step_id: str, up: Stream, types) -> Stream:
+    """The messages of ``types``."""
+    return op.flat_map_batch(step_id, up, lambda batch: [m for m in batch if isinstance(m, types)])
+
+
+def _not_of_types(step_id: str, up: Stream, types) -> Stream:
+    """The messages not of ``types``."""
+    return op.flat_map_batch(step_id, up,
+                             lambda batch: [m for m in batch if not isinstance(m, types)])
+
+
+def _routed(step_id: str, up: Stream) -> Stream:
+    """Messages keyed by where they go (their ``route``)."""
+    return op.flat_map_batch(step_id, up, lambda batch: [(m.route, m) for m in batch])
+
+
+def _unkeyed(step_id: str, up: Stream) -> Stream:
+    """A stateful step's output without its keys."""
+    return op.flat_map_batch(step_id, up, lambda batch: [m for _, m in batch])
 
 
 def _built(step: str, make, observe):
@@ -163,10 +182,10 @@ def wire(
     user_out = op.stateful_batch(
         "user", by_user, _built("user", lambda resume: UserLogic(user_cfg, resume), observe)
     )
-    user_msgs = op.key_rm("user_msgs", user_out)
+    user_msgs = _unkeyed("user_msgs", user_out)
 
-    queries = op.filter("item_queries", user_msgs, lambda m: isinstance(m, ItemQuery))
-    to_item = [op.map("route_item", queries, _route)]
+    queries = _of_types("item_queries", user_msgs, ItemQuery)
+    to_item = [_routed("route_item", queries)]
     if catalog is not None:
         cat_parsed = op.map("parse_catalog", catalog, parse_catalog)
         cat_branch = op.branch("valid_catalog", cat_parsed, lambda x: not isinstance(x, DeadLetter))
@@ -174,18 +193,16 @@ def wire(
         to_item.append(cat_branch.trues)
     item_in = op.merge("item_in", *to_item) if len(to_item) > 1 else to_item[0]
     item_out = op.stateful_batch("item", item_in, _built("item", lambda resume: ItemLogic(item_cfg, resume), observe))
-    item_msgs = op.key_rm("item_msgs", item_out)
+    item_msgs = _unkeyed("item_msgs", item_out)
     item_split = op.branch("item_reports", item_msgs, lambda m: isinstance(m, PopularityReport))
     answers = item_split.falses  # answers and availability changes, for the rank shards
 
-    hits = op.filter("segment_hits", user_msgs, lambda m: isinstance(m, SegmentHit))
-    trend_in = op.map("route_trend", op.merge("trend_merge", item_split.trues, hits), _route)
+    hits = _of_types("segment_hits", user_msgs, SegmentHit)
+    trend_in = _routed("route_trend", op.merge("trend_merge", item_split.trues, hits))
     trend_out = op.stateful_batch("trend", trend_in, _built("trend", lambda resume: TrendLogic(trend_cfg, resume), observe))
-    deltas = op.key_rm("trend_msgs", trend_out)
+    deltas = _unkeyed("trend_msgs", trend_out)
 
-    rank_bound = op.filter(
-        "rank_msgs", user_msgs, lambda m: isinstance(m, (RankRequest, ForgetUser, Feedback))
-    )
+    rank_bound = _of_types("rank_msgs", user_msgs, (RankRequest, ForgetUser, Feedback))
     to_rank = [rank_bound, answers, deltas]
     to_sink = []
     if controls is not None:
@@ -199,19 +216,17 @@ def wire(
         dead.append(op.filter("control_dead", ctl_msgs, lambda m: isinstance(m, DeadLetter)))
         to_rank.append(op.filter("rules_to_rank", ctl_msgs, lambda m: isinstance(m, RulesUpdate)))
         to_sink.append(op.filter("rules_to_sink", ctl_msgs, lambda m: isinstance(m, RulesWrite)))
-    rank_in = op.map("route_rank", op.merge("rank_merge", *to_rank), _route)
+    rank_in = _routed("route_rank", op.merge("rank_merge", *to_rank))
     rank_out = op.stateful_batch("rank", rank_in, _built("rank", lambda resume: RankLogic(rank_cfg, resume), observe))
-    ranked = op.key_rm("recs", rank_out)
+    ranked = _unkeyed("recs", rank_out)
     rank_split = op.branch("outcomes", ranked, lambda m: isinstance(m, Outcome))
     recs = rank_split.falses
     if settings.attribution:
         to_sink.append(rank_split.trues)  # the outcomes stream, for off-policy evaluation
         to_sink.append(metrics_windows(rank_split.trues, settings.metrics_lateness))
 
-    sink_bound = op.filter(
-        "user_outputs", user_msgs,
-        lambda m: not isinstance(m, (ItemQuery, SegmentHit, RankRequest, ForgetUser, Feedback)),
-    )
+    sink_bound = _not_of_types("user_outputs", user_msgs,
+                               (ItemQuery, SegmentHit, RankRequest, ForgetUser, Feedback))
     outputs = op.merge("outputs", recs, sink_bound, *to_sink)
     dead_letters = op.merge("dead_letters", *dead) if len(dead) > 1 else dead[0]
     return outputs, dead_letters
