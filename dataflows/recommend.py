@@ -49,8 +49,8 @@ from operators.metrics_step import metrics_windows
 from models.attribution import Outcome
 from models.experiments import parse_experiment
 from operators.messages import (
-    DeadLetter, ForgetUser, ItemQuery, PopularityReport, RankRequest, RulesUpdate, RulesWrite,
-    SegmentHit, Feedback,
+    DeadLetter, FeaturesBundle, ForgetUser, ItemFeatures, ItemQuery, PopularityReport, RankRequest,
+    RulesUpdate, RulesWrite, SegmentHit, Feedback,
 )
 from operators.parse import EventParser, parse_catalog, parse_control
 from operators.rank_step import RankLogic, RankStepConfig
@@ -195,7 +195,12 @@ def wire(
     item_out = op.stateful_batch("item", item_in, _built("item", lambda resume: ItemLogic(item_cfg, resume), observe))
     item_msgs = _unkeyed("item_msgs", item_out)
     item_split = op.branch("item_reports", item_msgs, lambda m: isinstance(m, PopularityReport))
-    answers = item_split.falses  # answers and availability changes, for the rank shards
+    answers = item_split.falses  # answers, availability and catalog changes, for the rank shards
+    features = _of_types("catalog_features", answers, ItemFeatures)
+    answers = _not_of_types("answers", answers, ItemFeatures)
+    shards = [f"rank-{s}" for s in range(settings.rank_shards)]
+    bundles = op.flat_map_batch("features_to_shards", features,
+                                lambda batch: [FeaturesBundle(r, batch) for r in shards])
 
     hits = _of_types("segment_hits", user_msgs, SegmentHit)
     trend_in = _routed("route_trend", op.merge("trend_merge", item_split.trues, hits))
@@ -203,7 +208,7 @@ def wire(
     deltas = _unkeyed("trend_msgs", trend_out)
 
     rank_bound = _of_types("rank_msgs", user_msgs, (RankRequest, ForgetUser, Feedback))
-    to_rank = [rank_bound, answers, deltas]
+    to_rank = [rank_bound, answers, bundles, deltas]
     to_sink = []
     if controls is not None:
         ctl_cfg = ControlStepConfig(rank_shards=settings.rank_shards, snapshots=snapshots)

@@ -26,8 +26,8 @@ from bytewax.operators import StatefulBatchLogic
 
 from operators.item_step import CatalogRecord
 from operators.messages import (
-    Availability, Feedback, ItemFeatures, ItemQuery, PopularityReport, RankRequest, RulesUpdate,
-    SegmentHit, TrendDelta,
+    Availability, FeaturesBundle, Feedback, ItemFeatures, ItemQuery, PopularityReport,
+    RankRequest, RulesUpdate, SegmentHit, TrendDelta,
 )
 
 __all__ = ["Unranked", "is_news", "observer"]
@@ -54,11 +54,15 @@ def _user_news(values: list, out: list) -> tuple[int, list]:
     return sum(1 for m in out if is_news(m)), notes
 
 
-def _item_news(values: list, out: list) -> tuple[int, list]:
-    landed = sum(1 for m in values if isinstance(m, CatalogRecord)
-                 or (isinstance(m, ItemQuery) and m.anchor_weight <= 0.0))
-    sent = sum(1 for m in out if isinstance(m, (PopularityReport, Availability, ItemFeatures)))
-    return sent - landed, []
+def _item_news(rank_shards: int):
+    def watch(values: list, out: list) -> tuple[int, list]:
+        landed = sum(1 for m in values if isinstance(m, CatalogRecord)
+                     or (isinstance(m, ItemQuery) and m.anchor_weight <= 0.0))
+        sent = sum(1 for m in out if isinstance(m, (PopularityReport, Availability)))
+        # A feature change reaches every rank shard (in bundles): one landing each.
+        sent += rank_shards * sum(1 for m in out if isinstance(m, ItemFeatures))
+        return sent - landed, []
+    return watch
 
 
 def _trend_news(values: list, out: list) -> tuple[int, list]:
@@ -66,15 +70,17 @@ def _trend_news(values: list, out: list) -> tuple[int, list]:
 
 
 def _rank_news(values: list, out: list) -> tuple[int, list]:
-    return -sum(1 for m in values
-                if isinstance(m, (TrendDelta, Availability, ItemFeatures, RulesUpdate, Feedback))), []
+    landed = sum(1 for m in values
+                 if isinstance(m, (TrendDelta, Availability, ItemFeatures, RulesUpdate, Feedback)))
+    landed += sum(len(m.features) for m in values if isinstance(m, FeaturesBundle))
+    return -landed, []
 
 
 def _control_news(values: list, out: list) -> tuple[int, list]:
     return sum(1 for m in out if isinstance(m, RulesUpdate)), []
 
 
-_WATCH = {"user": _user_news, "item": _item_news, "trend": _trend_news, "rank": _rank_news,
+_WATCH = {"user": _user_news, "trend": _trend_news, "rank": _rank_news,
           "controls": _control_news}
 
 
@@ -115,12 +121,15 @@ class _Observed(StatefulBatchLogic):
         return self.inner.snapshot()
 
 
-def observer(on_news: Callable[[int], None]) -> Callable[[str, StatefulBatchLogic], StatefulBatchLogic]:
+def observer(on_news: Callable[[int], None],
+             rank_shards: int) -> Callable[[str, StatefulBatchLogic], StatefulBatchLogic]:
     """A ``wire(observe=...)`` hook that reports news in flight to ``on_news`` and adds
     :class:`Unranked` notes for events without a list."""
 
+    watches = {**_WATCH, "item": _item_news(rank_shards)}
+
     def observe(step: str, logic: StatefulBatchLogic) -> StatefulBatchLogic:
-        watch = _WATCH.get(step)
+        watch = watches.get(step)
         return logic if watch is None else _Observed(logic, watch, on_news)
 
     return observe

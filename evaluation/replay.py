@@ -88,7 +88,7 @@ def replay_flow(events_path: str | Path, out_dir: str | Path, settings: Settings
         items = op.filter("catalog_lines", items, _is_line)
         catalog = op.map("catalog_envelope", items, lambda line: Envelope(line, None, "items"))
     outputs, dead = wire(flow, envs, catalog, settings, now=None, snapshots=False,
-                         observe=observer(lambda n: board.add_news(process, n)))
+                         observe=observer(lambda n: board.add_news(process, n), settings.rank_shards))
     # Only events' dead letters stand for a source line (bad catalog lines are not events).
     def dead_letter_done(_step: str, letter) -> None:
         if letter.source == "events":

@@ -108,13 +108,11 @@ class ItemLogic(StatefulBatchLogic):
                         for s in range(cfg.rank_shards)
                     )
                 if (state.category, state.vector, state.price, state.attributes) != before:
-                    # Catalog changes are rare: every rank shard learns the item's
-                    # features now, before anyone interacts with it.
-                    out.extend(
-                        ItemFeatures(f"rank-{s}", self.item_id, state.category, state.vector,
-                                     state.price, state.attributes, new)
-                        for s in range(cfg.rank_shards)
-                    )
+                    # Every rank shard learns the item's features now, before anyone
+                    # interacts with it (bundled per batch for all shards: see
+                    # dataflows.recommend).
+                    out.append(ItemFeatures("", self.item_id, state.category, state.vector,
+                                            state.price, state.attributes, new))
             else:  # a programming error, not bad input: fail loudly
                 msg = f"item step got an unexpected {type(msg).__name__}"
                 raise TypeError(msg)

@@ -176,15 +176,27 @@ class Availability:
 @_compact
 @dataclass(slots=True)
 class ItemFeatures:
-    """From an item to every rank shard: its catalog features changed."""
+    """From an item to every rank shard: its catalog features changed. They travel in
+    :class:`FeaturesBundle` messages, one per rank shard and batch."""
 
-    route: str  # rank shard
+    route: str  # rank shard ("" before bundling)
     item_id: str
     category: str | None
     vector: bytes | None
     price: float | None = None
     attributes: dict | None = None  # bounded, values as text (models.rules.item_attributes)
     new: bool = False  # the item's first catalog record, before any interaction with it
+
+
+@_compact
+@dataclass(slots=True)
+class FeaturesBundle:
+    """A batch's catalog feature changes, to one rank shard (one message per shard and
+    batch instead of one per item and shard: a catalog of 80,000 items would otherwise
+    send 640,000 messages to 8 shards)."""
+
+    route: str  # rank shard
+    features: list  # ItemFeatures, in the order the item step sent them
 
 
 @_compact

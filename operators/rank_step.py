@@ -24,7 +24,8 @@ from models.content import user_vector
 from models.batch_ranking import ItemCodes, RankModels, rank_batch
 from models.ranking import FEATURES, RankInput
 from operators.messages import (
-    Availability, EraseUser, Feedback, ForgetUser, ItemAnswer, ItemFeatures, RankRequest,
+    Availability, EraseUser, FeaturesBundle, Feedback, ForgetUser, ItemAnswer, ItemFeatures,
+    RankRequest,
     RecUpdate, RulesUpdate, TrendDelta,
 )
 from streamrec.metrics import ATTRIBUTED, ATTRIBUTED_REVENUE, RANK_USERS
@@ -171,6 +172,11 @@ class RankLogic(StatefulBatchLogic):
                 continue
             elif isinstance(msg, Availability):
                 models.set_available(msg.item_id, msg.available)
+                continue
+            elif isinstance(msg, FeaturesBundle):
+                for f in msg.features:
+                    models.set_features(f.item_id, f.category, f.vector, f.price, f.attributes,
+                                        f.new)
                 continue
             elif isinstance(msg, ItemFeatures):
                 models.set_features(msg.item_id, msg.category, msg.vector, msg.price,

@@ -229,7 +229,7 @@ def fuzz_dataflow(payloads: int, seed: int = 0, progress: bool = True,
     # The replays' observer notes every event that gets no list (a duplicate, an
     # erasure, one conflated into a later event of its user): every payload is answered.
     outputs, dead = wire(flow, source, None, settings, now=time.time, snapshots=False,
-                         observe=observer(lambda _news: None))
+                         observe=observer(lambda _news: None, settings.rank_shards))
     counts: Counter = Counter()
     reasons: Counter = Counter()
     op.output("out", outputs, CountingSink(counts, progress_every=10_000 if progress else 0))

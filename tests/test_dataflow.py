@@ -310,3 +310,48 @@ def test_conflated_flow_keeps_every_update_and_answers_the_last_event(entry_poin
     # Every user's newest list reflects their last event (consent withdrawals aside).
     assert len(listed) >= 0.9 * len(final)
     assert len(recs) < len(events)  # and batches were conflated
+
+
+def test_catalog_features_reach_every_rank_shard_in_one_bundle_per_shard_and_batch(entry_point):
+    """Each catalog change is applied by every rank shard (with two workers too), and
+    travels in one message per shard and batch, not one per item and shard."""
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSink
+
+    from dataflows.recommend import wire
+    from operators.messages import Envelope, FeaturesBundle, ItemFeatures
+
+    catalog = [{"item_id": f"c{i}", "category": f"k{i % 3}", "price": 1.0 + i} for i in range(120)]
+    got: list = []  # (shard logic id, message) for every catalog message the rank step takes
+
+    def observe(step, logic):
+        if step != "rank":
+            return logic
+        inner_batch = logic.on_batch
+
+        def on_batch(values):
+            got.extend((id(logic), m) for m in values if isinstance(m, (FeaturesBundle, ItemFeatures)))
+            return inner_batch(values)
+        logic.on_batch = on_batch
+        return logic
+
+    settings = Settings(rank_shards=8)
+    flow = Dataflow("bundles")
+    events = op.input("in", flow, TestingSource([Envelope({"user_id": "u1", "item_id": "c1", "type": "view",
+                                                            "ts": 1_732_680_000.0, "event_id": "e1"})]))
+    items = op.input("items", flow, TestingSource([Envelope(c, None, "items") for c in catalog], batch_size=40))
+    outputs, _ = wire(flow, events, items, settings, snapshots=False, observe=observe)
+    op.output("out", outputs, TestingSink([]))
+    entry_point(flow)
+
+    assert got and all(isinstance(m, FeaturesBundle) for _, m in got)
+    per_shard: dict[int, list[str]] = {}
+    for shard, m in got:
+        per_shard.setdefault(shard, []).extend(f.item_id for f in m.features)
+    assert len(per_shard) == 8
+    for items_seen in per_shard.values():
+        assert sorted(items_seen) == sorted(c["item_id"] for c in catalog)
+    # 3 source batches of 40 records: at most one bundle per shard for each batch a worker's
+    # item step emitted (one per worker and batch), never one per item.
+    assert len(got) <= 8 * 3 * 2 < len(catalog) * 8
