@@ -132,3 +132,14 @@ def test_batch_cosines_equal_one_request_at_a_time(seed):
     for r, e in enumerate(expected):
         assert got[starts[r] : starts[r + 1]].tolist() == e.tolist()
     assert got.any()
+
+
+def test_nearest_many_over_several_chunks_of_users_is_still_per_user():
+    rng = np.random.default_rng(3)
+    index = _index(rng, 200, 0, "i", 4)
+    users = [user_vector([(1.0, item_vector(f"c{rng.integers(0, 5)}", ["t1"] if rng.random() < 0.5 else [], None))])
+             for _ in range(600)]  # more than one chunk of users (models.content._CHUNK)
+    users = np.stack([u if u is not None else np.zeros(64, np.float32) for u in users])
+    got = index.nearest_many(users, 12)
+    assert len(got) == 600
+    assert got == [index.nearest(u, 12) for u in users]
