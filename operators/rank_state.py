@@ -42,7 +42,7 @@ class RankStepConfig:
     answer_vectors: int = 2_048  # a shard's own vectors: its users' most recent items
     max_deferred: int = 100_000  # trend entries waiting for a request with a later ts
     # Requests ranked together span at most this much event time; each sees trend news
-    # up to the first of them (see operators.rank_step._rounds). A minute of lag is
+    # up to the first of them (see operators.rank_order.rounds). A minute of lag is
     # nothing beside trending's hours of half-life, and a backlog read at 20x real time
     # still ranks whole batches together.
     batch_window: float = 60.0

@@ -8,7 +8,6 @@ serve without a global key.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 import threading
@@ -31,19 +30,12 @@ from operators.messages import (
 from streamrec.metrics import ATTRIBUTED, ATTRIBUTED_REVENUE, RANK_USERS
 # RankShardState is re-exported: snapshots taken before it moved name it here.
 from operators.rank_state import RankShardState, RankStepConfig, of_erased_life
+from operators.rank_order import answer_order, event_time_order, rec_id, rounds
 from operators.worker_models import WorkerModels, adopt, worker_models
 
 __all__ = ["RankStepConfig", "RankShardState", "RankLogic"]
 
 log = logging.getLogger(__name__)
-
-
-def _entry_ts(entry: tuple) -> float:
-    return entry[0]
-
-
-def _answer_order(answer: ItemAnswer) -> tuple[float, str]:
-    return (-answer.anchor_weight, answer.item_id)
 
 
 _CODES: dict[int, ItemCodes] = {}  # per worker thread (see operators.worker_models)
@@ -63,49 +55,6 @@ def _slot_life(slot: list) -> float | None:
     if request is not None:
         return request.life
     return answers[0].life if answers else None
-
-
-def _rounds(done: list[list], window: float) -> list[list[list]]:
-    """Split requests (in event-time order) into runs ranked together: a run holds at
-    most one request per user (the next one learns from what the previous one showed)
-    and spans at most ``window`` seconds of event time (trend news is applied up to a
-    run's first event, so a list sees trending at most that much older than its own
-    event, and never newer)."""
-    rounds: list[list[list]] = []
-    users: set[str] = set()
-    first = 0.0
-    for slot in done:
-        user, ts = slot[0].user_id, slot[0].ts
-        if not rounds or user in users or ts - first > window:
-            rounds.append([])
-            users = set()
-            first = ts
-        rounds[-1].append(slot)
-        users.add(user)
-    return rounds
-
-
-def _event_time_order(done: list[list]) -> list[list]:
-    """Complete requests by event time, each user's still in their own order.
-
-    A batch can hold requests from seconds apart; ranking them by time means no list
-    learns from (or sees trending made by) events that came after it.
-    """
-    clock: dict[str, float] = {}
-    keyed = []
-    for slot in done:
-        user, ts = slot[0].user_id, slot[0].ts
-        ts = max(ts, clock.get(user, ts))
-        clock[user] = ts
-        keyed.append((ts, slot))
-    keyed.sort(key=_entry_ts)
-    return [slot for _, slot in keyed]
-
-
-def rec_id(user_id: str, seq: int, event_id: str) -> str:
-    """A list's id: the same in every run that ranks the same event for the same user."""
-    key = f"{user_id}\0{seq}\0{event_id}".encode()
-    return hashlib.blake2b(key, digest_size=8).hexdigest()
 
 
 _LIVE: "weakref.WeakSet[RankLogic]" = weakref.WeakSet()  # this process's rank shards
@@ -273,8 +222,8 @@ class RankLogic(StatefulBatchLogic):
 
     def _rank_all(self, done: list[list]) -> list[RecUpdate]:
         """Rank the complete requests in event-time order, a run at a time (see
-        :func:`_rounds`): the blend learns from each request's event, then the whole run
-        is ranked in one :func:`rank_batch` call."""
+        :func:`operators.rank_order.rounds`): the blend learns from each request's
+        event, then the whole run is ranked in one :func:`rank_batch` call."""
         st, cfg = self.state, self.cfg
         if cfg.conflate:
             latest: dict[str, list] = {}
@@ -284,10 +233,10 @@ class RankLogic(StatefulBatchLogic):
                     latest[slot[0].user_id] = slot
             done = list(latest.values())
         if len(done) > 1:
-            done = _event_time_order(done)
+            done = event_time_order(done)
         out: list[RecUpdate] = []
         models = self.models()
-        for round_ in _rounds(done, cfg.batch_window):
+        for round_ in rounds(done, cfg.batch_window):
             models.apply_until(round_[0][0].ts)
             if cfg.conflate:
                 round_ = [s for s in round_ if st.last_seq.get(s[0].user_id, 0) <= s[0].seq]
@@ -401,7 +350,7 @@ class RankLogic(StatefulBatchLogic):
         a different one every run), and that order would break ties in the candidate list
         (first come, first listed) and decide the shard's vector slots."""
         if len(answers) > 1:
-            answers.sort(key=_answer_order)
+            answers.sort(key=answer_order)
         vectors = self.state.vectors
         for a in answers:
             if a.vector is not None:
