@@ -155,8 +155,9 @@ class WorkerModels:
         self.version += 1
 
     def _learn_fact(self, facts: dict, item: str, value) -> None:
-        """Set one fact of an item; ``facts_version`` counts changes of a known one (rules
-        cache known facts per item until it moves; see ``models.rules.FactCache``)."""
+        """Set one fact of an item; ``facts_version`` counts changes and evictions of known
+        ones (rules and diversity cache known facts per item slot until it moves; see
+        ``models.rule_columns.FactCache``)."""
         old = facts.get(item)
         if value is None:
             if old is not None:
@@ -164,9 +165,10 @@ class WorkerModels:
                 self.facts_version += 1
             return
         if old is None and len(facts) >= self.max_item_categories:
-            # The oldest entry goes; a cached copy of its fact may outlive it (harmless:
-            # it was the item's real fact).
+            # The oldest entry goes: a new version, so no cached copy of its fact
+            # outlives it (read again, it is unknown; learnt again, it may differ).
             del facts[next(iter(facts))]
+            self.facts_version += 1
         elif old is not None and old != value:
             self.facts_version += 1
         facts[item] = value
@@ -225,6 +227,7 @@ class WorkerModels:
         if old is None:
             if len(cats) >= self.max_item_categories:
                 del cats[next(iter(cats))]
+                self.facts_version += 1  # as in _learn_fact: no cached copy outlives it
         elif old != category:
             self.facts_version += 1
         cats[item] = category

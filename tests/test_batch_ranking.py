@@ -173,3 +173,32 @@ def test_reasons_name_the_strongest_anchor():
     assert reasons["y"] == {"kind": "covis", "because": "p-new"}
     # x: 1/1.5 * 0.2 from p-new against 0.5/1.5 * 0.9 from p-old
     assert reasons["x"] == {"kind": "covis", "because": "p-old"}
+
+
+def test_a_category_forgotten_for_room_is_not_served_from_the_fact_cache():
+    """The worker keeps a bounded table of item categories; the per-slot cache that
+    diversity and rules read must not outlive an entry dropped from it."""
+    from operators.worker_models import WorkerModels
+
+    shared = WorkerModels(3600.0, 100, 10, max_item_categories=3)
+    for item, cat, pop in [("p1", "a", 9.0), ("p2", "a", 8.0), ("p3", "b", 7.0), ("p4", "c", 6.0)]:
+        shared.trending.observe(item, cat, pop, T0)
+    for item, cat in [("p1", "a"), ("p2", "a"), ("p3", "b")]:
+        shared.learn_category(item, cat)
+    cfg = RankConfig(k=4, max_per_category=1)
+    codes = ItemCodes(100)
+    inp = RankInput(ts=T0)
+
+    def lists():
+        models = RankModels(shared.trending, shared.item_category, set(), codes=codes,
+                            facts_version=(shared.facts_owner, shared.facts_version))
+        got = [i for i, _ in rank_batch([inp], models, cfg)[0].items]
+        want = [i for i, _ in rank(inp, shared.trending, shared.item_category, set(), cfg).items]
+        return got, want
+
+    got, want = lists()  # fills the cache: p1 and p2 share category a
+    assert got == want and "p2" not in got
+    shared.learn_category("p4", "c")  # no room: p1's category is dropped
+    assert "p1" not in shared.item_category
+    got, want = lists()
+    assert got == want and {"p1", "p2"} <= set(got)
