@@ -33,7 +33,7 @@ from models.ranking import (
     FEATURES, SIGNALS, RankConfig, RankInput, RankResult, _category_mix, prior_weights,
 )
 from models.reasons import explain
-from models.rule_columns import FactCache, ItemFacts
+from models.rule_columns import ItemFacts
 from models.rules import RuleSet, apply_item_rules, boost
 from models.trending import Trending
 
@@ -288,7 +288,7 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
                                         cfg.fatigue))
     categories = None
     if cache is not None:
-        categories = _head_categories(cache, row_slot, row_items, models.item_category)
+        categories = cache.row_categories(row_slot, row_items, models.item_category)
     results = _select(inputs, models, cfg, X, scores, row_req, row_items, weights, ctx, valid,
                       categories)
     entries = (entry_row, entry_col, vals, np.repeat(np.asarray(table.tags, dtype=np.intp), lens))
@@ -301,31 +301,6 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     place(results, inputs, cfg.k, models.rules, facts, models.unavailable, models.new_items,
           cfg.new_item_slots, permitted)
     return results
-
-
-class _Rows:
-    """``items[rows[j]]`` as ``[j]``: the names of some candidate rows, read on demand."""
-
-    __slots__ = ("items", "rows")
-
-    def __init__(self, items: list[str], rows: np.ndarray) -> None:
-        self.items, self.rows = items, rows
-
-    def __getitem__(self, j: int) -> str:
-        return self.items[self.rows[j]]
-
-
-def _head_categories(cache: FactCache, row_slot: np.ndarray, row_items: list[str],
-                     item_category: Mapping[str, str]):
-    """Category codes of candidate rows from the per-slot cache, for diversity; an empty
-    category counts as none, as :func:`models.diversity.diversify` reads them."""
-    def categories(rows: np.ndarray) -> np.ndarray:
-        cats = cache.categories(row_slot[rows], _Rows(row_items, rows), item_category)
-        empty = cache.codes.get("")
-        if empty is not None:
-            cats[cats == empty] = -1
-        return cats
-    return categories
 
 
 def _cold_and_mf(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray,

@@ -32,8 +32,8 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["DIM", "first_per_row", "item_vector", "row_dots", "split_pairs", "user_vector",
-           "VectorIndex"]
+__all__ = ["DIM", "NO_ROWS", "NO_VALUES", "first_per_row", "item_vector", "row_dots",
+           "split_pairs", "user_vector", "VectorIndex"]
 
 DIM = 64
 _CHUNK = 256  # users per similarity matrix in nearest_many (256 x 20,000 float32: 20 MB)
@@ -240,7 +240,7 @@ class VectorIndex:
         users = np.asarray(users, dtype=np.float32)
         n_users = len(users)
         if count == 0 or n <= 0 or n_users == 0:
-            return _NONE_I, _NONE_I, _NONE_F, space.items
+            return NO_ROWS, NO_ROWS, NO_VALUES, space.items
         matrix = space.matrix[:count]
         if n_users == 1:
             cols, vals = _top(matrix @ users[0], n)
@@ -268,8 +268,11 @@ class VectorIndex:
         return rows, cols, sims[rows, cols], space.items
 
 
-_NONE_I = np.zeros(0, dtype=np.intp)
-_NONE_F = np.zeros(0, dtype=np.float32)
+# No picks (shared by every empty answer, so read-only).
+NO_ROWS = np.zeros(0, dtype=np.intp)
+NO_VALUES = np.zeros(0, dtype=np.float32)
+NO_ROWS.setflags(write=False)
+NO_VALUES.setflags(write=False)
 
 
 def first_per_row(rows: np.ndarray, n_rows: int, n: int) -> np.ndarray:

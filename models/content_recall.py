@@ -9,13 +9,12 @@ from typing import Sequence
 
 import numpy as np
 
-from models.content import DIM, VectorIndex, first_per_row, row_dots, split_pairs
+from models.content import (
+    DIM, NO_ROWS, NO_VALUES, VectorIndex, first_per_row, row_dots, split_pairs,
+)
 from models.ranking import RankInput
 
 __all__ = ["nearest_of", "nearest_batch", "anchor_cosines", "batch_cosines"]
-
-_NO_ROWS = np.zeros(0, dtype=np.intp)
-_NO_VALUES = np.zeros(0, dtype=np.float32)
 
 
 def nearest_of(user: np.ndarray, n: int, shared: VectorIndex | None,
@@ -36,7 +35,7 @@ def nearest_batch(users: np.ndarray, n: int, shared: VectorIndex | None,
     if shared is not None and len(shared) > 0:
         s_rows, s_cols, s_vals, s_items = shared.top_many(users, n)
     else:
-        s_rows, s_cols, s_vals, s_items = _NO_ROWS, _NO_ROWS, _NO_VALUES, []
+        s_rows, s_cols, s_vals, s_items = NO_ROWS, NO_ROWS, NO_VALUES, []
     s_names = list(map(s_items.__getitem__, s_cols.tolist()))
     if local is None:
         return split_pairs(s_rows, s_names, s_vals, n_users)

@@ -92,6 +92,18 @@ class FactCache:
             return codes.setdefault(c, len(codes) - 1), c is not None
         return _fill(self.cat, slots, items, self._TODO, look)
 
+    def row_categories(self, row_slot: np.ndarray, row_items: list[str], category: Mapping):
+        """For diversity: a function giving the category codes of candidate rows (-1:
+        none; an empty category counts as none, as ``models.diversity.diversify`` reads
+        them), from this cache."""
+        def categories(rows: np.ndarray) -> np.ndarray:
+            cats = self.categories(row_slot[rows], _Rows(row_items, rows), category)
+            empty = self.codes.get("")
+            if empty is not None:
+                cats[cats == empty] = -1
+            return cats
+        return categories
+
     def sync_rules(self, rules: object) -> None:
         """Forget the verdicts when the rules in force changed."""
         if rules is not self.rules:
@@ -107,6 +119,18 @@ class FactCache:
             self.mult[slots] = np.nan
             for _, a in self.attrs.values():
                 a[slots] = self._TODO
+
+
+class _Rows:
+    """``items[rows[j]]`` as ``[j]``: the names of some candidate rows, read on demand."""
+
+    __slots__ = ("items", "rows")
+
+    def __init__(self, items: list[str], rows: np.ndarray) -> None:
+        self.items, self.rows = items, rows
+
+    def __getitem__(self, j: int) -> str:
+        return self.items[self.rows[j]]
 
 
 def _fill(col: np.ndarray, slots: np.ndarray, items: list[str], todo_value, lookup) -> np.ndarray:
