@@ -12,6 +12,7 @@ import numpy as np
 from models.content import (
     DIM, NO_ROWS, NO_VALUES, VectorIndex, first_per_row, row_dots, split_pairs,
 )
+from models.candidate_marks import member
 from models.ranking import RankInput
 
 __all__ = ["nearest_of", "nearest_batch", "anchor_cosines", "batch_cosines"]
@@ -47,7 +48,7 @@ def nearest_batch(users: np.ndarray, n: int, shared: VectorIndex | None,
         width = len(shared.matrix) + 1
         mine = s_rows * width + shared.slots(s_names)
         theirs = shared.slots(l_names)
-        fresh = (theirs < 0) | ~np.isin(l_rows * width + theirs, mine)
+        fresh = (theirs < 0) | ~member(l_rows * width + theirs, mine)
         if not fresh.all():
             l_rows, l_vals = l_rows[fresh], l_vals[fresh]
             l_names = list(compress(l_names, fresh.tolist()))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import pickle
 import threading
+import time
 import weakref
 from itertools import islice
 from typing import Iterable
@@ -27,7 +28,9 @@ from operators.messages import (
     RankRequest,
     RecUpdate, RulesUpdate, TrendDelta,
 )
-from streamrec.metrics import ATTRIBUTED, ATTRIBUTED_REVENUE, RANK_USERS
+from streamrec.metrics import (
+    ATTRIBUTED, ATTRIBUTED_REVENUE, RANK_CALL_REQUESTS, RANK_CALL_SECONDS, RANK_USERS,
+)
 # RankShardState is re-exported: snapshots taken before it moved name it here.
 from operators.rank_state import RankShardState, RankStepConfig, of_erased_life
 from operators.rank_order import answer_order, event_time_order, rec_id, rounds
@@ -285,6 +288,7 @@ class RankLogic(StatefulBatchLogic):
                             facts_version=(shared.facts_owner, shared.facts_version))
         weights = np.stack([b.weights for b in st.blend.blends])
         exp = cfg.experiment
+        started = time.perf_counter()
         if len(exp.variants) > 1 or not exp.variants[0].learned:
             # Each variant's rows after the learned ones' (models.experiments).
             assigned = [exp.assign(request.user_id) for request, _ in round_]
@@ -293,6 +297,8 @@ class RankLogic(StatefulBatchLogic):
         else:
             assigned = [(0, 1.0)] * len(round_)
             results = rank_batch(inputs, models, cfg.ranking, weights, contexts)
+        RANK_CALL_SECONDS.observe(time.perf_counter() - started)
+        RANK_CALL_REQUESTS.observe(len(inputs))
         names = [v.name for v in exp.variants]
         out = []
         for (request, _), result, context, (variant, propensity) in zip(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["register", "cmd_bench", "cmd_bench_erasure", "erasure_arguments"]
+__all__ = ["register", "cmd_bench", "cmd_bench_erasure", "cmd_bench_steps", "erasure_arguments"]
 
 
 def register(sub) -> None:
@@ -35,6 +35,21 @@ def register(sub) -> None:
     p.add_argument("--run-timeout", type=float, help="seconds one throughput run may take")
     p.set_defaults(func=cmd_bench)
 
+    s = sub.add_parser("bench-steps",
+                       help="the flow's CPU per event in one process, no broker or Redis "
+                            "(A/B of code changes: same lists, less CPU?)")
+    s.add_argument("--dataset", choices=("taobao", "generated"), default="taobao",
+                   help="taobao (the 2 h slice, needs --data-dir) or generated (default taobao)")
+    s.add_argument("--events", type=int,
+                   help="first N events (default: all of taobao, 30,000 generated)")
+    s.add_argument("--batch-sizes", default="20,1000",
+                   help="source batch sizes, comma-separated (default 20,1000: a live stream "
+                        "and a backlog)")
+    s.add_argument("--repeat", type=int, default=3, help="runs per batch size (default 3; the median is shown)")
+    s.add_argument("--data-dir", help="the folder holding taobao_2h/ (default $STREAMREC_DATA_DIR)")
+    s.add_argument("--json", help="also write the figures as JSON here")
+    s.set_defaults(func=cmd_bench_steps)
+
     e = sub.add_parser("bench-erasure",
                        help="time erasures (erase event -> receipt) under steady traffic")
     erasure_arguments(e)
@@ -51,6 +66,12 @@ def erasure_arguments(p) -> None:
     p.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--keep-dir", help="keep worker and service logs here")
     p.add_argument("--json", help="also write the result as JSON here")
+
+
+def cmd_bench_steps(args) -> int:
+    from bench.steps import main
+
+    return main(args)
 
 
 def cmd_bench_erasure(args) -> int:

@@ -34,7 +34,7 @@ __all__ = [
     "Tally", "BatchHistogram", "WorkerHealth", "HEALTH",
     "EVENTS", "GUARDED", "DEAD_LETTERS", "LISTS_WRITTEN", "PROFILES_WRITTEN", "EVENT_TO_REDIS",
     "SINK_BATCH_SIZE", "SINK_WRITE_SECONDS", "REDIS_ERRORS", "REDIS_RETRIES", "REDIS_UP",
-    "KAFKA_LAG", "KAFKA_UP", "LAST_BATCH_TIME",
+    "KAFKA_LAG", "KAFKA_UP", "LAST_BATCH_TIME", "RANK_CALL_SECONDS", "RANK_CALL_REQUESTS",
 ]
 
 # End-to-end latency buckets (seconds): the target is milliseconds, an outage is minutes.
@@ -185,6 +185,16 @@ ITEM_KEYS = STATE_KEYS.labels("item")
 RANK_USERS = Gauge("streamrec_rank_users",
                    "Users with ranking state (blend feedback, last list, attribution) in this "
                    "process's rank shards.")
+# One ranking call scores a run of complete requests of one rank shard together: its cost
+# is a fixed part per call plus a part per request, so calls that rank one or two
+# requests each (small batches at low rates) cost the most per list.
+RANK_CALL_SECONDS = Histogram(
+    "streamrec_rank_call_seconds", "Seconds of one ranking call (a run of one rank shard's "
+    "complete requests scored together).",
+    buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+RANK_CALL_REQUESTS = Histogram(
+    "streamrec_rank_call_requests", "Requests scored in one ranking call.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000))
 REDIS_ERRORS = Counter("streamrec_redis_errors",
                        "Failed Redis writes, by error kind.", ["kind"])
 REDIS_RETRIES = Counter("streamrec_redis_retries",

@@ -75,3 +75,37 @@ def test_bench_runs_every_phase_at_tiny_sizes(kafka, redis_server, tmp_path, mon
     # Every run cleaned up its Redis keys.
     client = redis.Redis.from_url(redis_server.url)
     assert not list(client.scan_iter("bench-*", count=1000))
+
+
+def test_bench_steps_runs_the_flow_in_process_and_fingerprints_its_lists():
+    from bench.steps import call_costs, run_steps
+    from bench.workload import generated_workload
+
+    wl = generated_workload(1200, n_users=120, n_items=60)
+    small = run_steps(wl, batch_size=5)
+    again = run_steps(wl, batch_size=5)
+    large = run_steps(wl, batch_size=400)
+    # Every user with an event gets lists; the same input and batching give the same lists.
+    assert small.lists > 0 and small.events == 1200
+    assert small.fingerprint == again.fingerprint and small.lists == again.lists
+    users = {key for key, _ in wl.payloads}
+    assert small.lists >= len(users)
+    # Ranking calls are counted from the worker's own metrics: every list was ranked in
+    # one (lists of last resort too), and small batches make more calls.
+    assert small.rank_requests == small.lists and large.rank_requests == large.lists
+    assert small.rank_requests >= small.rank_calls > large.rank_calls > 0
+    assert small.cpu_seconds > 0 and small.rank_seconds > 0
+    assert small.rank_seconds < small.cpu_seconds
+
+
+def test_call_costs_solves_fixed_and_per_request_parts():
+    from bench.steps import StepRun, call_costs
+
+    def run(calls, requests):  # 500 us per call + 200 us per request
+        return StepRun("w", 100, 1, 1.0, 1.0, 1, "x", calls, requests,
+                       calls * 500e-6 + requests * 200e-6)
+
+    fixed, per_request = call_costs(run(1000, 2000), run(10, 600))
+    assert fixed == pytest.approx(500.0) and per_request == pytest.approx(200.0)
+    assert call_costs(run(100, 200), run(50, 100)) is None  # same requests per call
+    assert call_costs(run(0, 0), run(10, 600)) is None
