@@ -12,8 +12,9 @@ comes out:
   ranks with the same view of shared models;
 - **unranked events**: an event that leaves the user step without a rank request (a
   duplicate, a consent or erasure event, a user without consent, a burst over the
-  guard) gets an :class:`Unranked` note to the sink, so the replay knows it is done
-  without waiting for a list.
+  guard), or whose request the rank step answered with a later event's list (conflation:
+  one list per user and ranking call), gets an :class:`Unranked` note to the sink, so
+  the replay knows it is done without waiting for a list.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from bytewax.operators import StatefulBatchLogic
 
 from operators.item_step import CatalogRecord
 from operators.messages import (
-    Availability, FeaturesBundle, Feedback, ItemFeatures, ItemQuery, PopularityReport,
-    RankRequest, RulesUpdate, SegmentHit, TrendDelta,
+    Availability, FeaturesBundle, Feedback, ForgetUser, ItemFeatures, ItemQuery,
+    PopularityReport, RankRequest, RecUpdate, RulesUpdate, SegmentHit, TrendDelta,
 )
+from operators.rank_state import of_erased_life
 
 __all__ = ["Unranked", "is_news", "observer"]
 
@@ -69,19 +71,54 @@ def _trend_news(values: list, out: list) -> tuple[int, list]:
     return len(out) - len(values), []
 
 
-def _rank_news(values: list, out: list) -> tuple[int, list]:
-    landed = sum(1 for m in values
-                 if isinstance(m, (TrendDelta, Availability, ItemFeatures, RulesUpdate, Feedback)))
-    landed += sum(len(m.features) for m in values if isinstance(m, FeaturesBundle))
-    return -landed, []
+def _rank_news():
+    # Requests taken and not answered yet, by user: a list answers its own request and,
+    # with conflation, the user's earlier ones still waiting (one ranking call ranks a
+    # user once, for the latest event); those get an Unranked note.
+    # A request older than a list already written is stale: the rank step drops it; so
+    # are the requests of an erased life still waiting.
+    asked: dict[str, dict[int, tuple[str, float | None]]] = {}  # user -> seq -> (event, life)
+    answered: dict[str, int] = {}  # user -> seq of the latest list written
+
+    def watch(values: list, out: list) -> tuple[int, list]:
+        landed = sum(1 for m in values if isinstance(
+            m, (TrendDelta, Availability, ItemFeatures, RulesUpdate, Feedback)))
+        landed += sum(len(m.features) for m in values if isinstance(m, FeaturesBundle))
+        notes = []
+        for m in values:
+            if isinstance(m, RankRequest):
+                if m.seq < answered.get(m.user_id, 0):
+                    notes.append(Unranked(m.user_id, m.event_id))
+                else:
+                    asked.setdefault(m.user_id, {})[m.seq] = (m.event_id, m.life)
+            elif isinstance(m, ForgetUser):
+                answered.pop(m.user_id, None)  # a new life counts from 1 again
+                waiting = asked.get(m.user_id, {})
+                for seq, (event_id, life) in list(waiting.items()):
+                    if of_erased_life((m.seq, m.life), seq, life):
+                        del waiting[seq]
+                        notes.append(Unranked(m.user_id, event_id))
+        for m in out:
+            if isinstance(m, RecUpdate):
+                answered[m.user_id] = max(answered.get(m.user_id, 0), m.seq)
+                waiting = asked.get(m.user_id)
+                if not waiting:
+                    continue
+                for seq in [s for s in waiting if s <= m.seq]:
+                    event_id, _ = waiting.pop(seq)
+                    if seq < m.seq:
+                        notes.append(Unranked(m.user_id, event_id))
+                if not waiting:
+                    del asked[m.user_id]
+        return -landed, notes
+    return watch
 
 
 def _control_news(values: list, out: list) -> tuple[int, list]:
     return sum(1 for m in out if isinstance(m, RulesUpdate)), []
 
 
-_WATCH = {"user": _user_news, "trend": _trend_news, "rank": _rank_news,
-          "controls": _control_news}
+_WATCH = {"user": _user_news, "trend": _trend_news, "controls": _control_news}
 
 
 class _Observed(StatefulBatchLogic):
@@ -106,7 +143,7 @@ class _Observed(StatefulBatchLogic):
         news, notes = self.watch([], out)
         if news:
             self.on_news(news)
-        return out, complete
+        return (out + notes if notes else out), complete
 
     def on_notify(self):
         return self._watched(self.inner.on_notify())
@@ -126,7 +163,7 @@ def observer(on_news: Callable[[int], None],
     """A ``wire(observe=...)`` hook that reports news in flight to ``on_news`` and adds
     :class:`Unranked` notes for events without a list."""
 
-    watches = {**_WATCH, "item": _item_news(rank_shards)}
+    watches = {**_WATCH, "item": _item_news(rank_shards), "rank": _rank_news()}
 
     def observe(step: str, logic: StatefulBatchLogic) -> StatefulBatchLogic:
         watch = watches.get(step)

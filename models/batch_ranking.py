@@ -23,7 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from models.content import VectorIndex
-from models.content_recall import batch_cosines, nearest_batch
+from models.content_recall import batch_cosines, nearest_batch, per_row_locals
 from models.candidate_marks import fatigue_factors, mark_seen_and_excluded
 from models.diversity import diversify
 from models.item_codes import ItemCodes
@@ -66,6 +66,10 @@ class RankModels:
     # searches them too, and cosines fall back to them (the shared index holds only what
     # every worker is told of).
     local_vectors: VectorIndex | None = None
+    # A batch of several rank shards' requests: per request, its shard's factor model and
+    # answer vectors (None: ``mf`` and ``local_vectors`` serve every request).
+    mf_of: Sequence[ImplicitMF | None] | None = None
+    local_of: Sequence[VectorIndex | None] | None = None
 
     def facts(self) -> ItemFacts:
         return ItemFacts(self.item_category, self.item_price, self.item_attributes)
@@ -142,16 +146,16 @@ def _gather(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig) ->
         return got
 
     per_cat = cfg.candidates_per_category
-    local = models.local_vectors
-    local = local if local is not None and len(local) > 0 else None
-    content = (vectors is not None and len(vectors) > 0) or local is not None
+    locals_ = per_row_locals(models.local_of if models.local_of is not None
+                             else models.local_vectors, len(inputs))
+    content = (vectors is not None and len(vectors) > 0) or any(x is not None for x in locals_)
     near_of: dict[int, list] = {}
     if content:
         wanting = [r for r, inp in enumerate(inputs) if inp.content is not None]
         if wanting:
             users = np.stack([inputs[r].content for r in wanting])
-            near_of = dict(zip(wanting, nearest_batch(users, cfg.content_candidates,
-                                                      vectors, local)))
+            near_of = dict(zip(wanting, nearest_batch(users, cfg.content_candidates, vectors,
+                                                      [locals_[r] for r in wanting])))
     for r, inp in enumerate(inputs):
         anchor_total = sum(a for a, _ in inp.anchors) or 1.0
         named = inp.anchor_items or [None] * len(inp.anchors)
@@ -236,8 +240,7 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     ids = models.codes.vocab.ids
     row_items = list(map(ids.__getitem__, row_slot.tolist()))
 
-    local = models.local_vectors
-    local = local if local is not None and len(local) > 0 else None
+    local = models.local_of if models.local_of is not None else models.local_vectors
     sims = batch_cosines(inputs, row_req, row_items, starts, models.vectors, local)
     if sims is not None:
         # Each request's cosines as shares of their sum (summed per request, as the
@@ -305,11 +308,14 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
 
 def _cold_and_mf(inputs, models: RankModels, cfg: RankConfig, X: np.ndarray,
                  starts: np.ndarray, row_items: list[str]) -> None:
+    mf_of = models.mf_of
     mf = models.mf
     for r, inp in enumerate(inputs):
         a, b = starts[r], starts[r + 1]
         if a == b:
             continue
+        if mf_of is not None:
+            mf = mf_of[r]
         if inp.cold:
             X[a:b, _F["covis_cold"]] = X[a:b, _F["covis"]]
             X[a:b, _F["trending_cold"]] = X[a:b, _F["trending"]]

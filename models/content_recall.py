@@ -15,7 +15,7 @@ from models.content import (
 from models.candidate_marks import member
 from models.ranking import RankInput
 
-__all__ = ["nearest_of", "nearest_batch", "anchor_cosines", "batch_cosines"]
+__all__ = ["nearest_of", "nearest_batch", "anchor_cosines", "batch_cosines", "per_row_locals"]
 
 
 def nearest_of(user: np.ndarray, n: int, shared: VectorIndex | None,
@@ -25,12 +25,54 @@ def nearest_of(user: np.ndarray, n: int, shared: VectorIndex | None,
     return nearest_batch(np.asarray(user)[None, :], n, shared, local)[0]
 
 
+def _groups(per_row: Sequence) -> list[tuple[object, np.ndarray]]:
+    """The distinct non-None entries of ``per_row`` (by identity, in order of first
+    appearance), each with the rows that have it."""
+    rows_of: dict[int, list[int]] = {}
+    owner: dict[int, object] = {}
+    for r, x in enumerate(per_row):
+        if x is not None:
+            key = id(x)
+            if key not in owner:
+                owner[key] = x
+                rows_of[key] = []
+            rows_of[key].append(r)
+    return [(owner[k], np.asarray(rows, dtype=np.intp)) for k, rows in rows_of.items()]
+
+
+def per_row_locals(local, n_rows: int) -> list:
+    """``local`` as one entry per row: a sequence is taken as it is; one index (or None)
+    serves every row. Indexes without vectors count as None."""
+    if local is None or isinstance(local, VectorIndex):
+        local = [local] * n_rows
+    return [x if x is not None and len(x) > 0 else None for x in local]
+
+
+def _local_picks(users: np.ndarray, n: int, locals_: list) -> tuple:
+    """Each row's top ``n`` in its own local index: ``(rows, values, names)`` grouped by
+    index, each index's rows in order (by user, best first, ties in slot order)."""
+    rows, vals, names = [], [], []
+    for index, at in _groups(locals_):
+        l_rows, l_cols, l_vals, l_items = index.top_many(users[at], n)
+        rows.append(at[l_rows])
+        vals.append(l_vals)
+        names.extend(map(l_items.__getitem__, l_cols.tolist()))
+    if not rows:
+        return NO_ROWS, NO_VALUES, []
+    if len(rows) == 1:
+        return rows[0], vals[0], names
+    return np.concatenate(rows), np.concatenate(vals), names
+
+
 def nearest_batch(users: np.ndarray, n: int, shared: VectorIndex | None,
-                  local: VectorIndex | None) -> list[list[tuple[str, float]]]:
+                  local) -> list[list[tuple[str, float]]]:
     """:func:`nearest_of` for each row of ``users``: each index picks the top of all the
     users at once (:meth:`VectorIndex.top_many`); for each user, the local picks that
     the shared ones do not hold join them, and the best ``n`` of both are kept (ties:
     the shared picks first, each index's in its own order).
+
+    ``local`` is one index for every row, or one per row (rows of several rank shards
+    ranked together, each searching its own shard's vectors).
     """
     n_users = len(users)
     if shared is not None and len(shared) > 0:
@@ -38,10 +80,10 @@ def nearest_batch(users: np.ndarray, n: int, shared: VectorIndex | None,
     else:
         s_rows, s_cols, s_vals, s_items = NO_ROWS, NO_ROWS, NO_VALUES, []
     s_names = list(map(s_items.__getitem__, s_cols.tolist()))
-    if local is None:
+    locals_ = per_row_locals(local, n_users)
+    if not any(x is not None for x in locals_):
         return split_pairs(s_rows, s_names, s_vals, n_users)
-    l_rows, l_cols, l_vals, l_items = local.top_many(users, n)
-    l_names = list(map(l_items.__getitem__, l_cols.tolist()))
+    l_rows, l_vals, l_names = _local_picks(users, n, locals_)
     if len(s_rows) and len(l_rows):
         # A local pick the same user's shared picks hold already goes; items are
         # compared by their shared index slot (every window item is indexed there).
@@ -78,18 +120,22 @@ def anchor_cosines(sims: np.ndarray, items: list[str], inp: RankInput, indexed,
 
 def batch_cosines(inputs: Sequence[RankInput], row_req: np.ndarray, row_items: list[str],
                   starts: np.ndarray, shared: VectorIndex | None,
-                  local: VectorIndex | None) -> np.ndarray | None:
+                  local) -> np.ndarray | None:
     """Per candidate row, the cosine of its item with its request's content vector
     (0 where either is unknown), clipped at 0; None when no row has one.
 
     The same values as a per-request ``cosine`` of the shared index, then of the local
     one for what the shared index lacks, then :func:`anchor_cosines`: one gather and one
     row-wise product for the whole batch instead of a dictionary walk per request.
+    ``local`` is one index for every request or one per request (see
+    :func:`nearest_batch`).
     """
     indexed = shared is not None and len(shared) > 0
+    locals_ = per_row_locals(local, len(inputs))
+    any_local = any(x is not None for x in locals_)
     with_anchors = [r for r, inp in enumerate(inputs)
                     if inp.content is not None and inp.anchor_vectors]
-    if not indexed and local is None and not with_anchors:
+    if not indexed and not any_local and not with_anchors:
         return None
     users = np.zeros((len(inputs), DIM), dtype=np.float32)
     has_user = np.zeros(len(inputs), dtype=bool)
@@ -107,15 +153,31 @@ def batch_cosines(inputs: Sequence[RankInput], row_req: np.ndarray, row_items: l
         hit = wanted & (slots >= 0)
         sims[hit] = row_dots(shared.matrix[slots[hit]], users[row_req[hit]])
         missing = wanted & (slots < 0)
-    if local is not None and missing.any():
-        slots = local.slots(row_items)
-        hit = missing & (slots >= 0)
-        sims[hit] = row_dots(local.matrix[slots[hit]], users[row_req[hit]])
+    if any_local and missing.any():
+        groups = _groups(locals_)
+        for index, reqs in groups:
+            if len(groups) == 1 and len(reqs) == len(inputs):
+                rows, items = None, row_items  # one index for every request
+            else:
+                mine = np.zeros(len(inputs), dtype=bool)
+                mine[reqs] = True
+                rows = np.flatnonzero(missing & mine[row_req])
+                if not len(rows):
+                    continue
+                items = list(map(row_items.__getitem__, rows.tolist()))
+            slots = index.slots(items)
+            if rows is None:
+                hit = missing & (slots >= 0)
+                sims[hit] = row_dots(index.matrix[slots[hit]], users[row_req[hit]])
+            else:
+                ok = slots >= 0
+                at = rows[ok]
+                sims[at] = row_dots(index.matrix[slots[ok]], users[row_req[at]])
     known = shared.slot_of if indexed else {}
     for r in with_anchors:
         a, b = int(starts[r]), int(starts[r + 1])
         if a < b:
             view = sims[a:b]  # written in place
-            anchor_cosines(view, row_items[a:b], inputs[r], known, local)
+            anchor_cosines(view, row_items[a:b], inputs[r], known, locals_[r])
     np.clip(sims, 0.0, None, out=sims)
     return sims

@@ -66,7 +66,7 @@ _LEGACY = ("trending", "item_category", "unavailable", "pending", "last_seq", "f
 
 class RankShardState:
     __slots__ = ("pending", "last_seq", "forgotten", "blend", "shown", "mf", "ready", "recent",
-                 "vectors", "attribution", "legacy")
+                 "vectors", "attribution", "waiting", "legacy")
 
     def __init__(self, cfg: RankStepConfig) -> None:
         self.pending: dict[tuple[str, int], list] = {}  # (user, seq) -> [request, answers]
@@ -88,6 +88,9 @@ class RankShardState:
         self.vectors = VectorIndex(cfg.answer_vectors, 0)
         # The lists this shard wrote and which its users saw (models.attribution).
         self.attribution = Attribution(cfg.attribution_window)
+        # Complete requests ([request, answers]) not ranked yet: the worker ranks every
+        # shard's together (operators.rank_step), right after the batch that completed them.
+        self.waiting: list[list] = []
         self.legacy: WorkerModels | None = None  # models restored from an older snapshot
 
     def __getstate__(self):
@@ -105,6 +108,8 @@ class RankShardState:
             self.vectors = VectorIndex(RankStepConfig.answer_vectors, 0)
         if len(state) < self.__slots__.index("attribution") + 1:  # before attribution
             self.attribution = Attribution(RankStepConfig.attribution_window)
+        if len(state) < self.__slots__.index("waiting") + 1:  # ranked within on_batch then
+            self.waiting = []
 
     def _restore_legacy(self, old: dict) -> None:
         for s in self.__slots__[:-1]:
@@ -113,6 +118,7 @@ class RankShardState:
             self.recent = {}
         self.vectors = VectorIndex(RankStepConfig.answer_vectors, 0)
         self.attribution = Attribution(RankStepConfig.attribution_window)
+        self.waiting = []
         models = WorkerModels.__new__(WorkerModels)
         models.trending = old["trending"]
         models.item_category = old["item_category"]

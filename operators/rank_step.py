@@ -4,6 +4,14 @@ then blends all signals into a top-K list.
 Keyed by rank shard (a stable hash of the user id), so that shared, slowly changing
 models (trending, segment popularity, item availability) live next to the users they
 serve without a global key.
+
+Ranking is one call per worker, not one per shard: ``on_batch`` only gathers a shard's
+complete requests (state: ``RankShardState.waiting``) and asks to be notified at once;
+in the step's next activation the first shard notified ranks the complete requests of
+every shard of its worker together (each with its own shard's blend, factor model and
+answer vectors), and the others find nothing left. A ranking call has a fixed cost of
+about as much as two or three requests, and with one call per shard, small batches
+(a live stream at a modest rate) paid it for nearly every list.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import pickle
 import threading
 import time
 import weakref
+from datetime import datetime, timezone
 from itertools import islice
 from typing import Iterable
 
@@ -50,6 +59,22 @@ def _item_codes() -> ItemCodes:
     if codes is None:
         codes = _CODES[threading.get_ident()] = ItemCodes()
     return codes
+
+
+_DUE: dict[tuple[int, int], tuple[object, dict]] = {}
+# A notification time that is always due: Bytewax calls ``on_notify`` in the step's next
+# activation, after ``on_batch`` has run for every shard that had input.
+_DUE_NOW = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _due(owner: object) -> dict:
+    """This worker's rank shards (of the flow whose config is ``owner``) with complete
+    requests waiting to be ranked, in the order they got them."""
+    key = (threading.get_ident(), id(owner))
+    got = _DUE.get(key)
+    if got is None or got[0] is not owner:
+        got = _DUE[key] = (owner, {})
+    return got[1]
 
 
 def _slot_life(slot: list) -> float | None:
@@ -97,6 +122,8 @@ class RankLogic(StatefulBatchLogic):
             models.vectors.set_search_window(cfg.content_search_window)
             models.new_items.window = cfg.new_item_window
             adopt(cfg, models)
+        if self.state.waiting:  # complete before the snapshot, not ranked yet
+            _due(cfg)[self] = None
 
     def models(self) -> WorkerModels:
         """The item-side models of this worker (shared by its rank shards)."""
@@ -161,6 +188,8 @@ class RankLogic(StatefulBatchLogic):
                 # the sink erases the outputs after every list this shard sent for them.
                 done = [slot for slot in done if slot[0].user_id != msg.user_id
                         or not of_erased_life(erased_life, slot[0].seq, slot[0].life)]
+                st.waiting = [slot for slot in st.waiting if slot[0].user_id != msg.user_id
+                              or not of_erased_life(erased_life, slot[0].seq, slot[0].life)]
                 erased.append(EraseUser(msg.user_id, msg.user_id, "outputs", msg.receipt))
                 continue
             else:
@@ -177,11 +206,12 @@ class RankLogic(StatefulBatchLogic):
                 del st.pending[key]
         if not self.cfg.conflate:
             done = self._in_order(done)
-        out = self._rank_all(done)
-        if outcomes:
-            out = outcomes + out
+        if done:
+            st.waiting.extend(done)
+            _due(self.cfg)[self] = None  # ranked with the worker's other shards (on_notify)
+        out: list = outcomes
         if erased:
-            out = erased + out  # new-life lists of this batch come after the erasure
+            out = erased + out  # lists of a new life are ranked later: after the erasure
         excess = len(models.deferred) - self.cfg.max_deferred
         if excess > 0:  # no request came for long: let the oldest news in regardless
             models.apply_count(excess)
@@ -202,6 +232,10 @@ class RankLogic(StatefulBatchLogic):
         for user in users:
             waiting = [k[1] for k in st.pending if k[0] == user]
             last = st.last_seq.get(user)
+            # Released earlier but not ranked yet: those come first.
+            queued = [slot[0].seq for slot in st.waiting if slot[0].user_id == user]
+            if queued:
+                last = max(queued) if last is None else max(last, max(queued))
             while True:
                 if last is not None:
                     nxt = last + 1
@@ -223,40 +257,68 @@ class RankLogic(StatefulBatchLogic):
                 released.append(st.ready.pop(key))
         return released
 
-    def _rank_all(self, done: list[list]) -> list[RecUpdate]:
-        """Rank the complete requests in event-time order, a run at a time (see
-        :func:`operators.rank_order.rounds`): the blend learns from each request's
-        event, then the whole run is ranked in one :func:`rank_batch` call."""
-        st, cfg = self.state, self.cfg
+    def notify_at(self):
+        return _DUE_NOW if self.state.waiting else None
+
+    def on_notify(self) -> tuple[Iterable, bool]:
+        return self._rank_due(), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[Iterable, bool]:
+        return self._rank_due(), StatefulBatchLogic.RETAIN
+
+    def _rank_due(self) -> list[RecUpdate]:
+        """Rank the waiting requests of every shard of this worker, together."""
+        due = _due(self.cfg)
+        if self.state.waiting:
+            due[self] = None
+        if not due:
+            return []
+        entries: list[list] = []  # [request, answers, the shard's logic]
+        for logic in list(due):
+            waiting = logic.state.waiting
+            if waiting:
+                logic.state.waiting = []
+                entries.extend([request, answers, logic] for request, answers in waiting)
+        due.clear()
+        return self._rank_all(entries)
+
+    def _rank_all(self, entries: list[list]) -> list[RecUpdate]:
+        """Rank complete requests (``[request, answers, shard logic]``) in event-time
+        order, a run at a time (see :func:`operators.rank_order.rounds`): the blend
+        learns from each request's event, then the whole run is ranked in one
+        :func:`rank_batch` call."""
+        cfg = self.cfg
         if cfg.conflate:
             latest: dict[str, list] = {}
-            for slot in done:
-                prev = latest.get(slot[0].user_id)
-                if prev is None or prev[0].seq < slot[0].seq:
-                    latest[slot[0].user_id] = slot
-            done = list(latest.values())
-        if len(done) > 1:
-            done = event_time_order(done)
+            for entry in entries:
+                prev = latest.get(entry[0].user_id)
+                if prev is None or prev[0].seq < entry[0].seq:
+                    latest[entry[0].user_id] = entry
+            entries = list(latest.values())
+        if len(entries) > 1:
+            entries = event_time_order(entries)
         out: list[RecUpdate] = []
         models = self.models()
-        for round_ in rounds(done, cfg.batch_window):
+        for round_ in rounds(entries, cfg.batch_window):
             models.apply_until(round_[0][0].ts)
             if cfg.conflate:
-                round_ = [s for s in round_ if st.last_seq.get(s[0].user_id, 0) <= s[0].seq]
+                round_ = [e for e in round_
+                          if e[2].state.last_seq.get(e[0].user_id, 0) <= e[0].seq]
                 if not round_:
                     continue  # older requests finished after newer ones: stale
             if cfg.ranking.learn_blend:
-                for request, _ in round_:
+                for request, _, logic in round_:
                     if request.item_id is not None:
-                        self._learn(request.user_id, request.item_id)
+                        logic._learn(request.user_id, request.item_id)
             out.extend(self._rank_round(round_, models))
         return out
 
     def _rank_round(self, round_: list[list], shared: WorkerModels) -> list[RecUpdate]:
-        st, cfg = self.state, self.cfg
+        cfg = self.cfg
         inputs = []
         contexts = []
-        for request, answers in round_:
+        for request, answers, logic in round_:
+            st = logic.state
             inputs.append(RankInput(
                 ts=request.ts,
                 anchors=[(a.anchor_weight, a.followers) for a in answers],
@@ -280,32 +342,49 @@ class RankLogic(StatefulBatchLogic):
                          if cfg.attribution else None),
             ))
             contexts.append(st.blend.context(len(request.seen)))
+        shards = list(dict.fromkeys(e[2] for e in round_))
+        one = shards[0].state if len(shards) == 1 else None
         models = RankModels(shared.trending, shared.item_category, shared.unavailable,
-                            shared.vectors, st.mf, _item_codes(), local_vectors=st.vectors,
+                            shared.vectors, one.mf if one else None, _item_codes(),
+                            local_vectors=one.vectors if one else None,
                             item_price=shared.item_price,
                             item_attributes=shared.item_attributes, rules=shared.rules,
                             new_items=shared.new_items,
-                            facts_version=(shared.facts_owner, shared.facts_version))
-        weights = np.stack([b.weights for b in st.blend.blends])
+                            facts_version=(shared.facts_owner, shared.facts_version),
+                            mf_of=None if one else [e[2].state.mf for e in round_],
+                            local_of=None if one else [e[2].state.vectors for e in round_])
+        # Each shard's blend rows (and, with experiments, each variant's rows after the
+        # learned ones', models.experiments), one table for the round.
         exp = cfg.experiment
-        started = time.perf_counter()
-        if len(exp.variants) > 1 or not exp.variants[0].learned:
-            # Each variant's rows after the learned ones' (models.experiments).
-            assigned = [exp.assign(request.user_id) for request, _ in round_]
-            rows = [v * len(weights) + c for (v, _), c in zip(assigned, contexts)]
-            results = rank_batch(inputs, models, cfg.ranking, exp.weight_rows(weights), rows)
-        else:
+        plain = len(exp.variants) == 1 and exp.variants[0].learned
+        tables, at = [], {}
+        offset = 0
+        for logic in shards:
+            learned = np.stack([b.weights for b in logic.state.blend.blends])
+            table = learned if plain else exp.weight_rows(learned)
+            at[logic] = (offset, len(learned))
+            tables.append(table)
+            offset += len(table)
+        weights = tables[0] if len(tables) == 1 else np.concatenate(tables)
+        if plain:
             assigned = [(0, 1.0)] * len(round_)
-            results = rank_batch(inputs, models, cfg.ranking, weights, contexts)
+            rows = [at[e[2]][0] + c for e, c in zip(round_, contexts)]
+        else:
+            assigned = [exp.assign(e[0].user_id) for e in round_]
+            rows = [at[e[2]][0] + v * at[e[2]][1] + c
+                    for e, (v, _), c in zip(round_, assigned, contexts)]
+        started = time.perf_counter()
+        results = rank_batch(inputs, models, cfg.ranking, weights, rows)
         RANK_CALL_SECONDS.observe(time.perf_counter() - started)
         RANK_CALL_REQUESTS.observe(len(inputs))
         names = [v.name for v in exp.variants]
         out = []
-        for (request, _), result, context, (variant, propensity) in zip(
+        for (request, _, logic), result, context, (variant, propensity) in zip(
                 round_, results, contexts, assigned):
+            st = logic.state
             items, strategy, reasons = result.items, result.strategy, result.reasons
             if not items:
-                items, strategy = self._last_resort(request, shared), "recent"
+                items, strategy = logic._last_resort(request, shared), "recent"
                 reasons = [{"kind": "recent"}] * len(items)
             if request.item_id is not None:
                 recent = st.recent

@@ -203,9 +203,9 @@ def fuzz_dataflow(payloads: int, seed: int = 0, progress: bool = True,
     """Send ``payloads`` valid and hostile payloads through the recommend flow; an exception
     in the flow propagates (it is a crash of the worker).
 
-    Conflation is off: with it on, a user's several events in one batch share one list,
-    so the answers could not be counted per event. Everything else is the worker's flow
-    with default settings, including the future-timestamp guard, plus
+    The worker's flow with default settings (conflation on: a user's events ranked in
+    one call share one list, and the observer notes the others as unranked), including
+    the future-timestamp guard, plus
     ``STREAMREC_MAX_EVENT_AGE`` (``max_event_age``; 0 = off, the default setting): an event
     ~21 days (1,000 session half-lives) older than the user's latest event overflows the
     decay factor in ``models/compact.py`` and stops the worker, which ``max_event_age=0``

@@ -202,3 +202,54 @@ def test_a_category_forgotten_for_room_is_not_served_from_the_fact_cache():
     assert "p1" not in shared.item_category
     got, want = lists()
     assert got == want and {"p1", "p2"} <= set(got)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_requests_of_several_shards_in_one_call_get_their_own_shards_lists(seed):
+    """A worker ranks its rank shards' requests in one call: each request with its own
+    shard's blend rows, factor model and answer vectors gets the list a call for its
+    shard alone gives."""
+    rng = random.Random(100 + seed)
+    cfg = CONFIGS[seed % len(CONFIGS)]
+    items, category, trending, vectors, _, unavailable = _world(rng)
+    shards = []
+    for s in range(3):
+        mf = ImplicitMF(max_users=100, max_items=1000)
+        for _ in range(200):
+            mf.learn(f"u{rng.randrange(15)}", rng.choice(items), rng.sample(items, 2))
+        local = VectorIndex(capacity=64, search_window=0)
+        for it in rng.sample(items, 40):  # vectors of the shard's answers: their own tags
+            local.put(it, item_vector(category[it], [f"s{s}-{rng.randrange(4)}"], None))
+        blend = ContextBlend(prior_weights(cfg))
+        for context in range(len(blend)):
+            blend[context].weights = blend[context].weights + np.array(
+                [rng.uniform(-0.3, 0.6) for _ in range(len(blend[context].weights))])
+        weights = np.stack([b.weights for b in blend.blends])
+        inputs = [_request(rng, items, vectors, T0) for _ in range(rng.randrange(1, 12))]
+        contexts = [blend.context(len(inp.seen)) for inp in inputs]
+        shards.append((mf, local if s != 1 else None, weights, inputs, contexts))
+
+    def models(**kw):
+        return RankModels(trending, category, unavailable, vectors, codes=ItemCodes(5000), **kw)
+
+    alone = []
+    for mf, local, weights, inputs, contexts in shards:
+        alone += rank_batch(inputs, models(mf=mf, local_vectors=local), cfg, weights, contexts)
+    table = np.concatenate([w for _, _, w, _, _ in shards])
+    rows, mf_of, local_of, inputs = [], [], [], []
+    offset = 0
+    for mf, local, weights, shard_inputs, contexts in shards:
+        rows += [offset + c for c in contexts]
+        offset += len(weights)
+        mf_of += [mf] * len(shard_inputs)
+        local_of += [local] * len(shard_inputs)
+        inputs += shard_inputs
+    together = rank_batch(inputs, models(mf_of=mf_of, local_of=local_of), cfg, table, rows)
+    assert len(together) == len(alone)
+    for t, a in zip(together, alone):
+        assert t.items == a.items and t.strategy == a.strategy and t.reasons == a.reasons
+        assert t.candidates == a.candidates
+        np.testing.assert_array_equal(t.features, a.features)
+    # The shards really differ: their own models change lists.
+    swapped = rank_batch(inputs, models(mf_of=mf_of[::-1], local_of=local_of[::-1]), cfg, table, rows)
+    assert [r.candidates for r in swapped] != [r.candidates for r in together]

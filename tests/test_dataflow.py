@@ -355,3 +355,21 @@ def test_catalog_features_reach_every_rank_shard_in_one_bundle_per_shard_and_bat
     # 3 source batches of 40 records: at most one bundle per shard for each batch a worker's
     # item step emitted (one per worker and batch), never one per item.
     assert len(got) <= 8 * 3 * 2 < len(catalog) * 8
+
+
+def test_a_worker_ranks_the_requests_of_all_its_rank_shards_in_one_call():
+    """40 users' first events in one batch, 8 rank shards, one worker: one ranking call
+    for all 40 lists (one per shard would be 8 calls of 5)."""
+    from bench.steps import _rank_totals
+
+    events = [{"event_id": f"e{u}", "ts": T0 + u, "user_id": f"user-{u}", "type": "view",
+               "item_id": f"p{u % 7}", "category": "cat"} for u in range(40)]
+    flow, out, dead = build_test_flow(events, Settings(rank_shards=8), snapshots=False)
+    calls, requests, _ = _rank_totals()
+    run_main(flow)
+    calls2, requests2, _ = _rank_totals()
+    recs = _by_type(out, RecUpdate)
+    assert sorted(r.user_id for r in recs) == sorted(e["user_id"] for e in events)
+    assert not dead
+    assert requests2 - requests == 40
+    assert calls2 - calls == 1

@@ -18,6 +18,18 @@ from operators.messages import ItemAnswer, ItemQuery, RankRequest, TrendDelta
 from operators.rank_step import RankLogic, RankStepConfig
 
 
+def _step(logic, values: list) -> tuple[list, bool]:
+    """One batch into a step's logic, as Bytewax runs it: ``on_batch``, then, when the
+    logic asks to be notified (the rank step ranks its complete requests there), the
+    ``on_notify`` of the step's next activation."""
+    out, complete = logic.on_batch(values)
+    out = list(out)
+    if logic.notify_at() is not None:
+        more, complete = logic.on_notify()
+        out += list(more)
+    return out, complete
+
+
 def _request(user: str, seq: int, ts: float) -> RankRequest:
     return RankRequest(route="rank-0", user_id=user, seq=seq, ts=ts, event_id=f"{user}-{seq}",
                        event_type="view", ingested_at=None, expected=0, item_id=None,
@@ -53,9 +65,9 @@ def test_trend_news_from_later_events_waits_for_requests_after_it():
     logic = RankLogic(RankStepConfig(conflate=False), None)
     past = ("old", "hats", 5.0, 50.0, None)
     future = ("new", "hats", 9.0, 200.0, None)
-    (early,), _ = logic.on_batch([TrendDelta("rank-0", [past, future], []), _request("u1", 1, 100.0)])
+    (early,), _ = _step(logic, [TrendDelta("rank-0", [past, future], []), _request("u1", 1, 100.0)])
     assert _items(early) == ["old"]  # "new" became popular at ts 200, after this event
-    (late,), _ = logic.on_batch([_request("u2", 1, 300.0)])
+    (late,), _ = _step(logic, [_request("u2", 1, 300.0)])
     assert _items(late)[0] == "new" and "old" in _items(late)
     assert logic.models().deferred == []
 
@@ -63,7 +75,7 @@ def test_trend_news_from_later_events_waits_for_requests_after_it():
 def test_requests_of_one_batch_are_ranked_in_event_time_order():
     logic = RankLogic(RankStepConfig(conflate=False), None)
     news = TrendDelta("rank-0", [("a", None, 1.0, 10.0, None), ("b", None, 50.0, 150.0, None)], [])
-    out, _ = logic.on_batch([news, _request("late", 1, 200.0), _request("early", 1, 100.0)])
+    out, _ = _step(logic, [news, _request("late", 1, 200.0), _request("early", 1, 100.0)])
     lists = {rec.user_id: _items(rec) for rec in out}
     assert lists["early"] == ["a"]
     assert lists["late"][0] == "b"
@@ -73,21 +85,21 @@ def test_news_arriving_out_of_order_is_applied_by_event_time():
     # Two processes' trend shards interleave: a later message may carry older news.
     logic = RankLogic(RankStepConfig(conflate=False), None)
     vec = __import__("numpy").ones(64, dtype="float16").tobytes()
-    logic.on_batch([TrendDelta("rank-0", [("late", None, 9.0, 300.0, vec)], [])])
-    logic.on_batch([TrendDelta("rank-0", [("mid", None, 5.0, 150.0, vec),
+    _step(logic, [TrendDelta("rank-0", [("late", None, 9.0, 300.0, vec)], [])])
+    _step(logic, [TrendDelta("rank-0", [("mid", None, 5.0, 150.0, vec),
                                           ("mid2", None, 5.0, 150.0, vec)], [])])
-    logic.on_batch([TrendDelta("rank-0", [("early", None, 1.0, 50.0, None)], [])])
-    (rec,), _ = logic.on_batch([_request("u1", 1, 200.0)])
+    _step(logic, [TrendDelta("rank-0", [("early", None, 1.0, 50.0, None)], [])])
+    (rec,), _ = _step(logic, [_request("u1", 1, 200.0)])
     assert set(_items(rec)) == {"early", "mid", "mid2"}
     assert [entry[0] for entry in logic.models().deferred] == [300.0]
-    (rec,), _ = logic.on_batch([_request("u2", 1, 400.0)])
+    (rec,), _ = _step(logic, [_request("u2", 1, 400.0)])
     assert _items(rec)[0] == "late" and logic.models().deferred == []
 
 
 def test_deferred_news_is_bounded():
     logic = RankLogic(RankStepConfig(conflate=False, max_deferred=10), None)
     entries = [(f"i{n}", None, 1.0, float(n), None) for n in range(25)]
-    logic.on_batch([TrendDelta("rank-0", entries, [])])
+    _step(logic, [TrendDelta("rank-0", entries, [])])
     assert len(logic.models().deferred) <= 10
 
 
@@ -95,11 +107,11 @@ def test_item_step_answers_before_learning_from_a_later_event_in_the_same_batch(
     logic = ItemLogic(ItemStepConfig(), None)
     later = ItemQuery("p1", "u2", 1, 200.0, "rank-0", 0.0, [("p-later", 1.0)], 0.0, None)
     earlier_question = ItemQuery("p1", "u1", 1, 100.0, "rank-0", 1.0, [("p-before", 1.0)], 1.0, None)
-    out, _ = logic.on_batch([later, earlier_question])
+    out, _ = _step(logic, [later, earlier_question])
     (answer,) = [m for m in out if isinstance(m, ItemAnswer)]
     assert [item for item, _ in answer.followers] == ["p-before"]
     again = ItemQuery("p1", "u3", 1, 300.0, "rank-0", 1.0, [], 0.0, None)
-    out, _ = logic.on_batch([again])
+    out, _ = _step(logic, [again])
     (answer,) = [m for m in out if isinstance(m, ItemAnswer)]
     assert {item for item, _ in answer.followers} == {"p-before", "p-later"}
 
@@ -186,7 +198,7 @@ def test_a_rank_snapshot_from_before_the_queue_and_the_knn_feature_restores():
     logic = RankLogic(RankStepConfig(conflate=False), pickle.dumps(OldSnapshot()))
     assert logic.models().item_category == {"p0": "hats"}
     assert logic.models().unavailable == {"gone"}
-    (rec,), _ = logic.on_batch([TrendDelta("rank-0", [("p1", None, 1.0, 1.0, None)], []),
+    (rec,), _ = _step(logic, [TrendDelta("rank-0", [("p1", None, 1.0, 1.0, None)], []),
                                 _request("u1", 1, 5.0)])
     assert _items(rec) == ["p0", "p1"]
 
@@ -200,7 +212,7 @@ def test_erasure_leaves_the_rank_shard_behind_the_old_lists_and_before_new_ones(
     news = TrendDelta("rank-0", [("p1", None, 1.0, 1.0, None)], [])
     old = _request("u1", 3, 10.0)
     new = _request("u1", 1, 20.0)  # a new life starts again at seq 1
-    out, _ = logic.on_batch([news, old, ForgetUser("rank-0", "u1", 3), new])
+    out, _ = _step(logic, [news, old, ForgetUser("rank-0", "u1", 3), new])
     assert [type(m).__name__ for m in out] == ["EraseUser", "RecUpdate"]
     assert out[0].part == "outputs" and out[1].seq == 1
 
@@ -212,14 +224,14 @@ def test_a_new_lifes_answer_that_overtakes_the_erasure_is_kept():
     from operators.messages import ForgetUser
 
     logic = RankLogic(RankStepConfig(), None)
-    logic.on_batch([TrendDelta("rank-0", [("p1", None, 1.0, 1.0, None)], [])])
+    _step(logic, [TrendDelta("rank-0", [("p1", None, 1.0, 1.0, None)], [])])
     early = ItemAnswer("rank-0", "u3", 1, "p9", 1.0, None, 1.0, [("p8", 1.0)], life=40.0)
     stale = ItemAnswer("rank-0", "u3", 4, "p7", 1.0, None, 1.0, [("p6", 1.0)], life=2.0)
-    logic.on_batch([early, stale, ForgetUser("rank-0", "u3", 4, 2.0)])
+    _step(logic, [early, stale, ForgetUser("rank-0", "u3", 4, 2.0)])
     assert ("u3", 1) in logic.state.pending and ("u3", 4) not in logic.state.pending
     request = _request("u3", 1, 41.0)
     request.life, request.expected = 40.0, 1
-    (rec,), _ = logic.on_batch([request])
+    (rec,), _ = _step(logic, [request])
     assert rec.seq == 1 and "p8" in _items(rec)
 
 
@@ -232,22 +244,22 @@ def test_a_new_life_is_answered_whatever_seq_its_first_request_carries():
 
     # Lives are told apart by the profile's first event time (`life`).
     logic = RankLogic(RankStepConfig(), None)
-    logic.on_batch([TrendDelta("rank-0", [("p1", None, 1.0, 1.0, None)], [])])
-    logic.on_batch([ForgetUser("rank-0", "u1", 500, 1.0)])
+    _step(logic, [TrendDelta("rank-0", [("p1", None, 1.0, 1.0, None)], [])])
+    _step(logic, [ForgetUser("rank-0", "u1", 500, 1.0)])
     first = _request("u1", 5, 20.0)
     first.life = 19.0
-    out, _ = logic.on_batch([first])
+    out, _ = _step(logic, [first])
     assert [(m.user_id, m.seq) for m in out] == [("u1", 5)]
     # With two processes the new life's answer may come before its request, and an
     # answer of the erased life may come later still: the first counts, the second not.
-    logic.on_batch([ForgetUser("rank-0", "u2", 7, 1.0)])
+    _step(logic, [ForgetUser("rank-0", "u2", 7, 1.0)])
     new_answer = ItemAnswer("rank-0", "u2", 2, "p9", 1.0, None, 1.0, [("p8", 1.0)], life=30.0)
     old_answer = ItemAnswer("rank-0", "u2", 6, "p7", 1.0, None, 1.0, [("p6", 1.0)], life=1.0)
-    logic.on_batch([new_answer, old_answer])
+    _step(logic, [new_answer, old_answer])
     assert ("u2", 6) not in logic.state.pending
     request = _request("u2", 2, 31.0)
     request.life, request.expected = 30.0, 1
-    (rec,), _ = logic.on_batch([request])
+    (rec,), _ = _step(logic, [request])
     assert rec.seq == 2 and "p8" in _items(rec)
 
 
@@ -257,7 +269,7 @@ def test_a_fresh_system_answers_before_any_trend_news_arrives():
     logic = RankLogic(RankStepConfig(), None)
     first = _request("u1", 1, 10.0)
     first.item_id = "p1"
-    logic.on_batch([first])
+    _step(logic, [first])
     searcher = _request("u2", 1, 11.0)  # a search: no item, no session, no news yet
-    (rec,), _ = logic.on_batch([searcher])
+    (rec,), _ = _step(logic, [searcher])
     assert _items(rec) == ["p1"] and rec.strategy == "recent"
