@@ -69,12 +69,31 @@ _DUE_NOW = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 def _due(owner: object) -> dict:
     """This worker's rank shards (of the flow whose config is ``owner``) with complete
-    requests waiting to be ranked, in the order they got them."""
+    requests waiting to be ranked, in the order they got them: ``id(logic) -> weak
+    reference`` (a run that stopped early leaves no shard behind for the next one)."""
     key = (threading.get_ident(), id(owner))
     got = _DUE.get(key)
     if got is None or got[0] is not owner:
         got = _DUE[key] = (owner, {})
     return got[1]
+
+
+def _await_ranking(logic: "RankLogic") -> None:
+    """Put ``logic`` among its worker's shards to rank (once; it keeps its place)."""
+    due = _due(logic.cfg)
+    ref = due.get(id(logic))
+    if ref is None or ref() is not logic:
+        due.pop(id(logic), None)  # an id left by a shard that is gone
+        due[id(logic)] = weakref.ref(logic)
+
+
+def _take_due(owner: object) -> list["RankLogic"]:
+    """The worker's shards waiting to be ranked, in order; the registry is emptied."""
+    key = (threading.get_ident(), id(owner))
+    got = _DUE.pop(key, None)
+    if got is None or got[0] is not owner:
+        return []
+    return [logic for logic in (ref() for ref in got[1].values()) if logic is not None]
 
 
 def _slot_life(slot: list) -> float | None:
@@ -100,7 +119,10 @@ def _rank_users() -> float:
 
 RANK_USERS.set_function(_rank_users)
 
-_SNAPSHOT = "rank-shard/2"  # (tag, shard state, the worker's models as bytes)
+# (tag, shard state, the worker's models as bytes); /3: the state holds requests waiting
+# for the worker's ranking call (an older release refuses it instead of dropping them).
+_SNAPSHOT = "rank-shard/3"
+_SNAPSHOTS = ("rank-shard/2", _SNAPSHOT)
 
 
 class RankLogic(StatefulBatchLogic):
@@ -111,7 +133,7 @@ class RankLogic(StatefulBatchLogic):
             self.state = RankShardState(cfg)
             return
         restored = pickle.loads(resume)
-        if isinstance(restored, tuple) and restored[0] == _SNAPSHOT:
+        if isinstance(restored, tuple) and restored[0] in _SNAPSHOTS:
             _, self.state, models = restored
             models = pickle.loads(models)
         else:  # a snapshot from before the worker's shared models
@@ -123,7 +145,7 @@ class RankLogic(StatefulBatchLogic):
             models.new_items.window = cfg.new_item_window
             adopt(cfg, models)
         if self.state.waiting:  # complete before the snapshot, not ranked yet
-            _due(cfg)[self] = None
+            _await_ranking(self)
 
     def models(self) -> WorkerModels:
         """The item-side models of this worker (shared by its rank shards)."""
@@ -208,7 +230,7 @@ class RankLogic(StatefulBatchLogic):
             done = self._in_order(done)
         if done:
             st.waiting.extend(done)
-            _due(self.cfg)[self] = None  # ranked with the worker's other shards (on_notify)
+            _await_ranking(self)  # ranked with the worker's other shards (on_notify)
         out: list = outcomes
         if erased:
             out = erased + out  # lists of a new life are ranked later: after the erasure
@@ -268,19 +290,15 @@ class RankLogic(StatefulBatchLogic):
 
     def _rank_due(self) -> list[RecUpdate]:
         """Rank the waiting requests of every shard of this worker, together."""
-        due = _due(self.cfg)
         if self.state.waiting:
-            due[self] = None
-        if not due:
-            return []
+            _await_ranking(self)
         entries: list[list] = []  # [request, answers, the shard's logic]
-        for logic in list(due):
+        for logic in _take_due(self.cfg):
             waiting = logic.state.waiting
             if waiting:
                 logic.state.waiting = []
                 entries.extend([request, answers, logic] for request, answers in waiting)
-        due.clear()
-        return self._rank_all(entries)
+        return self._rank_all(entries) if entries else []
 
     def _rank_all(self, entries: list[list]) -> list[RecUpdate]:
         """Rank complete requests (``[request, answers, shard logic]``) in event-time

@@ -273,3 +273,38 @@ def test_a_fresh_system_answers_before_any_trend_news_arrives():
     searcher = _request("u2", 1, 11.0)  # a search: no item, no session, no news yet
     (rec,), _ = _step(logic, [searcher])
     assert _items(rec) == ["p1"] and rec.strategy == "recent"
+
+
+def test_a_shard_dropped_with_requests_waiting_is_not_ranked_by_the_next_run():
+    # A run stopped between the batch that completed a request and its ranking call (an
+    # abort, a test that resumes the same flow): its shards are gone, and the next run's
+    # ranking call must not rank their leftovers again from their stale state.
+    import gc
+
+    cfg = RankStepConfig()
+    gone = RankLogic(cfg, None)
+    out, _ = gone.on_batch([_request("u-old", 1, 100.0)])
+    assert out == [] and gone.notify_at() is not None  # waiting for the ranking call
+    del gone
+    gc.collect()
+    fresh = RankLogic(cfg, None)
+    out, _ = _step(fresh, [_request("u-new", 1, 200.0)])
+    assert [rec.user_id for rec in out] == ["u-new"]
+    assert fresh.notify_at() is None  # nothing left waiting
+
+
+def test_requests_waiting_at_a_snapshot_are_ranked_after_a_restore():
+    import gc
+
+    cfg = RankStepConfig()
+    logic = RankLogic(cfg, None)
+    out, _ = logic.on_batch([_request("u-snap", 1, 100.0)])
+    assert out == []
+    snapshot = logic.snapshot()
+    del logic  # the process died before the ranking call
+    gc.collect()
+    restored = RankLogic(RankStepConfig(), snapshot)
+    assert restored.notify_at() is not None  # Bytewax asks restored keys too
+    out, _ = restored.on_notify()
+    assert [(rec.user_id, rec.seq) for rec in out] == [("u-snap", 1)]
+    assert restored.notify_at() is None and restored.snapshot() is not None
