@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-import threading
-import time
 import weakref
-from datetime import datetime, timezone
 from itertools import islice
 from typing import Iterable
 
@@ -29,71 +26,22 @@ from bytewax.operators import StatefulBatchLogic
 
 import numpy as np
 
-from models.content import user_vector
-from models.batch_ranking import ItemCodes, RankModels, rank_batch
-from models.ranking import FEATURES, RankInput
+from models.ranking import FEATURES
 from operators.messages import (
     Availability, EraseUser, FeaturesBundle, Feedback, ForgetUser, ItemAnswer, ItemFeatures,
     RankRequest,
     RecUpdate, RulesUpdate, TrendDelta,
 )
-from streamrec.metrics import (
-    ATTRIBUTED, ATTRIBUTED_REVENUE, RANK_CALL_REQUESTS, RANK_CALL_SECONDS, RANK_USERS,
-)
+from streamrec.metrics import ATTRIBUTED, ATTRIBUTED_REVENUE, RANK_USERS
 # RankShardState is re-exported: snapshots taken before it moved name it here.
 from operators.rank_state import RankShardState, RankStepConfig, of_erased_life
-from operators.rank_order import answer_order, event_time_order, rec_id, rounds
+from operators.rank_calls import DUE_NOW, await_ranking, rank_round, take_due
+from operators.rank_order import answer_order, event_time_order, rounds
 from operators.worker_models import WorkerModels, adopt, worker_models
 
 __all__ = ["RankStepConfig", "RankShardState", "RankLogic"]
 
 log = logging.getLogger(__name__)
-
-
-_CODES: dict[int, ItemCodes] = {}  # per worker thread (see operators.worker_models)
-
-
-def _item_codes() -> ItemCodes:
-    """This worker's item codes: a cache shared by its rank shards."""
-    codes = _CODES.get(threading.get_ident())
-    if codes is None:
-        codes = _CODES[threading.get_ident()] = ItemCodes()
-    return codes
-
-
-_DUE: dict[tuple[int, int], tuple[object, dict]] = {}
-# A notification time that is always due: Bytewax calls ``on_notify`` in the step's next
-# activation, after ``on_batch`` has run for every shard that had input.
-_DUE_NOW = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def _due(owner: object) -> dict:
-    """This worker's rank shards (of the flow whose config is ``owner``) with complete
-    requests waiting to be ranked, in the order they got them: ``id(logic) -> weak
-    reference`` (a run that stopped early leaves no shard behind for the next one)."""
-    key = (threading.get_ident(), id(owner))
-    got = _DUE.get(key)
-    if got is None or got[0] is not owner:
-        got = _DUE[key] = (owner, {})
-    return got[1]
-
-
-def _await_ranking(logic: "RankLogic") -> None:
-    """Put ``logic`` among its worker's shards to rank (once; it keeps its place)."""
-    due = _due(logic.cfg)
-    ref = due.get(id(logic))
-    if ref is None or ref() is not logic:
-        due.pop(id(logic), None)  # an id left by a shard that is gone
-        due[id(logic)] = weakref.ref(logic)
-
-
-def _take_due(owner: object) -> list["RankLogic"]:
-    """The worker's shards waiting to be ranked, in order; the registry is emptied."""
-    key = (threading.get_ident(), id(owner))
-    got = _DUE.pop(key, None)
-    if got is None or got[0] is not owner:
-        return []
-    return [logic for logic in (ref() for ref in got[1].values()) if logic is not None]
 
 
 def _slot_life(slot: list) -> float | None:
@@ -145,7 +93,7 @@ class RankLogic(StatefulBatchLogic):
             models.new_items.window = cfg.new_item_window
             adopt(cfg, models)
         if self.state.waiting:  # complete before the snapshot, not ranked yet
-            _await_ranking(self)
+            await_ranking(self)
 
     def models(self) -> WorkerModels:
         """The item-side models of this worker (shared by its rank shards)."""
@@ -230,7 +178,7 @@ class RankLogic(StatefulBatchLogic):
             done = self._in_order(done)
         if done:
             st.waiting.extend(done)
-            _await_ranking(self)  # ranked with the worker's other shards (on_notify)
+            await_ranking(self)  # ranked with the worker's other shards (on_notify)
         out: list = outcomes
         if erased:
             out = erased + out  # lists of a new life are ranked later: after the erasure
@@ -280,7 +228,7 @@ class RankLogic(StatefulBatchLogic):
         return released
 
     def notify_at(self):
-        return _DUE_NOW if self.state.waiting else None
+        return DUE_NOW if self.state.waiting else None
 
     def on_notify(self) -> tuple[Iterable, bool]:
         return self._rank_due(), StatefulBatchLogic.RETAIN
@@ -291,9 +239,9 @@ class RankLogic(StatefulBatchLogic):
     def _rank_due(self) -> list[RecUpdate]:
         """Rank the waiting requests of every shard of this worker, together."""
         if self.state.waiting:
-            _await_ranking(self)
+            await_ranking(self)
         entries: list[list] = []  # [request, answers, the shard's logic]
-        for logic in _take_due(self.cfg):
+        for logic in take_due(self.cfg):
             waiting = logic.state.waiting
             if waiting:
                 logic.state.waiting = []
@@ -303,8 +251,8 @@ class RankLogic(StatefulBatchLogic):
     def _rank_all(self, entries: list[list]) -> list[RecUpdate]:
         """Rank complete requests (``[request, answers, shard logic]``) in event-time
         order, a run at a time (see :func:`operators.rank_order.rounds`): the blend
-        learns from each request's event, then the whole run is ranked in one
-        :func:`rank_batch` call."""
+        learns from each request's event, then the whole run is ranked in one call
+        (:func:`operators.rank_calls.rank_round`)."""
         cfg = self.cfg
         if cfg.conflate:
             latest: dict[str, list] = {}
@@ -328,108 +276,7 @@ class RankLogic(StatefulBatchLogic):
                 for request, _, logic in round_:
                     if request.item_id is not None:
                         logic._learn(request.user_id, request.item_id)
-            out.extend(self._rank_round(round_, models))
-        return out
-
-    def _rank_round(self, round_: list[list], shared: WorkerModels) -> list[RecUpdate]:
-        cfg = self.cfg
-        inputs = []
-        contexts = []
-        for request, answers, logic in round_:
-            st = logic.state
-            inputs.append(RankInput(
-                ts=request.ts,
-                anchors=[(a.anchor_weight, a.followers) for a in answers],
-                knn=[(a.anchor_weight, a.knn) for a in answers if a.knn],
-                categories=request.categories,
-                session_categories=request.session_categories,
-                preferences=request.preferences,
-                segment=request.segment,
-                seen=request.seen,
-                excluded=request.excluded,
-                seen_filter=request.seen_filter,
-                cold=request.cold,
-                content=user_vector([(a.anchor_weight, a.vector) for a in answers if a.vector]),
-                user_id=request.user_id,
-                history=request.history,
-                anchor_items=[a.item_id for a in answers],
-                anchor_vectors={a.item_id: a.vector for a in answers if a.vector} or None,
-                page_category=request.page_category,
-                page=request.page,
-                fatigue=(st.attribution.fatigue(request.user_id, request.ts)
-                         if cfg.attribution else None),
-            ))
-            contexts.append(st.blend.context(len(request.seen)))
-        shards = list(dict.fromkeys(e[2] for e in round_))
-        one = shards[0].state if len(shards) == 1 else None
-        models = RankModels(shared.trending, shared.item_category, shared.unavailable,
-                            shared.vectors, one.mf if one else None, _item_codes(),
-                            local_vectors=one.vectors if one else None,
-                            item_price=shared.item_price,
-                            item_attributes=shared.item_attributes, rules=shared.rules,
-                            new_items=shared.new_items,
-                            facts_version=(shared.facts_owner, shared.facts_version),
-                            mf_of=None if one else [e[2].state.mf for e in round_],
-                            local_of=None if one else [e[2].state.vectors for e in round_])
-        # Each shard's blend rows (and, with experiments, each variant's rows after the
-        # learned ones', models.experiments), one table for the round.
-        exp = cfg.experiment
-        plain = len(exp.variants) == 1 and exp.variants[0].learned
-        tables, at = [], {}
-        offset = 0
-        for logic in shards:
-            learned = np.stack([b.weights for b in logic.state.blend.blends])
-            table = learned if plain else exp.weight_rows(learned)
-            at[logic] = (offset, len(learned))
-            tables.append(table)
-            offset += len(table)
-        weights = tables[0] if len(tables) == 1 else np.concatenate(tables)
-        if plain:
-            assigned = [(0, 1.0)] * len(round_)
-            rows = [at[e[2]][0] + c for e, c in zip(round_, contexts)]
-        else:
-            assigned = [exp.assign(e[0].user_id) for e in round_]
-            rows = [at[e[2]][0] + v * at[e[2]][1] + c
-                    for e, (v, _), c in zip(round_, assigned, contexts)]
-        started = time.perf_counter()
-        results = rank_batch(inputs, models, cfg.ranking, weights, rows)
-        RANK_CALL_SECONDS.observe(time.perf_counter() - started)
-        RANK_CALL_REQUESTS.observe(len(inputs))
-        names = [v.name for v in exp.variants]
-        out = []
-        for (request, _, logic), result, context, (variant, propensity) in zip(
-                round_, results, contexts, assigned):
-            st = logic.state
-            items, strategy, reasons = result.items, result.strategy, result.reasons
-            if not items:
-                items, strategy = logic._last_resort(request, shared), "recent"
-                reasons = [{"kind": "recent"}] * len(items)
-            if request.item_id is not None:
-                recent = st.recent
-                recent.pop(request.item_id, None)
-                recent[request.item_id] = None
-                if len(recent) > 100:
-                    del recent[next(iter(recent))]
-            if cfg.ranking.learn_blend and result.candidates:
-                shown = st.shown
-                shown.pop(request.user_id, None)
-                shown[request.user_id] = (result.candidates, result.features, context)
-                if len(shown) > cfg.max_feedback_users:
-                    del shown[next(iter(shown))]
-            last = st.last_seq
-            seen = last.pop(request.user_id, 0)
-            last[request.user_id] = max(seen, request.seq)
-            if len(last) > cfg.max_users:
-                del last[next(iter(last))]
-            rid = rec_id(request.user_id, request.seq, request.event_id)
-            if cfg.attribution:
-                st.attribution.listed(rid, request.user_id, request.ts, tuple(i for i, _ in items),
-                                      names[variant], propensity, strategy, request.segment)
-            out.append(
-                RecUpdate(request.user_id, request.user_id, request.seq, request.event_id,
-                          request.ts, request.ingested_at, items, strategy, cfg.model_version,
-                          reasons, rid, names[variant], propensity)
-            )
+            out.extend(rank_round(cfg, round_, models))
         return out
 
     def _attribute(self, msg: Feedback) -> list:

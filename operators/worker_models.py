@@ -69,7 +69,7 @@ class WorkerModels:
                            ("rules_seq", int), ("new_items", lambda: NewItems(20, new_item_window)),
                            ("news_ts", float), ("facts_version", int),
                            # Names these models' facts in a cache shared by the flows of a
-                           # thread (tests run several): see RankLogic._rank_round.
+                           # thread (tests run several): see operators.rank_calls.rank_round.
                            ("facts_owner", lambda: next(_ORDER))):
             if not hasattr(self, name):
                 setattr(self, name, make())
