@@ -16,6 +16,9 @@ items are bounded (oldest first out).
 
 from __future__ import annotations
 
+from itertools import compress, repeat
+from operator import is_not
+
 import numpy as np
 from river import optim, reco
 
@@ -71,9 +74,9 @@ class ImplicitMF:
         u = self.model.u_latents.get(user)
         if u is None:
             return out
-        get = self.model.i_latents.get
-        rows = [(i, v) for i, v in enumerate(map(get, items)) if v is not None]
-        if rows:
-            idx, vecs = zip(*rows)
-            out[list(idx)] = np.stack(vecs) @ u  # one product for the whole list
+        vecs = list(map(self.model.i_latents.get, items))
+        known = list(map(is_not, vecs, repeat(None)))
+        if any(known):
+            # One product for the whole list (the rows and the sums of a product per item).
+            out[np.flatnonzero(known)] = np.stack(list(compress(vecs, known))) @ u
         return out
