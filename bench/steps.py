@@ -28,7 +28,6 @@ import dataclasses
 import gc
 import hashlib
 import os
-import statistics
 import time
 from typing import Iterable, Sequence
 

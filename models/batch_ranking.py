@@ -128,7 +128,8 @@ def _head(pairs: list) -> tuple:
     return ids, vals, sum(vals)  # summed as the reference's add_share
 
 
-def _gather(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig) -> _Table:
+def _gather(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
+            locals_: list) -> _Table:
     table = _Table()
     trending, vectors = models.trending, models.vectors
     cached: dict[tuple, tuple] = {}  # trending heads, read once per batch
@@ -146,8 +147,6 @@ def _gather(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig) ->
         return got
 
     per_cat = cfg.candidates_per_category
-    locals_ = per_row_locals(models.local_of if models.local_of is not None
-                             else models.local_vectors, len(inputs))
     content = (vectors is not None and len(vectors) > 0) or any(x is not None for x in locals_)
     near_of: dict[int, list] = {}
     if content:
@@ -210,7 +209,10 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
         weights = prior_weights(cfg)[None, :]
         contexts = [0] * n_req
     ctx = np.asarray(contexts, dtype=np.intp)
-    table = _gather(inputs, models, cfg)
+    # Per request, the answer vectors of its shard it searches besides the shared index.
+    locals_ = per_row_locals(models.local_of if models.local_of is not None
+                             else models.local_vectors, n_req)
+    table = _gather(inputs, models, cfg, locals_)
     if not table.ids:
         return [_empty() for _ in inputs]
     ts = max(inp.ts for inp in inputs)
@@ -240,8 +242,7 @@ def rank_batch(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
     ids = models.codes.vocab.ids
     row_items = list(map(ids.__getitem__, row_slot.tolist()))
 
-    local = models.local_of if models.local_of is not None else models.local_vectors
-    sims = batch_cosines(inputs, row_req, row_items, starts, models.vectors, local)
+    sims = batch_cosines(inputs, row_req, row_items, starts, models.vectors, locals_)
     if sims is not None:
         # Each request's cosines as shares of their sum (summed per request, as the
         # reference does).

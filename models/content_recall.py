@@ -154,22 +154,13 @@ def batch_cosines(inputs: Sequence[RankInput], row_req: np.ndarray, row_items: l
         sims[hit] = row_dots(shared.matrix[slots[hit]], users[row_req[hit]])
         missing = wanted & (slots < 0)
     if any_local and missing.any():
-        groups = _groups(locals_)
-        for index, reqs in groups:
-            if len(groups) == 1 and len(reqs) == len(inputs):
-                rows, items = None, row_items  # one index for every request
-            else:
-                mine = np.zeros(len(inputs), dtype=bool)
-                mine[reqs] = True
-                rows = np.flatnonzero(missing & mine[row_req])
-                if not len(rows):
-                    continue
-                items = list(map(row_items.__getitem__, rows.tolist()))
-            slots = index.slots(items)
-            if rows is None:
-                hit = missing & (slots >= 0)
-                sims[hit] = row_dots(index.matrix[slots[hit]], users[row_req[hit]])
-            else:
+        for index, reqs in _groups(locals_):
+            # The rows still without a cosine whose request searches this index.
+            mine = np.zeros(len(inputs), dtype=bool)
+            mine[reqs] = True
+            rows = np.flatnonzero(missing & mine[row_req])
+            if len(rows):
+                slots = index.slots(list(map(row_items.__getitem__, rows.tolist())))
                 ok = slots >= 0
                 at = rows[ok]
                 sims[at] = row_dots(index.matrix[slots[ok]], users[row_req[at]])
