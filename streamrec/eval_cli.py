@@ -112,7 +112,7 @@ def run_eval(name: str, events: list[dict], items: list[dict], test_start: float
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if baselines:
-        from evaluation.baselines import run_baselines
+        from evaluation.baseline_runs import run_baselines
 
         for bname, res in run_baselines(events, test_start, catalog_size=catalog_size,
                                         progress=progress, session_gap=session_gap).items():

@@ -5,7 +5,8 @@ import random
 
 import pytest
 
-from evaluation.baselines import VSKNN, DecayedPopularity, SequentialRules, default_baselines, run_baselines
+from evaluation.baseline_runs import run_baselines
+from evaluation.baselines import VSKNN, DecayedPopularity, SequentialRules, default_baselines
 from evaluation.metrics import NextItemScorer
 
 MODELS = [DecayedPopularity, SequentialRules, VSKNN]
