@@ -37,7 +37,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from connectors.embedded import _EmbeddedService, _parent_death_signal, _signal_group, free_port
+from connectors.service_process import _EmbeddedService, _parent_death_signal, _signal_group, free_port
 from streamrec.errors import EmbeddedServiceError
 
 __all__ = ["EmbeddedRabbitMQ", "epmd_binary", "rabbitmq_server_binary"]

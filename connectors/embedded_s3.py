@@ -19,7 +19,7 @@ from __future__ import annotations
 import http.client
 import sys
 
-from connectors.embedded import _EmbeddedService
+from connectors.service_process import _EmbeddedService
 from streamrec.errors import EmbeddedServiceError
 
 __all__ = ["EmbeddedS3"]

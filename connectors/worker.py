@@ -17,7 +17,7 @@ from typing import Mapping
 
 import atexit
 
-from connectors.embedded import RESERVED_PORTS, _parent_death_signal, free_port
+from connectors.service_process import RESERVED_PORTS, _parent_death_signal, free_port
 
 __all__ = ["WorkerGroup", "free_port_run"]
 
