@@ -23,7 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from models.content import VectorIndex
-from models.content_recall import batch_cosines, nearest_batch, per_row_locals
+from models.content_recall import batch_cosines, nearest_names, per_row_locals
 from models.candidate_marks import fatigue_factors, mark_seen_and_excluded
 from models.diversity import diversify
 from models.item_codes import ItemCodes
@@ -148,12 +148,12 @@ def _gather(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
 
     per_cat = cfg.candidates_per_category
     content = (vectors is not None and len(vectors) > 0) or any(x is not None for x in locals_)
-    near_of: dict[int, list] = {}
+    near_of: dict[int, list[str]] = {}
     if content:
         wanting = [r for r, inp in enumerate(inputs) if inp.content is not None]
         if wanting:
             users = np.stack([inputs[r].content for r in wanting])
-            near_of = dict(zip(wanting, nearest_batch(users, cfg.content_candidates, vectors,
+            near_of = dict(zip(wanting, nearest_names(users, cfg.content_candidates, vectors,
                                                       [locals_[r] for r in wanting])))
     for r, inp in enumerate(inputs):
         anchor_total = sum(a for a, _ in inp.anchors) or 1.0
@@ -174,7 +174,7 @@ def _gather(inputs: Sequence[RankInput], models: RankModels, cfg: RankConfig,
         table.share(r, 4, top("t", None, per_cat * 2, ts), 1.0)
         near = near_of.get(r)
         if near:
-            table.block(r, 5, next(zip(*near)), [0.0] * len(near), 0.0)
+            table.block(r, 5, near, [0.0] * len(near), 0.0)
     return table
 
 

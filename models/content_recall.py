@@ -15,7 +15,7 @@ from models.content import (
 from models.candidate_marks import member
 from models.ranking import RankInput
 
-__all__ = ["nearest_of", "nearest_batch", "anchor_cosines", "batch_cosines", "per_row_locals"]
+__all__ = ["nearest_of", "nearest_batch", "nearest_names", "anchor_cosines", "batch_cosines", "per_row_locals"]
 
 
 def nearest_of(user: np.ndarray, n: int, shared: VectorIndex | None,
@@ -74,6 +74,25 @@ def nearest_batch(users: np.ndarray, n: int, shared: VectorIndex | None,
     ``local`` is one index for every row, or one per row (rows of several rank shards
     ranked together, each searching its own shard's vectors).
     """
+    rows, names, vals = _nearest(users, n, shared, local)
+    return split_pairs(rows, names, vals, len(users))
+
+
+def nearest_names(users: np.ndarray, n: int, shared: VectorIndex | None,
+                  local) -> list[list[str]]:
+    """The items of :func:`nearest_batch`, without their similarities."""
+    rows, names, _ = _nearest(users, n, shared, local)
+    out = []
+    at = 0
+    for c in np.bincount(rows, minlength=len(users)).tolist():
+        out.append(names[at : at + c])
+        at += c
+    return out
+
+
+def _nearest(users: np.ndarray, n: int, shared: VectorIndex | None,
+             local) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """:func:`nearest_batch` as entries grouped by user: ``(rows, names, values)``."""
     n_users = len(users)
     if shared is not None and len(shared) > 0:
         s_rows, s_cols, s_vals, s_items = shared.top_many(users, n)
@@ -82,7 +101,7 @@ def nearest_batch(users: np.ndarray, n: int, shared: VectorIndex | None,
     s_names = list(map(s_items.__getitem__, s_cols.tolist()))
     locals_ = per_row_locals(local, n_users)
     if not any(x is not None for x in locals_):
-        return split_pairs(s_rows, s_names, s_vals, n_users)
+        return s_rows, s_names, s_vals
     l_rows, l_vals, l_names = _local_picks(users, n, locals_)
     if len(s_rows) and len(l_rows):
         # A local pick the same user's shared picks hold already goes; items are
@@ -101,7 +120,7 @@ def nearest_batch(users: np.ndarray, n: int, shared: VectorIndex | None,
     rows, order = rows[order], order
     keep = first_per_row(rows, n_users, n)
     picked = order[keep].tolist()
-    return split_pairs(rows[keep], map(names.__getitem__, picked), vals[picked], n_users)
+    return rows[keep], list(map(names.__getitem__, picked)), vals[picked]
 
 
 def anchor_cosines(sims: np.ndarray, items: list[str], inp: RankInput, indexed,

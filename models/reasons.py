@@ -18,6 +18,8 @@ _REASON_OF = {i: name for i, name in enumerate(FEATURES)}
 _REASON_OF[_F["covis_cold"]] = "covis"
 _REASON_OF[_F["trending_cold"]] = "trending"
 _NAMED = {_F["covis"]: "because", _F["covis_cold"]: "because", _F["category"]: "category"}
+_PLAIN = [{"kind": _REASON_OF[k]} for k in range(len(FEATURES))]
+_TRENDING = {"kind": "trending"}
 
 
 def explain(results: list[RankResult], X: np.ndarray, row_req: np.ndarray, origin: np.ndarray,
@@ -52,21 +54,26 @@ def explain(results: list[RankResult], X: np.ndarray, row_req: np.ndarray, origi
         first = np.concatenate(([True], rows_in_order[1:] != rows_in_order[:-1]))
         for row, tag in zip(entry_row[order][first].tolist(), tags[order][first].tolist()):
             named[row] = tag_names[tag]
+    # Reasons that name nothing are shared (read-only) dicts, one per kind: most listed
+    # items have one, and a dict per item was a third of this function.
     reasons = []
+    add = reasons.append
     for row, k, ok in zip(origin[rows].tolist(), kind.tolist(), positive.tolist()):
         if not ok:
-            reasons.append({"kind": "trending"})
+            add(_TRENDING)
             continue
-        reason = {"kind": _REASON_OF[k]}
         field_name = _NAMED.get(k)
-        if field_name and row in named:
-            reason[field_name] = named[row]
-        reasons.append(reason)
+        if field_name is not None:
+            name = named.get(row)
+            if name is not None:
+                add({"kind": _REASON_OF[k], field_name: name})
+                continue
+        add(_PLAIN[k])
     if rules_of is not None:
         boosted, names = rules_of
-        for reason, which in zip(reasons, boosted[rows].tolist()):
+        for j, which in enumerate(boosted[rows].tolist()):
             if which >= 0:
-                reason["rule"] = names[which]
+                reasons[j] = {**reasons[j], "rule": names[which]}
     at = 0
     for res in results:
         n = len(res.reasons or [])

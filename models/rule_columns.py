@@ -137,11 +137,18 @@ def _fill(col: np.ndarray, slots: np.ndarray, items: list[str], todo_value, look
     """``col[slots]``, looking up (and caching, when known) the rows not cached."""
     out = col[slots]
     todo = np.flatnonzero(out == todo_value) if todo_value != -np.inf else np.flatnonzero(np.isneginf(out))
-    for row in todo.tolist():
+    if len(todo) == 0:
+        return out
+    # One look-up per slot, not per row: a slot new to the cache often stands in many
+    # requests' candidates of the same call.
+    _, first, inverse = np.unique(slots[todo], return_index=True, return_inverse=True)
+    values = np.empty(len(first), dtype=out.dtype)
+    for j, row in enumerate(todo[first].tolist()):
         value, known = lookup(items[row])
-        out[row] = value
+        values[j] = value
         if known:
             col[slots[row]] = value
+    out[todo] = values[inverse.ravel()]
     return out
 
 
