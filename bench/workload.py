@@ -92,9 +92,13 @@ def generated_workload(n_events: int, n_users: int, n_items: int, seed: int = 7)
     from workloads.traffic import TrafficConfig, generate_catalog, generate_events
 
     # The flow refuses events from the future; a start 30 days back leaves room for
-    # ~1M events of 100k users (about 1.4 simulated days).
+    # ~1M events of 100k users (about 1.4 simulated days). The start is whole weeks since
+    # the epoch, so that runs within a week get the same events at the same times of
+    # day and week (the lists depend on the daypart): an A/B of two builds compares the
+    # same lists.
+    week = 7 * 86_400
     cfg = TrafficConfig(n_users=n_users, n_items=n_items, seed=seed,
-                        start_ts=time.time() - 30 * 86_400)
+                        start_ts=(time.time() - 30 * 86_400) // week * week)
     events = list(generate_events(cfg, n_events))
     meta = {"n_users": n_users, "n_items": n_items, "seed": seed,
             "event_days": round((events[-1]["ts"] - events[0]["ts"]) / 86_400, 2) if events else 0}
