@@ -128,6 +128,23 @@ def _routed(step_id: str, up: Stream) -> Stream:
     return op.flat_map_batch(step_id, up, lambda batch: [(m.route, m) for m in batch])
 
 
+def _bundled(step_id: str, up: Stream) -> Stream:
+    """Messages grouped by where they go: one ``(route, [messages])`` per destination
+    and batch, each list in the batch's order. A destination with few keys (rank
+    shards, trending aggregators) then gets one message per batch instead of one per
+    event, the difference between workers, where each message is pickled alone."""
+    def group(batch: list) -> list:
+        out: dict[str, list] = {}
+        for m in batch:
+            got = out.get(m.route)
+            if got is None:
+                out[m.route] = [m]
+            else:
+                got.append(m)
+        return list(out.items())
+    return op.flat_map_batch(step_id, up, group)
+
+
 def _unkeyed(step_id: str, up: Stream) -> Stream:
     """A stateful step's output without its keys."""
     return op.flat_map_batch(step_id, up, lambda batch: [m for _, m in batch])
@@ -203,7 +220,7 @@ def wire(
                                 lambda batch: [FeaturesBundle(r, batch) for r in shards])
 
     hits = _of_types("segment_hits", user_msgs, SegmentHit)
-    trend_in = _routed("route_trend", op.merge("trend_merge", item_split.trues, hits))
+    trend_in = _bundled("route_trend", op.merge("trend_merge", item_split.trues, hits))
     trend_out = op.stateful_batch("trend", trend_in, _built("trend", lambda resume: TrendLogic(trend_cfg, resume), observe))
     deltas = _unkeyed("trend_msgs", trend_out)
 
@@ -221,7 +238,7 @@ def wire(
         dead.append(op.filter("control_dead", ctl_msgs, lambda m: isinstance(m, DeadLetter)))
         to_rank.append(op.filter("rules_to_rank", ctl_msgs, lambda m: isinstance(m, RulesUpdate)))
         to_sink.append(op.filter("rules_to_sink", ctl_msgs, lambda m: isinstance(m, RulesWrite)))
-    rank_in = _routed("route_rank", op.merge("rank_merge", *to_rank))
+    rank_in = _bundled("route_rank", op.merge("rank_merge", *to_rank))
     rank_out = op.stateful_batch("rank", rank_in, _built("rank", lambda resume: RankLogic(rank_cfg, resume), observe))
     ranked = _unkeyed("recs", rank_out)
     rank_split = op.branch("outcomes", ranked, lambda m: isinstance(m, Outcome))

@@ -27,7 +27,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from operators.item_step import CatalogRecord
 from operators.messages import (
-    Availability, FeaturesBundle, Feedback, ForgetUser, ItemFeatures, ItemQuery,
+    BUNDLED_STEPS, Availability, FeaturesBundle, Feedback, ForgetUser, ItemFeatures, ItemQuery,
     PopularityReport, RankRequest, RecUpdate, RulesUpdate, SegmentHit, TrendDelta,
 )
 from operators.rank_state import of_erased_life
@@ -124,14 +124,18 @@ _WATCH = {"user": _user_news, "trend": _trend_news, "controls": _control_news}
 class _Observed(StatefulBatchLogic):
     """A step's logic, its batches watched by ``watch``."""
 
-    def __init__(self, inner: StatefulBatchLogic, watch, on_news: Callable[[int], None]) -> None:
+    def __init__(self, inner: StatefulBatchLogic, watch, on_news: Callable[[int], None],
+                 bundled: bool = False) -> None:
         self.inner = inner
         self.watch = watch
         self.on_news = on_news
+        self.bundled = bundled
 
     def on_batch(self, values: list) -> tuple[Iterable, bool]:
         out, complete = self.inner.on_batch(values)
         out = list(out)
+        if self.bundled:  # the step takes its messages in lists (dataflows.recommend)
+            values = [m for bundle in values for m in bundle]
         news, notes = self.watch(values, out)
         if news:
             self.on_news(news)
@@ -167,6 +171,7 @@ def observer(on_news: Callable[[int], None],
 
     def observe(step: str, logic: StatefulBatchLogic) -> StatefulBatchLogic:
         watch = watches.get(step)
-        return logic if watch is None else _Observed(logic, watch, on_news)
+        return logic if watch is None else _Observed(logic, watch, on_news,
+                                                     bundled=step in BUNDLED_STEPS)
 
     return observe

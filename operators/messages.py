@@ -15,8 +15,13 @@ __all__ = [
     "ItemFeatures",
     "ForgetUser", "RecUpdate", "ProfileWrite", "EraseUser", "rank_shard", "trend_shard",
     "PopularityReport", "SegmentHit", "TrendDelta", "RuleChange", "RulesUpdate", "RulesWrite",
-    "Feedback", "MetricsWrite",
+    "Feedback", "MetricsWrite", "BUNDLED_STEPS",
 ]
+
+
+#: The steps that take their messages in bundles, a list per destination key and upstream
+#: batch (``dataflows.recommend._bundled``): their ``on_batch`` gets lists of messages.
+BUNDLED_STEPS = frozenset({"trend", "rank"})
 
 
 def _compact(cls):

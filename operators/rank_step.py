@@ -100,6 +100,9 @@ class RankLogic(StatefulBatchLogic):
         return worker_models(self.cfg, self.cfg.worker_models)
 
     def on_batch(self, values: list) -> tuple[Iterable, bool]:
+        """``values``: bundles (lists) of messages to this shard, in the order they were
+        sent (``dataflows.recommend._bundled``)."""
+        values = [m for bundle in values for m in bundle]
         st = self.state
         models = self.models()
         done: list[list] = []

@@ -54,6 +54,9 @@ class TrendLogic(StatefulBatchLogic):
         self.state = pickle.loads(resume) if resume is not None else _TrendState(cfg.half_life)
 
     def on_batch(self, values: list) -> tuple[Iterable, bool]:
+        """``values``: bundles (lists) of reports to this aggregator, in the order they
+        were sent (``dataflows.recommend._bundled``)."""
+        values = [m for bundle in values for m in bundle]
         st = self.state
         items: dict[str, tuple] = {}  # item -> (item, category, popularity, ts, vector)
         segments: dict[tuple[str, str], tuple] = {}

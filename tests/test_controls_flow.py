@@ -187,12 +187,12 @@ def test_worker_models_keep_rules_prices_and_new_items_through_a_snapshot():
     cfg = RankStepConfig()
     logic = RankLogic(cfg, None)
     rules = (parse_rule({"rule_id": "r1", "action": "filter", "match": {"price_max": 50}}),)
-    logic.on_batch([
+    logic.on_batch([[
         TrendDelta("rank-0", [("p1", "hats", 2.0, T0, None)], [], "trend-0", 1),
         ItemFeatures("rank-0", "p9", "hats", None, 20.0, {"brand": "x"}, True),
         RulesUpdate("rank-0", 2, rules),
         RulesUpdate("rank-0", 1, ()),  # an older set that came late: ignored
-    ])
+    ]])
     resumed = RankLogic(RankStepConfig(), logic.snapshot()).models()
     assert [r.rule_id for r in resumed.rules.rules] == ["r1"] and resumed.rules_seq == 2
     assert resumed.item_price == {"p9": 20.0} and resumed.item_attributes == {"p9": {"brand": "x"}}

@@ -21,8 +21,9 @@ from operators.rank_step import RankLogic, RankStepConfig
 def _step(logic, values: list) -> tuple[list, bool]:
     """One batch into a step's logic, as Bytewax runs it: ``on_batch``, then, when the
     logic asks to be notified (the rank step ranks its complete requests there), the
-    ``on_notify`` of the step's next activation."""
-    out, complete = logic.on_batch(values)
+    ``on_notify`` of the step's next activation. The rank step takes its messages in
+    bundles (one list per upstream batch)."""
+    out, complete = logic.on_batch([values] if isinstance(logic, RankLogic) else values)
     out = list(out)
     if logic.notify_at() is not None:
         more, complete = logic.on_notify()
@@ -283,7 +284,7 @@ def test_a_shard_dropped_with_requests_waiting_is_not_ranked_by_the_next_run():
 
     cfg = RankStepConfig()
     gone = RankLogic(cfg, None)
-    out, _ = gone.on_batch([_request("u-old", 1, 100.0)])
+    out, _ = gone.on_batch([[_request("u-old", 1, 100.0)]])
     assert out == [] and gone.notify_at() is not None  # waiting for the ranking call
     del gone
     gc.collect()
@@ -298,7 +299,7 @@ def test_requests_waiting_at_a_snapshot_are_ranked_after_a_restore():
 
     cfg = RankStepConfig()
     logic = RankLogic(cfg, None)
-    out, _ = logic.on_batch([_request("u-snap", 1, 100.0)])
+    out, _ = logic.on_batch([[_request("u-snap", 1, 100.0)]])
     assert out == []
     snapshot = logic.snapshot()
     del logic  # the process died before the ranking call
