@@ -19,6 +19,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.rec_file_sink import list_items, rec_record
 from connectors.guard_counts import GUARD_COUNTS
+from connectors.erasure_scan import ErasureScanner, mark_erasure, scan_user_entries
 from connectors.redis_retry import OutageGuard, sink_client
 from models.attribution import Outcome
 from operators.messages import (
@@ -48,29 +49,6 @@ return 1
 """
 
 
-# KEYS[1] = stream, ARGV[1] = start id (inclusive; "-" for the beginning), ARGV[2] = chunk
-# size, ARGV[3] = user id. Deletes that user's entries among the next chunk, server-side,
-# so erasure never ships the stream to Python. Returns {removed, last id read or ""}.
-_ERASE_CHUNK = """
-local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
-local doomed = {}
-for _, entry in ipairs(entries) do
-  local fields = entry[2]
-  for i = 1, #fields, 2 do
-    if fields[i] == 'user_id' then
-      if fields[i + 1] == ARGV[3] then doomed[#doomed + 1] = entry[1] end
-      break
-    end
-  end
-end
-local removed = 0
-for i = 1, #doomed, 500 do  -- unpack() has a stack limit: delete in slices
-  removed = removed + redis.call('XDEL', KEYS[1], unpack(doomed, i, math.min(i + 499, #doomed)))
-end
-local last = ''
-if #entries == tonumber(ARGV[2]) then last = entries[#entries][1] end
-return {removed, last}
-"""
 
 # Erasure receipts. An erasure is executed in two parts that may run on different
 # workers in either order (see EraseUser); each part, once executed, records itself
@@ -110,6 +88,7 @@ class RedisKeys:
         self.recs = f"{prefix}:recs"
         self.dlq = f"{prefix}:dlq"
         self.erasures = f"{prefix}:erasures"
+        self.erasing = f"{prefix}:erasing"  # hash: erasures whose stream scan is not done
         self.rules = f"{prefix}:rules"  # hash: rule id -> rule record (JSON)
         self.guarded = f"{prefix}:guarded"  # hash: guard reason -> events kept from learning
         self.outcomes = f"{prefix}:outcomes"  # stream: attributed outcomes (no user ids)
@@ -174,18 +153,8 @@ def erase_user(client: redis.Redis, keys: RedisKeys, user_id: str, scan_chunk: i
         client.delete(keys.latest(user_id))
     else:
         client.delete(keys.latest(user_id), keys.profile(user_id))
-    scan = client.register_script(_ERASE_CHUNK)
-    removed = 0
-    for stream in (keys.recs, keys.dlq):
-        start = "-"
-        while True:
-            n, last = scan(keys=[stream], args=[start, scan_chunk, user_id])
-            removed += int(n)
-            if not last:
-                break
-            ms, _, seq = last.decode().partition("-")
-            start = f"{ms}-{int(seq) + 1}"
-    return removed
+    return sum(scan_user_entries(client, stream, user_id, scan_chunk=scan_chunk)
+               for stream in (keys.recs, keys.dlq))
 
 
 def confirm_erasure(client: redis.Redis, keys: RedisKeys, erase: EraseUser, now: float) -> bool:
@@ -245,19 +214,16 @@ class _RedisPartition(StatelessSinkPartition):
         self.conflate = conflate
         self.now = now
         self.guarded_set = self.client.register_script(_GUARDED_SET)
+        self.scanner = ErasureScanner(
+            lambda: sink_client(url, timeout, retries), keys, url,
+            confirm=lambda client, erase: confirm_erasure(client, keys, erase, now())).start()
 
     def write_batch(self, items: list) -> None:
         started = time.monotonic()
         total = _Written()
         for segment in _segments(items):
             if isinstance(segment[0], EraseUser):
-                erase = segment[0]
-                n = self.guard.run(lambda: erase_user(self.client, self.keys, erase.user_id,
-                                                      part=erase.part))
-                log.info("erased a user (%s): %d stream entries removed", erase.part, n)
-                if erase.receipt is not None and self.guard.run(
-                        lambda: confirm_erasure(self.client, self.keys, erase, self.now())):
-                    log.info("erasure confirmed on %s", self.keys.erasures)
+                self._erase(segment[0])
                 continue
             done = self.guard.run(lambda: self._write_pipeline(segment))
             total.lists += done.lists
@@ -274,6 +240,27 @@ class _RedisPartition(StatelessSinkPartition):
                     pipe.hincrby(self.keys.guarded, reason, n)
                 pipe.execute()
             self.guard.run(count)
+
+    def _erase(self, erase: EraseUser) -> None:
+        """The profile key goes at once; the other parts delete the user's keys and note
+        the erasure at once, and the scanner thread removes their stream entries
+        (``connectors.erasure_scan``): a scan of a long stream would hold every other
+        user's lists for tens to hundreds of milliseconds."""
+        if erase.part == "profile":
+            self.guard.run(lambda: erase_user(self.client, self.keys, erase.user_id,
+                                              part="profile"))
+            log.info("erased a user (profile)")
+            if erase.receipt is not None and self.guard.run(
+                    lambda: confirm_erasure(self.client, self.keys, erase, self.now())):
+                log.info("erasure confirmed on %s", self.keys.erasures)
+            return
+        ends = self.guard.run(lambda: mark_erasure(self.client, self.keys, erase))
+        self.scanner.submit(erase, *ends)
+
+    def wait_erasures(self, timeout: float | None = None) -> bool:
+        """Block until the erasures written so far are complete (stream entries gone,
+        receipts written); False on timeout."""
+        return self.scanner.wait(timeout)
 
     def _write_pipeline(self, items: list) -> _Written:
         """One pipeline: stream entries, then the guarded latest lists and profiles."""
@@ -348,6 +335,7 @@ class _RedisPartition(StatelessSinkPartition):
         HEALTH.batch_written()
 
     def close(self) -> None:
+        self.scanner.close()
         self.client.close()
 
 

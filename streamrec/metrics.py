@@ -35,6 +35,7 @@ __all__ = [
     "EVENTS", "GUARDED", "DEAD_LETTERS", "LISTS_WRITTEN", "PROFILES_WRITTEN", "EVENT_TO_REDIS",
     "SINK_BATCH_SIZE", "SINK_WRITE_SECONDS", "REDIS_ERRORS", "REDIS_RETRIES", "REDIS_UP",
     "KAFKA_LAG", "KAFKA_UP", "LAST_BATCH_TIME", "RANK_CALL_SECONDS", "RANK_CALL_REQUESTS",
+    "ERASURES_PENDING",
 ]
 
 # End-to-end latency buckets (seconds): the target is milliseconds, an outage is minutes.
@@ -195,6 +196,9 @@ RANK_CALL_SECONDS = Histogram(
 RANK_CALL_REQUESTS = Histogram(
     "streamrec_rank_call_requests", "Requests scored in one ranking call.",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000))
+ERASURES_PENDING = Gauge(
+    "streamrec_erasures_pending",
+    "Erasures whose stream entries are still being removed (connectors.erasure_scan).")
 REDIS_ERRORS = Counter("streamrec_redis_errors",
                        "Failed Redis writes, by error kind.", ["kind"])
 REDIS_RETRIES = Counter("streamrec_redis_retries",

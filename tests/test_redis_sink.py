@@ -15,6 +15,13 @@ def _rec(user: str, seq: int) -> RecUpdate:
                      [("p1", 0.9), ("p2", 0.5)], "covis", "test")
 
 
+def _write(part, batch: list) -> None:
+    """A batch through the sink, then its erasures' stream scans (they run beside the
+    sink's writes, connectors.erasure_scan) before the test looks."""
+    part.write_batch(batch)
+    assert part.wait_erasures(10.0)
+
+
 def test_erasure_removes_only_that_users_entries_across_scan_chunks(redis_server, redis_client):
     prefix = f"sink{uuid.uuid4().hex[:6]}"
     keys = RedisKeys(prefix)
@@ -40,7 +47,7 @@ def test_erasure_removes_only_that_users_entries_across_scan_chunks(redis_server
 
         # Through the sink, as the dataflow asks for it; an older replayed update for bob
         # does not move his latest list back.
-        part.write_batch([EraseUser("bob", "bob"), _rec("carol", 1)])
+        _write(part, [EraseUser("bob", "bob"), _rec("carol", 1)])
         assert [f[b"user_id"] for _, f in redis_client.xrange(keys.recs)] == [b"carol"]
         assert redis_client.xlen(keys.dlq) == 0
         part.write_batch([_rec("carol", 3)])
@@ -61,7 +68,7 @@ def test_the_two_halves_of_an_erasure_delete_their_own_keys(redis_server, redis_
         part.write_batch([EraseUser("dora", "dora", "profile")])
         assert not redis_client.exists(keys.profile("dora"))
         assert redis_client.exists(keys.latest("dora")) and redis_client.xlen(keys.recs) == 1
-        part.write_batch([EraseUser("dora", "dora", "outputs")])
+        _write(part, [EraseUser("dora", "dora", "outputs")])
         assert not redis_client.exists(keys.latest("dora")) and redis_client.xlen(keys.recs) == 0
     finally:
         part.close()
@@ -87,9 +94,9 @@ def test_an_erasure_receipt_is_written_once_both_parts_ran_in_either_order(
             first.write_batch([_rec(user, 1), ProfileWrite(user, user, 1, {"user_id": user})])
         # erin: profile part first; fay: outputs part first.
         first.write_batch([EraseUser("erin", "erin", "profile", "r-erin")])
-        second.write_batch([EraseUser("fay", "fay", "outputs", "r-fay")])
+        _write(second, [EraseUser("fay", "fay", "outputs", "r-fay")])
         assert _receipts(redis_client, keys) == []  # half done: no receipt yet
-        second.write_batch([EraseUser("erin", "erin", "outputs", "r-erin")])
+        _write(second, [EraseUser("erin", "erin", "outputs", "r-erin")])
         got = _receipts(redis_client, keys)
         assert [(r["receipt"], r["user_id"]) for r in got] == [("r-erin", "erin")]
         assert 1_800_000_000 <= float(got[0]["completed_at"]) < 1_800_000_100
@@ -100,14 +107,14 @@ def test_an_erasure_receipt_is_written_once_both_parts_ran_in_either_order(
 
         # A replay after a crash executes both parts again: no second receipt.
         first.write_batch([EraseUser("erin", "erin", "profile", "r-erin")])
-        second.write_batch([EraseUser("erin", "erin", "outputs", "r-erin")])
+        _write(second, [EraseUser("erin", "erin", "outputs", "r-erin")])
         # The same part twice is still half done; "all" confirms at once.
-        first.write_batch([EraseUser("gus", "gus", "outputs", "r-gus")])
-        first.write_batch([EraseUser("gus", "gus", "outputs", "r-gus")])
-        first.write_batch([EraseUser("hal", "hal", "all", "r-hal")])
+        _write(first, [EraseUser("gus", "gus", "outputs", "r-gus")])
+        _write(first, [EraseUser("gus", "gus", "outputs", "r-gus")])
+        _write(first, [EraseUser("hal", "hal", "all", "r-hal")])
         assert [r["receipt"] for r in _receipts(redis_client, keys)] == ["r-erin", "r-fay", "r-hal"]
         # Without a receipt nothing is confirmed or remembered.
-        first.write_batch([EraseUser("ivy", "ivy", "all")])
+        _write(first, [EraseUser("ivy", "ivy", "all")])
         assert redis_client.xlen(keys.erasures) == 3
         assert not list(redis_client.scan_iter(f"{prefix}:erasure:ivy:*"))
     finally:

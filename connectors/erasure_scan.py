@@ -1,0 +1,242 @@
+"""Erasure's stream scan, off the sink's write path.
+
+Deleting a user's entries from the recs stream and the dead-letter stream means reading
+the streams (inside Redis, :data:`_ERASE_CHUNK` in chunks): about 35 ms for 15,000
+entries and 200 ms for the default 100,000, during which a sink that waited would hold
+every other user's lists. So the sink does only the quick, atomic part of an erasure in
+its batch (:func:`mark_erasure`: delete the user's keys and note, in the hash
+``{prefix}:erasing``, the last entry of each stream at that moment) and a thread of its
+own (:class:`ErasureScanner`) deletes the user's entries up to those marks, then
+confirms the receipt and drops the note.
+
+The note is what makes this safe: entries the user gets after the erasure (a new life)
+lie past the marks and stay; a worker killed before the scan finished leaves the note
+in Redis, and the next sink to start on that prefix finishes the scan (scans are
+idempotent, so two workers resuming the same note do no harm). A receipt is written
+only once the entries are gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Callable
+
+import orjson
+import redis
+from redis.backoff import ExponentialBackoff
+
+from operators.messages import EraseUser
+from streamrec.metrics import ERASURES_PENDING
+from streamrec.settings import redact_url
+
+__all__ = ["ErasureScanner", "mark_erasure", "scan_user_entries"]
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] = stream, ARGV[1] = start id (inclusive), ARGV[2] = chunk size, ARGV[3] = user
+# id, ARGV[4] = last id to read (inclusive; "+" for the end). Deletes that user's entries
+# among the next chunk, server-side, so erasure never ships the stream to Python.
+# Returns {removed, last id read or "" when the range is done}.
+_ERASE_CHUNK = """
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[4], 'COUNT', tonumber(ARGV[2]))
+local doomed = {}
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'user_id' then
+      if fields[i + 1] == ARGV[3] then doomed[#doomed + 1] = entry[1] end
+      break
+    end
+  end
+end
+local removed = 0
+for i = 1, #doomed, 500 do  -- unpack() has a stack limit: delete in slices
+  removed = removed + redis.call('XDEL', KEYS[1], unpack(doomed, i, math.min(i + 499, #doomed)))
+end
+local last = ''
+if #entries == tonumber(ARGV[2]) then last = entries[#entries][1] end
+return {removed, last}
+"""
+
+# KEYS[1] = the erasing hash, KEYS[2] = recs stream, KEYS[3] = dead-letter stream,
+# KEYS[4..] = the user's keys to delete now; ARGV[1] = the erasure (JSON). In one step:
+# delete the keys and note the last entry of each stream ("" for an empty one), so no
+# entry written before the erasure can fall outside the note. The note's field is the
+# erasure and its marks, so a later erasure of the same user gets a note of its own.
+_MARK = """
+local function last(stream)
+  local e = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if #e == 0 then return '' end
+  return e[1][1]
+end
+for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
+local ends = last(KEYS[2]) .. ' ' .. last(KEYS[3])
+redis.call('HSET', KEYS[1], ARGV[1] .. '\\n' .. ends, ends)
+return ends
+"""
+
+
+def scan_user_entries(client: redis.Redis, stream: str, user_id: str, end: str = "+",
+                      scan_chunk: int = 2000) -> int:
+    """Delete ``user_id``'s entries of ``stream`` up to ``end`` (inclusive), a Lua
+    script per ``scan_chunk`` entries (about a millisecond each, so Redis is never
+    blocked for long). Returns how many went."""
+    if not 0 < scan_chunk <= 10_000:
+        raise ValueError(f"scan_user_entries: scan_chunk must be in 1..10000, got {scan_chunk}")
+    scan = client.register_script(_ERASE_CHUNK)
+    removed, start = 0, "-"
+    while True:
+        n, last = scan(keys=[stream], args=[start, scan_chunk, user_id, end])
+        removed += int(n)
+        if not last:
+            return removed
+        ms, _, seq = last.decode().partition("-")
+        start = f"{ms}-{int(seq) + 1}"
+
+
+def _erasure(erase: EraseUser) -> str:
+    return orjson.dumps([erase.user_id, erase.part, erase.receipt]).decode()
+
+
+def _field(erase: EraseUser, recs_end: str, dlq_end: str) -> str:
+    """The note's field (JSON holds no raw newline)."""
+    return f"{_erasure(erase)}\n{recs_end} {dlq_end}"
+
+
+def mark_erasure(client: redis.Redis, keys, erase: EraseUser) -> tuple[str, str]:
+    """Delete the user's keys of ``erase.part`` and note the erasure for the scan; returns
+    the last entry ids of the recs and dead-letter streams ("" for none)."""
+    doomed = [keys.latest(erase.user_id)]
+    if erase.part == "all":
+        doomed.append(keys.profile(erase.user_id))
+    script = client.register_script(_MARK)
+    ends = script(keys=[keys.erasing, keys.recs, keys.dlq, *doomed], args=[_erasure(erase)])
+    recs_end, _, dlq_end = ends.decode().partition(" ")
+    return recs_end, dlq_end
+
+
+class ErasureScanner:
+    """A thread that finishes noted erasures (:func:`mark_erasure`) in the order they
+    came: the user's stream entries up to the marks, then the receipt, then the note.
+
+    At start it takes up the notes a stopped worker left. Redis errors are retried with
+    backoff for as long as it takes (the note stays in Redis meanwhile).
+    """
+
+    def __init__(self, make_client: Callable[[], redis.Redis], keys, url: str,
+                 confirm: Callable[[redis.Redis, EraseUser], bool],
+                 backoff: ExponentialBackoff | None = None) -> None:
+        self.make_client = make_client
+        self.keys = keys
+        self.url = url
+        self.confirm = confirm
+        self.backoff = backoff or ExponentialBackoff(cap=5.0, base=0.1)
+        self.tasks: queue.Queue = queue.Queue()
+        self.idle = threading.Condition()
+        self.open = 0  # tasks queued and not finished
+        self.thread: threading.Thread | None = None
+        self.client: redis.Redis | None = None
+
+    def start(self, resume: bool = True) -> "ErasureScanner":
+        """Start the thread; with ``resume``, it first takes up the notes left in Redis
+        (in the thread, so a Redis that is down at start does not hold the worker)."""
+        self.client = self.make_client()
+        if resume:
+            with self.idle:
+                self.open += 1  # the notes to read count as a task: wait() waits for them
+        self.thread = threading.Thread(target=self._run, args=(resume,),
+                                       name="streamrec-erasure-scan", daemon=True)
+        self.thread.start()
+        return self
+
+    def _resume(self) -> None:
+        left = self._retried(lambda: self.client.hgetall(self.keys.erasing))
+        for field, ends in sorted(left.items()):
+            user_id, part, receipt = orjson.loads(field.rpartition(b"\n")[0])
+            recs_end, _, dlq_end = ends.decode().partition(" ")
+            self.submit(EraseUser(user_id, user_id, part, receipt), recs_end, dlq_end)
+        if left:
+            log.info("taking up %d erasure(s) a stopped worker had not finished", len(left))
+
+    def submit(self, erase: EraseUser, recs_end: str, dlq_end: str) -> None:
+        with self.idle:
+            self.open += 1
+        ERASURES_PENDING.inc()
+        self.tasks.put((erase, recs_end, dlq_end))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every erasure submitted so far is done; False on timeout."""
+        with self.idle:
+            return self.idle.wait_for(lambda: self.open == 0, timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish what is queued (up to ``timeout`` seconds: what is left stays noted in
+        Redis for the next start), then stop the thread."""
+        if self.thread is None:
+            return
+        if not self.wait(timeout):
+            log.warning("stopping with %d erasure scan(s) unfinished; they stay noted on %s "
+                        "and the next worker to start finishes them", self.open, self.keys.erasing)
+        self.tasks.put(None)
+        self.thread.join(timeout=5.0)
+        self.thread = None
+        if self.client is not None:
+            self.client.close()
+
+    def _run(self, resume: bool) -> None:
+        if resume:
+            try:
+                self._resume()
+            except Exception:  # noqa: BLE001 - the notes stay in Redis for the next start
+                log.exception("could not read the unfinished erasures on %s", self.keys.erasing)
+            finally:
+                with self.idle:
+                    self.open -= 1
+                    self.idle.notify_all()
+        while True:
+            task = self.tasks.get()
+            if task is None:
+                return
+            try:
+                self._retried(lambda: self._finish(*task))
+            except Exception:  # noqa: BLE001 - the note stays in Redis: the next start retries
+                log.exception("an erasure scan failed; it stays noted on %s and is retried "
+                              "at the next start", self.keys.erasing)
+            finally:
+                ERASURES_PENDING.dec()
+                with self.idle:
+                    self.open -= 1
+                    self.idle.notify_all()
+
+    def _finish(self, erase: EraseUser, recs_end: str, dlq_end: str) -> None:
+        client, keys = self.client, self.keys
+        started = time.monotonic()
+        n = 0
+        for stream, end in ((keys.recs, recs_end), (keys.dlq, dlq_end)):
+            if end:
+                n += scan_user_entries(client, stream, erase.user_id, end)
+        log.info("erased a user (%s): %d stream entries removed in %.0f ms", erase.part, n,
+                 1e3 * (time.monotonic() - started))
+        if erase.receipt is not None and self.confirm(client, erase):
+            log.info("erasure confirmed on %s", keys.erasures)
+        client.hdel(keys.erasing, _field(erase, recs_end, dlq_end))
+
+    def _retried(self, work: Callable[[], object]) -> object:
+        attempt = 0
+        while True:
+            try:
+                result = work()
+            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError) as ex:
+                attempt += 1
+                if attempt == 1:
+                    log.warning("Redis at %s is unreachable for the erasure scan (%s); "
+                                "retrying until it is back", redact_url(self.url),
+                                type(ex).__name__)
+                time.sleep(self.backoff.compute(attempt))
+                continue
+            if attempt:
+                log.info("Redis is back for the erasure scan after %d retries", attempt)
+            return result
