@@ -93,7 +93,7 @@ def generated_workload(n_events: int, n_users: int, n_items: int, seed: int = 7)
 
     # The flow refuses events from the future; a start 30 days back leaves room for
     # ~1M events of 100k users (about 1.4 simulated days). The start is whole weeks since
-    # the epoch, so that runs within a week get the same events at the same times of
+    # the epoch (30 to 37 days back), so that runs within a week get the same events at the same times of
     # day and week (the lists depend on the daypart): an A/B of two builds compares the
     # same lists.
     week = 7 * 86_400

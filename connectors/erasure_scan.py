@@ -32,7 +32,7 @@ from operators.messages import EraseUser
 from streamrec.metrics import ERASURES_PENDING
 from streamrec.settings import redact_url
 
-__all__ = ["ErasureScanner", "mark_erasure", "scan_user_entries"]
+__all__ = ["ErasureScanner", "mark_erasure", "note_field", "scan_user_entries"]
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,13 @@ return {removed, last}
 """
 
 # KEYS[1] = the erasing hash, KEYS[2] = recs stream, KEYS[3] = dead-letter stream,
-# KEYS[4..] = the user's keys to delete now; ARGV[1] = the erasure (JSON). In one step:
-# delete the keys and note the last entry of each stream ("" for an empty one), so no
-# entry written before the erasure can fall outside the note. The note's field is the
-# erasure and its marks, so a later erasure of the same user gets a note of its own.
+# KEYS[4..] = the user's keys to delete now; ARGV[1] = the note's field (the erasure and a
+# token of this call). In one step: delete the keys and note the last entry of each
+# stream ("" for an empty one), so no entry written before the erasure can fall outside
+# the note. A retried call (its reply lost) finds its note and returns it unchanged.
 _MARK = """
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if held then return held end
 local function last(stream)
   local e = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
   if #e == 0 then return '' end
@@ -74,7 +76,7 @@ local function last(stream)
 end
 for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
 local ends = last(KEYS[2]) .. ' ' .. last(KEYS[3])
-redis.call('HSET', KEYS[1], ARGV[1] .. '\\n' .. ends, ends)
+redis.call('HSET', KEYS[1], ARGV[1], ends)
 return ends
 """
 
@@ -97,33 +99,40 @@ def scan_user_entries(client: redis.Redis, stream: str, user_id: str, end: str =
         start = f"{ms}-{int(seq) + 1}"
 
 
-def _erasure(erase: EraseUser) -> str:
-    return orjson.dumps([erase.user_id, erase.part, erase.receipt]).decode()
+def note_field(erase: EraseUser, token: str) -> bytes:
+    """The note's field in ``{prefix}:erasing``: the erasure as JSON (which holds no raw
+    newline), a newline, and a token of the sink's call (so a retried call finds its
+    own note, and two erasures of one user get a note each)."""
+    body = orjson.dumps([erase.user_id, erase.part, erase.receipt])
+    return body + b"\n" + token.encode()
 
 
-def _field(erase: EraseUser, recs_end: str, dlq_end: str) -> str:
-    """The note's field (JSON holds no raw newline)."""
-    return f"{_erasure(erase)}\n{recs_end} {dlq_end}"
+def _erasure_of(field: bytes) -> EraseUser:
+    user_id, part, receipt = orjson.loads(field.rpartition(b"\n")[0])
+    return EraseUser(user_id, user_id, part, receipt)
 
 
-def mark_erasure(client: redis.Redis, keys, erase: EraseUser) -> tuple[str, str]:
-    """Delete the user's keys of ``erase.part`` and note the erasure for the scan; returns
-    the last entry ids of the recs and dead-letter streams ("" for none)."""
+def mark_erasure(client: redis.Redis, keys, erase: EraseUser, field: bytes) -> tuple[str, str]:
+    """Delete the user's keys of ``erase.part`` and note the erasure under ``field``
+    (:func:`note_field`) for the scan; returns the last entry ids of the recs and
+    dead-letter streams ("" for none)."""
     doomed = [keys.latest(erase.user_id)]
     if erase.part == "all":
         doomed.append(keys.profile(erase.user_id))
     script = client.register_script(_MARK)
-    ends = script(keys=[keys.erasing, keys.recs, keys.dlq, *doomed], args=[_erasure(erase)])
+    ends = script(keys=[keys.erasing, keys.recs, keys.dlq, *doomed], args=[field])
     recs_end, _, dlq_end = ends.decode().partition(" ")
     return recs_end, dlq_end
 
 
 class ErasureScanner:
-    """A thread that finishes noted erasures (:func:`mark_erasure`) in the order they
-    came: the user's stream entries up to the marks, then the receipt, then the note.
+    """A thread that finishes noted erasures (:func:`mark_erasure`): the user's stream
+    entries up to the marks, then the receipt, then the note.
 
-    At start it takes up the notes a stopped worker left. Redis errors are retried with
-    backoff for as long as it takes (the note stays in Redis meanwhile).
+    With ``resume``, it first takes up the notes a stopped worker left (one worker of a
+    cluster does; a note taken twice is scanned twice, which is harmless). Every Redis
+    error is retried with backoff for as long as it takes (the note stays in Redis
+    meanwhile; ``streamrec_erasures_pending`` stays up), and logged once per kind of error.
     """
 
     def __init__(self, make_client: Callable[[], redis.Redis], keys, url: str,
@@ -137,6 +146,7 @@ class ErasureScanner:
         self.tasks: queue.Queue = queue.Queue()
         self.idle = threading.Condition()
         self.open = 0  # tasks queued and not finished
+        self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self.client: redis.Redis | None = None
 
@@ -152,20 +162,12 @@ class ErasureScanner:
         self.thread.start()
         return self
 
-    def _resume(self) -> None:
-        left = self._retried(lambda: self.client.hgetall(self.keys.erasing))
-        for field, ends in sorted(left.items()):
-            user_id, part, receipt = orjson.loads(field.rpartition(b"\n")[0])
-            recs_end, _, dlq_end = ends.decode().partition(" ")
-            self.submit(EraseUser(user_id, user_id, part, receipt), recs_end, dlq_end)
-        if left:
-            log.info("taking up %d erasure(s) a stopped worker had not finished", len(left))
-
-    def submit(self, erase: EraseUser, recs_end: str, dlq_end: str) -> None:
+    def submit(self, erase: EraseUser, field: bytes, recs_end: str, dlq_end: str) -> None:
+        """Queue the scan of a noted erasure (``field`` names its note)."""
         with self.idle:
             self.open += 1
         ERASURES_PENDING.inc()
-        self.tasks.put((erase, recs_end, dlq_end))
+        self.tasks.put((erase, field, recs_end, dlq_end))
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every erasure submitted so far is done; False on timeout."""
@@ -173,25 +175,42 @@ class ErasureScanner:
             return self.idle.wait_for(lambda: self.open == 0, timeout)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Finish what is queued (up to ``timeout`` seconds: what is left stays noted in
-        Redis for the next start), then stop the thread."""
+        """Finish what is queued (up to ``timeout`` seconds, less when Redis is out: what
+        is left stays noted in Redis for the next start), then stop the thread."""
         if self.thread is None:
             return
         if not self.wait(timeout):
             log.warning("stopping with %d erasure scan(s) unfinished; they stay noted on %s "
                         "and the next worker to start finishes them", self.open, self.keys.erasing)
+        self.stopping.set()
         self.tasks.put(None)
         self.thread.join(timeout=5.0)
         self.thread = None
         if self.client is not None:
             self.client.close()
 
+    def _resume(self) -> None:
+        left = self._retried(lambda: self.client.hgetall(self.keys.erasing))
+        if left is None:
+            return
+        taken = 0
+        for field, ends in sorted(left.items(), key=lambda kv: kv[1]):  # oldest marks first
+            try:
+                erase = _erasure_of(field)
+            except (ValueError, TypeError):
+                log.warning("dropping an unreadable note on %s", self.keys.erasing)
+                self._retried(lambda f=field: self.client.hdel(self.keys.erasing, f))
+                continue
+            recs_end, _, dlq_end = ends.decode().partition(" ")
+            self.submit(erase, field, recs_end, dlq_end)
+            taken += 1
+        if taken:
+            log.info("taking up %d erasure(s) a stopped worker had not finished", taken)
+
     def _run(self, resume: bool) -> None:
         if resume:
             try:
                 self._resume()
-            except Exception:  # noqa: BLE001 - the notes stay in Redis for the next start
-                log.exception("could not read the unfinished erasures on %s", self.keys.erasing)
             finally:
                 with self.idle:
                     self.open -= 1
@@ -202,16 +221,13 @@ class ErasureScanner:
                 return
             try:
                 self._retried(lambda: self._finish(*task))
-            except Exception:  # noqa: BLE001 - the note stays in Redis: the next start retries
-                log.exception("an erasure scan failed; it stays noted on %s and is retried "
-                              "at the next start", self.keys.erasing)
             finally:
                 ERASURES_PENDING.dec()
                 with self.idle:
                     self.open -= 1
                     self.idle.notify_all()
 
-    def _finish(self, erase: EraseUser, recs_end: str, dlq_end: str) -> None:
+    def _finish(self, erase: EraseUser, field: bytes, recs_end: str, dlq_end: str) -> None:
         client, keys = self.client, self.keys
         started = time.monotonic()
         n = 0
@@ -222,21 +238,27 @@ class ErasureScanner:
                  1e3 * (time.monotonic() - started))
         if erase.receipt is not None and self.confirm(client, erase):
             log.info("erasure confirmed on %s", keys.erasures)
-        client.hdel(keys.erasing, _field(erase, recs_end, dlq_end))
+        client.hdel(keys.erasing, field)
 
-    def _retried(self, work: Callable[[], object]) -> object:
+    def _retried(self, work: Callable[[], object]) -> object | None:
+        """``work()`` until it succeeds; None when the scanner is stopped meanwhile."""
         attempt = 0
-        while True:
+        seen: set[str] = set()
+        while not self.stopping.is_set():
             try:
                 result = work()
-            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError) as ex:
+            except Exception as ex:  # noqa: BLE001 - any error: the note stays, retry
                 attempt += 1
-                if attempt == 1:
-                    log.warning("Redis at %s is unreachable for the erasure scan (%s); "
-                                "retrying until it is back", redact_url(self.url),
-                                type(ex).__name__)
-                time.sleep(self.backoff.compute(attempt))
+                kind = type(ex).__name__
+                if kind not in seen:
+                    seen.add(kind)
+                    log.warning("the erasure scan failed on Redis at %s (%s: %s); retrying "
+                                "until it succeeds", redact_url(self.url), kind, ex)
+                if isinstance(ex, redis.exceptions.ReadOnlyError):
+                    self.client.connection_pool.disconnect()  # reconnect: maybe to the new primary
+                self.stopping.wait(self.backoff.compute(attempt))
                 continue
             if attempt:
-                log.info("Redis is back for the erasure scan after %d retries", attempt)
+                log.info("the erasure scan succeeded after %d retries", attempt)
             return result
+        return None

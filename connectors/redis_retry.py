@@ -44,8 +44,8 @@ T = TypeVar("T")
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ReadOnlyError)
 
 # The minimal command set of the sink, for the NOPERM message (docs/operations.md).
-ACL_COMMANDS = ("+xadd +set +get +del +hset +hdel +hgetall +hincrby +expire +eval +evalsha +script|load "
-                "+script|exists +xrange +xrevrange +xdel +ping")
+ACL_COMMANDS = ("+xadd +set +get +del +hset +hget +hdel +hgetall +hincrby +expire +eval +evalsha "
+                "+script|load +xrange +xrevrange +xdel +ping")
 
 
 class CountingBackoff(ExponentialBackoff):

@@ -1,14 +1,17 @@
 """Redis output: the recs stream, latest list and profile per user, dead letters, erasure.
 
-One client per worker, created in ``build()``; each batch is written in one pipeline.
-Latest-list and profile writes are guarded by the user's event sequence number in a
-tiny Lua script, so a replay after a crash can never move them back in time.
+One partition per worker, created in ``build()``: a client for the batches, each written
+in one pipeline, and an erasure scanner (``connectors.erasure_scan``, a thread with a
+client of its own). Latest-list and profile writes are guarded by the user's event
+sequence number in a tiny Lua script, so a replay after a crash can never move them back
+in time. Redis Cluster is not supported (the scripts touch several keys of a prefix).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -19,7 +22,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.rec_file_sink import list_items, rec_record
 from connectors.guard_counts import GUARD_COUNTS
-from connectors.erasure_scan import ErasureScanner, mark_erasure, scan_user_entries
+from connectors.erasure_scan import ErasureScanner, mark_erasure, note_field, scan_user_entries
 from connectors.redis_retry import OutageGuard, sink_client
 from models.attribution import Outcome
 from operators.messages import (
@@ -47,7 +50,6 @@ end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
-
 
 
 # Erasure receipts. An erasure is executed in two parts that may run on different
@@ -171,8 +173,6 @@ def confirm_erasure(client: redis.Redis, keys: RedisKeys, erase: EraseUser, now:
     return bool(wrote)
 
 
-
-
 @dataclass
 class _Written:
     """What a batch wrote, for the metrics (recorded once Redis accepted it)."""
@@ -203,7 +203,7 @@ class _RedisPartition(StatelessSinkPartition):
     def __init__(self, url: str, keys: RedisKeys, recs_maxlen: int, dlq_maxlen: int,
                  payload_limit: int, conflate: bool, now: Callable[[], float],
                  timeout: float, retries: int, retry_budget: float,
-                 outcomes_maxlen: int = 1_000_000) -> None:
+                 outcomes_maxlen: int = 1_000_000, resume_erasures: bool = True) -> None:
         self.client = sink_client(url, timeout, retries)
         self.outcomes_maxlen = outcomes_maxlen
         self.guard = OutageGuard(url, retry_budget, client=self.client)
@@ -215,7 +215,8 @@ class _RedisPartition(StatelessSinkPartition):
         self.now = now
         self.scanner = ErasureScanner(
             lambda: sink_client(url, timeout, retries), keys, url,
-            confirm=lambda client, erase: confirm_erasure(client, keys, erase, now())).start()
+            confirm=lambda client, erase: confirm_erasure(client, keys, erase, now())
+        ).start(resume=resume_erasures)
 
     def write_batch(self, items: list) -> None:
         started = time.monotonic()
@@ -253,8 +254,10 @@ class _RedisPartition(StatelessSinkPartition):
                     lambda: confirm_erasure(self.client, self.keys, erase, self.now())):
                 log.info("erasure confirmed on %s", self.keys.erasures)
             return
-        ends = self.guard.run(lambda: mark_erasure(self.client, self.keys, erase))
-        self.scanner.submit(erase, *ends)
+        # The token is drawn before the call: a retry after a lost reply finds its note.
+        field = note_field(erase, uuid.uuid4().hex)
+        ends = self.guard.run(lambda: mark_erasure(self.client, self.keys, erase, field))
+        self.scanner.submit(erase, field, *ends)
 
     def wait_erasures(self, timeout: float | None = None) -> bool:
         """Block until the erasures written so far are complete (stream entries gone,
@@ -393,6 +396,7 @@ class RedisSink(DynamicSink):
         HEALTH.sinks_built += 1
         return _RedisPartition(self.url, self.keys, self.recs_maxlen, self.dlq_maxlen,
                                self.payload_limit, self.conflate, self.now, self.timeout,
-                               self.retries, self.retry_budget, self.outcomes_maxlen)
+                               self.retries, self.retry_budget, self.outcomes_maxlen,
+                               resume_erasures=worker_index == 0)  # one worker takes them up
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.content import VectorIndex, item_vector, user_vector
-from models.content_recall import batch_cosines, nearest_batch, nearest_of
+from models.content_recall import batch_cosines, nearest_batch, nearest_names, nearest_of
 from models.ranking import RankInput
 
 
@@ -71,7 +71,9 @@ def test_nearest_batch_is_the_merge_of_each_users_two_lists(seed):
     users = np.stack([u if u is not None else np.zeros(64, np.float32) for u in users])
     for n in (1, 4, 25, 400):
         for s, lo in ((shared, local), (None, local), (shared, None), (VectorIndex(4, 0), local)):
-            assert nearest_batch(users, n, s, lo) == _merged_reference(users, n, s, lo)
+            want = _merged_reference(users, n, s, lo)
+            assert nearest_batch(users, n, s, lo) == want
+            assert nearest_names(users, n, s, lo) == [[i for i, _ in w] for w in want]
 
 
 def test_nearest_batch_merges_the_shared_and_local_indexes_as_one_request_does():

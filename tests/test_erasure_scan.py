@@ -13,7 +13,7 @@ import orjson
 import redis
 
 from connectors.embedded import EmbeddedRedis
-from connectors.erasure_scan import mark_erasure
+from connectors.erasure_scan import mark_erasure, note_field
 from connectors.redis_sink import RedisKeys, RedisSink
 from operators.messages import DeadLetter, EraseUser, RecUpdate
 
@@ -61,16 +61,24 @@ def test_a_note_left_by_a_stopped_worker_is_finished_by_the_next_sink(redis_serv
     first.close()
     # The worker noted the outputs part (keys deleted, marks set) and died before its
     # thread scanned the stream.
-    mark_erasure(redis_client, keys, EraseUser("cat", "cat", "outputs", "r-cat"))
+    cat = EraseUser("cat", "cat", "outputs", "r-cat")
+    field = note_field(cat, "t1")
+    ends = mark_erasure(redis_client, keys, cat, field)
+    # A retried call (its reply lost) finds its own note: the same marks, though a dead
+    # letter came in between.
+    redis_client.xadd(keys.dlq, {"reason": "type:unknown"})
+    assert mark_erasure(redis_client, keys, cat, field) == ends
     assert not redis_client.exists(keys.latest("cat"))
     assert b"cat" in _users(redis_client, keys.recs) and redis_client.hlen(keys.erasing) == 1
     # dan is erased twice (no receipts), a list between: each erasure keeps a note of its
     # own, with its own marks.
     redis_client.xadd(keys.recs, {"user_id": "dan", "seq": "0"})
-    mark_erasure(redis_client, keys, EraseUser("dan", "dan", "outputs"))
+    dan = EraseUser("dan", "dan", "outputs")
+    mark_erasure(redis_client, keys, dan, note_field(dan, "t2"))
     redis_client.xadd(keys.recs, {"user_id": "dan", "seq": "1"})
-    mark_erasure(redis_client, keys, EraseUser("dan", "dan", "outputs"))
-    assert redis_client.hlen(keys.erasing) == 3
+    mark_erasure(redis_client, keys, dan, note_field(dan, "t3"))
+    redis_client.hset(keys.erasing, b"not json\nt4", b"1-0 ")  # unreadable: dropped
+    assert redis_client.hlen(keys.erasing) == 4
     redis_client.xadd(keys.recs, {"user_id": "dan", "seq": "2"})  # a new life's: stays
 
     second = RedisSink(redis_server.url, prefix).build("out", 0, 1)
@@ -98,7 +106,8 @@ def test_a_scan_waits_out_a_paused_redis_and_finishes(tmp_path):
             # The sink's own part waits for Redis (its outage guard), so note the erasure
             # while Redis is up and pause before the scan: scan with the pause in place.
             submitted = time.monotonic()
-            part.scanner.submit(EraseUser("eve", "eve", "outputs"), "9999999999999-0", "")
+            eve = EraseUser("eve", "eve", "outputs")
+            part.scanner.submit(eve, note_field(eve, "t5"), "9999999999999-0", "")
             assert not part.wait_erasures(1.5)  # Redis is paused: the scan cannot finish
         finally:
             os.kill(server.pid, signal.SIGCONT)
@@ -109,3 +118,21 @@ def test_a_scan_waits_out_a_paused_redis_and_finishes(tmp_path):
         part.close()
         client.close()
         server.stop()
+
+
+def test_a_scan_that_redis_refuses_is_retried_not_dropped(redis_server, redis_client):
+    prefix = f"scan{uuid.uuid4().hex[:6]}"
+    keys = RedisKeys(prefix)
+    part = RedisSink(redis_server.url, prefix).build("out", 0, 1)
+    try:
+        part.write_batch([_rec(u, s) for s in range(1, 30) for u in ("gil", "hana")])
+        redis_client.set(keys.dlq, "not a stream")  # XRANGE on it fails: WRONGTYPE
+        gil = EraseUser("gil", "gil", "outputs")
+        part.scanner.submit(gil, note_field(gil, "t6"), "9999999999999-0", "9999999999999-0")
+        assert not part.wait_erasures(1.0)  # refused, and still being retried
+        assert b"gil" not in _users(redis_client, keys.recs)  # the recs stream went first
+        redis_client.delete(keys.dlq)
+        assert part.wait_erasures(30.0)
+        assert _users(redis_client, keys.recs) == [b"hana"] * 29
+    finally:
+        part.close()
