@@ -17,12 +17,14 @@ from typing import Callable
 
 import numpy as np
 import orjson
-import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.rec_file_sink import list_items, rec_record
 from connectors.guard_counts import GUARD_COUNTS
-from connectors.erasure_scan import ErasureScanner, mark_erasure, note_field, scan_user_entries
+from connectors.erasure_scan import (  # erase_user ... re-exported: they were defined here
+    ERASURES_MAXLEN, RECEIPT_PENDING_TTL, ErasureScanner, confirm_erasure, erase_user,
+    mark_erasure, note_field,
+)
 from connectors.redis_retry import OutageGuard, sink_client
 from models.attribution import Outcome
 from operators.messages import (
@@ -50,32 +52,6 @@ end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
-
-
-# Erasure receipts. An erasure is executed in two parts that may run on different
-# workers in either order (see EraseUser); each part, once executed, records itself
-# under a key of its own (user and receipt), and the part that finds the other one
-# already there writes the receipt. Atomic in Redis, so it holds across workers and
-# processes. "done" stays for a day, so a replay after a crash does not confirm twice.
-# KEYS[1] = pending key, KEYS[2] = erasures stream; ARGV = part, ttl, maxlen, receipt,
-# user id, completed_at. Returns 1 when it wrote the receipt.
-_CONFIRM_ERASURE = """
-local cur = redis.call('GET', KEYS[1])
-if cur == 'done' then return 0 end
-if ARGV[1] ~= 'all' and (not cur or cur == ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
-  return 0
-end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', tonumber(ARGV[3]), '*',
-           'receipt', ARGV[4], 'user_id', ARGV[5], 'completed_at', ARGV[6])
-redis.call('SET', KEYS[1], 'done', 'EX', tonumber(ARGV[2]))
-return 1
-"""
-
-#: Entries kept on ``{prefix}:erasures`` (``XADD MAXLEN ~``).
-ERASURES_MAXLEN = 100_000
-#: Seconds a half-done erasure (one part executed) and a confirmed one are remembered.
-RECEIPT_PENDING_TTL = 86_400
 
 
 # How long closed metrics windows stay in Redis (seconds).
@@ -134,43 +110,6 @@ def latest_json(rec: RecUpdate, emitted_at: float) -> bytes:
     record = rec_record(rec, emitted_at)
     record["seq"] = rec.seq
     return orjson.dumps(record)
-
-
-def erase_user(client: redis.Redis, keys: RedisKeys, user_id: str, scan_chunk: int = 2000,
-               part: str = "all") -> int:
-    """Delete everything Redis holds about a user: keys, stream entries, dead letters.
-
-    ``part`` limits it to the profile key (``"profile"``) or to the rest (``"outputs"``):
-    the two halves of an erasure travel different routes, see ``EraseUser``.
-    Returns the number of stream entries removed. Streams are scanned inside Redis (a
-    Lua script per chunk of ``scan_chunk`` entries, about a millisecond each), so Redis is
-    never blocked for long and no entry travels to the worker; erasure is rare.
-    """
-    if not 0 < scan_chunk <= 10_000:
-        raise ValueError(f"erase_user: scan_chunk must be in 1..10000, got {scan_chunk}")
-    if part == "profile":
-        client.delete(keys.profile(user_id))
-        return 0
-    if part == "outputs":
-        client.delete(keys.latest(user_id))
-    else:
-        client.delete(keys.latest(user_id), keys.profile(user_id))
-    return sum(scan_user_entries(client, stream, user_id, scan_chunk=scan_chunk)
-               for stream in (keys.recs, keys.dlq))
-
-
-def confirm_erasure(client: redis.Redis, keys: RedisKeys, erase: EraseUser, now: float) -> bool:
-    """Record that ``erase`` (a part carrying a receipt) has been executed; once every
-    part has, append ``receipt``, ``user_id``, ``completed_at`` to ``{prefix}:erasures``.
-
-    Returns True when this call wrote the receipt. Call it only after the part's
-    deletions have succeeded.
-    """
-    script = client.register_script(_CONFIRM_ERASURE)
-    wrote = script(keys=[keys.erasure(erase.user_id, erase.receipt), keys.erasures],
-                   args=[erase.part, RECEIPT_PENDING_TTL, ERASURES_MAXLEN, erase.receipt,
-                         erase.user_id, repr(now)])
-    return bool(wrote)
 
 
 @dataclass
