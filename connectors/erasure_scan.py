@@ -12,9 +12,9 @@ confirms the receipt and drops the note.
 
 The note is what makes this safe: entries the user gets after the erasure (a new life)
 lie past the marks and stay; a worker killed before the scan finished leaves the note
-in Redis, and the next sink to start on that prefix finishes the scan (scans are
-idempotent, so two workers resuming the same note do no harm). A receipt is written
-only once the entries are gone.
+in Redis, and the first worker (index 0) finishes it at its next start (scans are
+idempotent, so a note scanned twice does no harm). A receipt is written only once the
+entries are gone.
 """
 
 from __future__ import annotations
