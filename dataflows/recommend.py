@@ -43,8 +43,9 @@ from connectors.catalog_file import catalog_file_envelopes
 from connectors.kafka_io import kafka_dead_letters, kafka_envelopes, source_config
 from connectors.redis_sink import RedisSink
 from connectors.topics import ensure_topics
+from dataflows.routing import bundled, not_of_types, of_types, routed, unkeyed
 from operators.control_step import ControlLogic, ControlStepConfig
-from operators.item_step import CatalogRecord, ItemLogic, ItemStepConfig
+from operators.item_step import ItemLogic, ItemStepConfig
 from operators.metrics_step import metrics_windows
 from models.attribution import Outcome
 from models.experiments import parse_experiment
@@ -110,46 +111,6 @@ def step_configs(
     return user, item, rank, trend
 
 
-# Routing between the steps, a batch at a time: Bytewax's filter and map call Python
-# once or twice per message (a shim around the function), these once per batch.
-def _of_types(step_id: str, up: Stream, types) -> Stream:
-    """The messages of ``types``."""
-    return op.flat_map_batch(step_id, up, lambda batch: [m for m in batch if isinstance(m, types)])
-
-
-def _not_of_types(step_id: str, up: Stream, types) -> Stream:
-    """The messages not of ``types``."""
-    return op.flat_map_batch(step_id, up,
-                             lambda batch: [m for m in batch if not isinstance(m, types)])
-
-
-def _routed(step_id: str, up: Stream) -> Stream:
-    """Messages keyed by where they go (their ``route``)."""
-    return op.flat_map_batch(step_id, up, lambda batch: [(m.route, m) for m in batch])
-
-
-def _bundled(step_id: str, up: Stream) -> Stream:
-    """Messages grouped by where they go: one ``(route, [messages])`` per destination
-    and batch, each list in the batch's order. A destination with few keys (rank
-    shards, trending aggregators) then gets one message per batch instead of one per
-    event, the difference between workers, where each message is pickled alone."""
-    def group(batch: list) -> list:
-        out: dict[str, list] = {}
-        for m in batch:
-            got = out.get(m.route)
-            if got is None:
-                out[m.route] = [m]
-            else:
-                got.append(m)
-        return list(out.items())
-    return op.flat_map_batch(step_id, up, group)
-
-
-def _unkeyed(step_id: str, up: Stream) -> Stream:
-    """A stateful step's output without its keys."""
-    return op.flat_map_batch(step_id, up, lambda batch: [m for _, m in batch])
-
-
 def _built(step: str, make, observe):
     """The logic builder of ``step``, its logic wrapped by ``observe`` when given."""
     if observe is None:
@@ -199,10 +160,10 @@ def wire(
     user_out = op.stateful_batch(
         "user", by_user, _built("user", lambda resume: UserLogic(user_cfg, resume), observe)
     )
-    user_msgs = _unkeyed("user_msgs", user_out)
+    user_msgs = unkeyed("user_msgs", user_out)
 
-    queries = _of_types("item_queries", user_msgs, ItemQuery)
-    to_item = [_routed("route_item", queries)]
+    queries = of_types("item_queries", user_msgs, ItemQuery)
+    to_item = [routed("route_item", queries)]
     if catalog is not None:
         cat_parsed = op.map("parse_catalog", catalog, parse_catalog)
         cat_branch = op.branch("valid_catalog", cat_parsed, lambda x: not isinstance(x, DeadLetter))
@@ -210,21 +171,21 @@ def wire(
         to_item.append(cat_branch.trues)
     item_in = op.merge("item_in", *to_item) if len(to_item) > 1 else to_item[0]
     item_out = op.stateful_batch("item", item_in, _built("item", lambda resume: ItemLogic(item_cfg, resume), observe))
-    item_msgs = _unkeyed("item_msgs", item_out)
+    item_msgs = unkeyed("item_msgs", item_out)
     item_split = op.branch("item_reports", item_msgs, lambda m: isinstance(m, PopularityReport))
     answers = item_split.falses  # answers, availability and catalog changes, for the rank shards
-    features = _of_types("catalog_features", answers, ItemFeatures)
-    answers = _not_of_types("answers", answers, ItemFeatures)
+    features = of_types("catalog_features", answers, ItemFeatures)
+    answers = not_of_types("answers", answers, ItemFeatures)
     shards = [f"rank-{s}" for s in range(settings.rank_shards)]
     bundles = op.flat_map_batch("features_to_shards", features,
                                 lambda batch: [FeaturesBundle(r, batch) for r in shards])
 
-    hits = _of_types("segment_hits", user_msgs, SegmentHit)
-    trend_in = _bundled("route_trend", op.merge("trend_merge", item_split.trues, hits))
+    hits = of_types("segment_hits", user_msgs, SegmentHit)
+    trend_in = bundled("route_trend", op.merge("trend_merge", item_split.trues, hits))
     trend_out = op.stateful_batch("trend", trend_in, _built("trend", lambda resume: TrendLogic(trend_cfg, resume), observe))
-    deltas = _unkeyed("trend_msgs", trend_out)
+    deltas = unkeyed("trend_msgs", trend_out)
 
-    rank_bound = _of_types("rank_msgs", user_msgs, (RankRequest, ForgetUser, Feedback))
+    rank_bound = of_types("rank_msgs", user_msgs, (RankRequest, ForgetUser, Feedback))
     to_rank = [rank_bound, answers, bundles, deltas]
     to_sink = []
     if controls is not None:
@@ -238,16 +199,16 @@ def wire(
         dead.append(op.filter("control_dead", ctl_msgs, lambda m: isinstance(m, DeadLetter)))
         to_rank.append(op.filter("rules_to_rank", ctl_msgs, lambda m: isinstance(m, RulesUpdate)))
         to_sink.append(op.filter("rules_to_sink", ctl_msgs, lambda m: isinstance(m, RulesWrite)))
-    rank_in = _bundled("route_rank", op.merge("rank_merge", *to_rank))
+    rank_in = bundled("route_rank", op.merge("rank_merge", *to_rank))
     rank_out = op.stateful_batch("rank", rank_in, _built("rank", lambda resume: RankLogic(rank_cfg, resume), observe))
-    ranked = _unkeyed("recs", rank_out)
+    ranked = unkeyed("recs", rank_out)
     rank_split = op.branch("outcomes", ranked, lambda m: isinstance(m, Outcome))
     recs = rank_split.falses
     if settings.attribution:
         to_sink.append(rank_split.trues)  # the outcomes stream, for off-policy evaluation
         to_sink.append(metrics_windows(rank_split.trues, settings.metrics_lateness))
 
-    sink_bound = _not_of_types("user_outputs", user_msgs,
+    sink_bound = not_of_types("user_outputs", user_msgs,
                                (ItemQuery, SegmentHit, RankRequest, ForgetUser, Feedback))
     outputs = op.merge("outputs", recs, sink_bound, *to_sink)
     dead_letters = op.merge("dead_letters", *dead) if len(dead) > 1 else dead[0]

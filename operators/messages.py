@@ -20,7 +20,7 @@ __all__ = [
 
 
 #: The steps that take their messages in bundles, a list per destination key and upstream
-#: batch (``dataflows.recommend._bundled``): their ``on_batch`` gets lists of messages.
+#: batch (``dataflows.routing.bundled``): their ``on_batch`` gets lists of messages.
 BUNDLED_STEPS = frozenset({"trend", "rank"})
 
 

@@ -101,7 +101,7 @@ class RankLogic(StatefulBatchLogic):
 
     def on_batch(self, values: list) -> tuple[Iterable, bool]:
         """``values``: bundles (lists) of messages to this shard, in the order they were
-        sent (``dataflows.recommend._bundled``)."""
+        sent (``dataflows.routing.bundled``)."""
         values = [m for bundle in values for m in bundle]
         st = self.state
         models = self.models()

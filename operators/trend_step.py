@@ -55,7 +55,7 @@ class TrendLogic(StatefulBatchLogic):
 
     def on_batch(self, values: list) -> tuple[Iterable, bool]:
         """``values``: bundles (lists) of reports to this aggregator, in the order they
-        were sent (``dataflows.recommend._bundled``)."""
+        were sent (``dataflows.routing.bundled``)."""
         values = [m for bundle in values for m in bundle]
         st = self.state
         items: dict[str, tuple] = {}  # item -> (item, category, popularity, ts, vector)
