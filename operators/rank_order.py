@@ -24,18 +24,30 @@ def answer_order(answer: ItemAnswer) -> tuple[float, str]:
     return (-answer.anchor_weight, answer.item_id)
 
 
-def rounds(done: list[list], window: float) -> list[list[list]]:
+def rounds(done: list[list], window: float, min_size: int = 1) -> list[list[list]]:
     """Split requests (in event-time order) into runs ranked together: a run holds at
     most one request per user (the next one learns from what the previous one showed)
     and spans at most ``window`` seconds of event time (trend news is applied up to a
     run's first event, so a list sees trending at most that much older than its own
-    event, and never newer)."""
+    event, and never newer), unless it holds fewer than ``min_size`` requests: a quiet
+    stream read fast (a backlog of a small shop, a replay of history) would otherwise
+    rank a few requests per call, and a call costs about as much as several requests.
+    There, a list may see trend news up to ``min_size`` requests old.
+
+    >>> from types import SimpleNamespace as R
+    >>> reqs = [[R(user_id=u, ts=t)] for u, t in [("a", 0), ("b", 70), ("c", 140), ("a", 150)]]
+    >>> [[s[0].user_id for s in run] for run in rounds(reqs, 60.0)]
+    [['a'], ['b'], ['c', 'a']]
+    >>> [[s[0].user_id for s in run] for run in rounds(reqs, 60.0, min_size=2)]
+    [['a', 'b'], ['c', 'a']]
+    """
     runs: list[list[list]] = []
     users: set[str] = set()
     first = 0.0
     for slot in done:
         user, ts = slot[0].user_id, slot[0].ts
-        if not runs or user in users or ts - first > window:
+        if (not runs or user in users
+                or (ts - first > window and len(runs[-1]) >= min_size)):
             runs.append([])
             users = set()
             first = ts

@@ -46,6 +46,10 @@ class RankStepConfig:
     # nothing beside trending's hours of half-life, and a backlog read at 20x real time
     # still ranks whole batches together.
     batch_window: float = 60.0
+    # ... unless fewer requests than this would be ranked together (a quiet stream read
+    # fast, as a small shop's backlog or a replay of history): a ranking call has a fixed
+    # cost of several requests, and on such a stream most calls ranked two or three.
+    round_requests: int = 16
     new_item_window: float = 7 * 24 * 3600.0  # event time a catalog item counts as new
     snapshots: bool = True  # False when recovery is off (see dataflows.recommend)
     experiment: Experiment = DEFAULT  # variants and who gets which (models.experiments)

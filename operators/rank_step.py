@@ -268,7 +268,7 @@ class RankLogic(StatefulBatchLogic):
             entries = event_time_order(entries)
         out: list[RecUpdate] = []
         models = self.models()
-        for round_ in rounds(entries, cfg.batch_window):
+        for round_ in rounds(entries, cfg.batch_window, cfg.round_requests):
             models.apply_until(round_[0][0].ts)
             if cfg.conflate:
                 round_ = [e for e in round_
