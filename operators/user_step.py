@@ -22,7 +22,7 @@ from operators.messages import (
     rank_shard, trend_shard,
 )
 
-__all__ = ["UserStepConfig", "UserLogic", "scatter"]
+__all__ = ["UserStepConfig", "UserLogic", "scatter", "with_request"]
 
 
 @dataclass(frozen=True)
@@ -82,40 +82,87 @@ def feedback(event: Event, shards: int) -> Feedback | None:
                     event.item_id, None, event.ts, event.value)
 
 
+def _query(queries: dict[str, ItemQuery], item_id: str, profile: UserProfile, ts: float,
+           shard: str, session_key: int) -> ItemQuery:
+    """The event's question to ``item_id`` (one per item and event)."""
+    q = queries.get(item_id)
+    if q is None:
+        q = ItemQuery(item_id, profile.user_id, profile.seq, ts, shard, 0.0, [], 0.0, None,
+                      session_key, None, profile.first_ts)
+        queries[item_id] = q
+    return q
+
+
+def _session_key(profile: UserProfile, cfg: UserStepConfig) -> int:
+    sid = profile.session_id
+    if not sid or not cfg.session_knn:
+        return 0
+    return session_hash(f"{profile.user_id}\0{sid}\0{profile.session_start}")
+
+
 def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: UserStepConfig,
-            ingested_at: float | None) -> list:
-    """Messages for one applied event: item questions/updates and the rank request."""
+            ingested_at: float | None, ask: bool = True) -> list:
+    """Messages for one applied event: item updates, and (``ask``) the item questions
+    and the rank request.
+
+    ``ask=False`` leaves the questions and the request out: under conflation only a
+    batch's last event of a user asks (see :func:`with_request`), and the request was
+    most of the cost of an event.
+    """
     shard = rank_shard(profile.user_id, cfg.rank_shards)
     item = event.item_id
     ts = event.ts
     weight = engagement(event.type, event.value, cfg.profile.event_weights) if item else 0.0
     queries: dict[str, ItemQuery] = {}
-    sid = profile.session_id
-    session_key = (session_hash(f"{profile.user_id}\0{sid}\0{profile.session_start}")
-                   if sid and cfg.session_knn else 0)
-
-    def query(item_id: str) -> ItemQuery:
-        q = queries.get(item_id)
-        if q is None:
-            q = ItemQuery(item_id, profile.user_id, profile.seq, ts, shard, 0.0, [], 0.0, None,
-                          session_key, None, profile.first_ts)
-            queries[item_id] = q
-        return q
+    session_key = _session_key(profile, cfg)
 
     # Learn: the current item followed each of the last few session items (1/distance).
     new_position = item is not None and (not prev_session or prev_session[-1] != item)
     if new_position and event.type not in ("impression", "remove_from_cart"):
         window = [p for p in prev_session if p != item][-cfg.covis_window :]
-        current = query(item)
+        current = _query(queries, item, profile, ts, shard, session_key)
         for distance, prev in enumerate(reversed(window), start=1):
-            query(prev).followers.append((item, 1.0 / distance))
+            _query(queries, prev, profile, ts, shard, session_key).followers.append(
+                (item, 1.0 / distance))
             if cfg.backward_weight > 0.0:
                 current.followers.append((prev, cfg.backward_weight / distance))
     if item is not None:
-        q = query(item)
+        q = _query(queries, item, profile, ts, shard, session_key)
         q.interaction = max(weight, 0.0)
         q.category = event.category
-    # Ask: followers of the most recent items, the newest weighted most.
+    out: list
+    if ask:
+        request = _ask(queries, profile, event, cfg, ingested_at, shard, session_key)
+        out = list(queries.values())
+        out.append(request)
+        segment = request.segment
+    else:
+        out = list(queries.values())
+        segment = profile.segment()
+    if segment and item and weight > 0 and profile.seq <= cfg.segment_events:
+        out.append(SegmentHit(trend_shard(segment, cfg.trend_shards), segment, item, weight, ts))
+    return out
+
+
+def with_request(msgs: list, profile: UserProfile, event: Event, cfg: UserStepConfig,
+                 ingested_at: float | None) -> list:
+    """``msgs`` of ``scatter(..., ask=False)`` as ``scatter(...)`` would have sent them:
+    the profile must not have learned from anything since ``event``."""
+    queries = {m.route: m for m in msgs if type(m) is ItemQuery}
+    rest = [m for m in msgs if type(m) is not ItemQuery]
+    request = _ask(queries, profile, event, cfg, ingested_at,
+                   rank_shard(profile.user_id, cfg.rank_shards), _session_key(profile, cfg))
+    return [*queries.values(), request, *rest]
+
+
+def _ask(queries: dict[str, ItemQuery], profile: UserProfile, event: Event,
+         cfg: UserStepConfig, ingested_at: float | None, shard: str,
+         session_key: int) -> RankRequest:
+    """Ask the followers of the most recent items (the newest weighted most, into
+    ``queries``) and build the rank request that waits for their answers."""
+    item = event.item_id
+    ts = event.ts
+    weight = engagement(event.type, event.value, cfg.profile.event_weights) if item else 0.0
     session = profile.session_items  # a new list, built from the profile's compact form
     anchors = list(reversed(session[-cfg.query_items :]))
     weights = [cfg.anchor_decay**i for i in range(len(anchors))]
@@ -130,12 +177,12 @@ def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: Us
     context = ([(it, (i + 1) / len(session)) for i, it in enumerate(session)]
                if session_key and session else None)
     for anchor, w in zip(anchors, weights):
-        q = query(anchor)
+        q = _query(queries, anchor, profile, ts, shard, session_key)
         q.anchor_weight = w
         q.context = context
     expected = sum(1 for q in queries.values() if q.anchor_weight > 0.0)
     history = profile.item_events()
-    request = RankRequest(
+    return RankRequest(
         route=shard,
         user_id=profile.user_id,
         seq=profile.seq,
@@ -159,12 +206,6 @@ def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: Us
         page_category=_page_category(event.context),
         page=_text(event.context.get("page")) if event.context else None,
     )
-    out: list = list(queries.values())
-    out.append(request)
-    if request.segment and item and weight > 0 and profile.seq <= cfg.segment_events:
-        out.append(SegmentHit(trend_shard(request.segment, cfg.trend_shards), request.segment, item,
-                              weight, ts))
-    return out
 
 
 def _conflate(scattered: list[list]) -> list:
@@ -218,6 +259,7 @@ class UserLogic(StatefulBatchLogic):
         self.user_id = self.profile.user_id
         profile = self.profile
         write = False
+        last = None  # the last applied event and its arrival
         for event, ingested_at in values:
             if event.type == "erase":
                 out.extend(self._forget(profile, scattered, erasure_receipt(event)))
@@ -246,14 +288,20 @@ class UserLogic(StatefulBatchLogic):
                 continue
             if profile.session_n != session_n:
                 prev_session = []  # a new session: no sequence learned across the gap
-            scattered.append(scatter(profile, event, prev_session, self.cfg, ingested_at))
+            # Conflated, only the batch's last event asks (with_request, below).
+            scattered.append(scatter(profile, event, prev_session, self.cfg, ingested_at,
+                                     ask=not self.cfg.conflate))
+            last = (event, ingested_at)
             write = True
             if self.cfg.attribution:
                 fb = feedback(event, self.cfg.rank_shards)
                 if fb is not None:
                     out.append(fb)
-        if len(scattered) > 1 and self.cfg.conflate:
-            scattered = [_conflate(scattered)]
+        if scattered and self.cfg.conflate:
+            event, ingested_at = last
+            scattered[-1] = with_request(scattered[-1], profile, event, self.cfg, ingested_at)
+            if len(scattered) > 1:
+                scattered = [_conflate(scattered)]
         for msgs in scattered:
             out.extend(msgs)
         if write and self.cfg.write_profiles:

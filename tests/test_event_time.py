@@ -74,12 +74,34 @@ def test_trend_news_from_later_events_waits_for_requests_after_it():
 
 
 def test_requests_of_one_batch_are_ranked_in_event_time_order():
-    logic = RankLogic(RankStepConfig(conflate=False), None)
+    # round_requests=1: every run spans at most batch_window (60 s) of event time.
+    logic = RankLogic(RankStepConfig(conflate=False, round_requests=1), None)
     news = TrendDelta("rank-0", [("a", None, 1.0, 10.0, None), ("b", None, 50.0, 150.0, None)], [])
     out, _ = _step(logic, [news, _request("late", 1, 200.0), _request("early", 1, 100.0)])
     lists = {rec.user_id: _items(rec) for rec in out}
     assert lists["early"] == ["a"]
     assert lists["late"][0] == "b"
+
+
+def test_a_quiet_stream_is_ranked_in_one_call_and_no_list_sees_newer_news():
+    # Two requests 100 s apart are fewer than round_requests: one ranking call, with the
+    # news up to the first request's time (b's news, at 150, is newer than it).
+    logic = RankLogic(RankStepConfig(conflate=False), None)
+    assert logic.cfg.round_requests > 2
+    news = TrendDelta("rank-0", [("a", None, 1.0, 10.0, None), ("b", None, 50.0, 150.0, None)], [])
+    calls = []
+    rank_step_module = __import__("operators.rank_step", fromlist=["rank_round"])
+    real = rank_step_module.rank_round
+    rank_step_module.rank_round = lambda cfg, round_, shared: calls.append(len(round_)) or real(
+        cfg, round_, shared)
+    try:
+        out, _ = _step(logic, [news, _request("late", 1, 200.0), _request("early", 1, 100.0)])
+    finally:
+        rank_step_module.rank_round = real
+    assert calls == [2]
+    lists = {rec.user_id: _items(rec) for rec in out}
+    assert lists == {"early": ["a"], "late": ["a"]}
+    assert [entry[0] for entry in logic.models().deferred] == [150.0]
 
 
 def test_news_arriving_out_of_order_is_applied_by_event_time():
