@@ -8,7 +8,9 @@ every other user's lists. So the sink does only the quick, atomic part of an era
 its batch (:func:`mark_erasure`: delete the user's keys and note, in the hash
 ``{prefix}:erasing``, the last entry of each stream at that moment) and a thread of its
 own (:class:`ErasureScanner`) deletes the user's entries up to those marks, then
-confirms the receipt and drops the note.
+confirms the receipt and drops the note. The recs-stream entries the sink wrote itself
+go by id (``known`` in :meth:`ErasureScanner.submit`, ``connectors.recs_index``); the
+streams are scanned only for entries it cannot know.
 
 The note is what makes this safe: entries the user gets after the erasure (a new life)
 lie past the marks and stay; a worker killed before the scan finished leaves the note
@@ -29,11 +31,13 @@ import orjson
 import redis
 from redis.backoff import ExponentialBackoff
 
+from connectors.recs_index import stream_id
 from operators.messages import EraseUser
 from streamrec.metrics import ERASURES_PENDING
 from streamrec.settings import redact_url
 
 __all__ = ["ErasureScanner", "mark_erasure", "note_field", "scan_user_entries", "erase_user",
+           "delete_entries", "unknown_part",
            "confirm_erasure", "ERASURES_MAXLEN", "RECEIPT_PENDING_TTL"]
 
 log = logging.getLogger(__name__)
@@ -99,6 +103,26 @@ def scan_user_entries(client: redis.Redis, stream: str, user_id: str, end: str =
             return removed
         ms, _, seq = last.decode().partition("-")
         start = f"{ms}-{int(seq) + 1}"
+
+
+def delete_entries(client: redis.Redis, stream: str, ids: list[bytes]) -> int:
+    """``XDEL`` of ``ids`` (those already trimmed count for nothing); returns how many went."""
+    removed = 0
+    for at in range(0, len(ids), 500):
+        removed += int(client.xdel(stream, *ids[at : at + 500]))
+    return removed
+
+
+def unknown_part(client: redis.Redis, stream: str, since: bytes, end: str) -> str | None:
+    """The last id of ``stream`` to scan when every entry from ``since`` on is known:
+    None when the stream holds nothing older than ``since``, else ``since`` or ``end``,
+    whichever is earlier (scanning ``since`` itself again is harmless)."""
+    first = client.xrange(stream, count=1)
+    if not first or stream_id(first[0][0]) >= stream_id(since):
+        return None
+    if stream_id(end) < stream_id(since):
+        return end
+    return since.decode() if isinstance(since, bytes) else since
 
 
 def note_field(erase: EraseUser, token: str) -> bytes:
@@ -227,12 +251,18 @@ class ErasureScanner:
         self.thread.start()
         return self
 
-    def submit(self, erase: EraseUser, field: bytes, recs_end: str, dlq_end: str) -> None:
-        """Queue the scan of a noted erasure (``field`` names its note)."""
+    def submit(self, erase: EraseUser, field: bytes, recs_end: str, dlq_end: str,
+               known: tuple[list[bytes], bytes | None] | None = None) -> None:
+        """Queue the scan of a noted erasure (``field`` names its note).
+
+        ``known``: the user's recs-stream entry ids the sink wrote, and the id from which
+        on it knows them all (``connectors.recs_index``): those are deleted by id, and
+        only the part of the stream before that id is scanned, if it still holds any.
+        None: the whole stream up to ``recs_end`` is scanned."""
         with self.idle:
             self.open += 1
         ERASURES_PENDING.inc()
-        self.tasks.put((erase, field, recs_end, dlq_end))
+        self.tasks.put((erase, field, recs_end, dlq_end, known))
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every erasure submitted so far is done; False on timeout."""
@@ -292,15 +322,27 @@ class ErasureScanner:
                     self.open -= 1
                     self.idle.notify_all()
 
-    def _finish(self, erase: EraseUser, field: bytes, recs_end: str, dlq_end: str) -> None:
+    def _finish(self, erase: EraseUser, field: bytes, recs_end: str, dlq_end: str,
+                known: tuple[list[bytes], bytes | None] | None = None) -> None:
         client, keys = self.client, self.keys
         started = time.monotonic()
         n = 0
-        for stream, end in ((keys.recs, recs_end), (keys.dlq, dlq_end)):
-            if end:
-                n += scan_user_entries(client, stream, erase.user_id, end)
-        log.info("erased a user (%s): %d stream entries removed in %.0f ms", erase.part, n,
-                 1e3 * (time.monotonic() - started))
+        scanned = False
+        if recs_end:
+            scan_to: str | None = recs_end
+            if known is not None:
+                ids, since = known
+                n += delete_entries(client, keys.recs, ids)
+                if since is not None:
+                    scan_to = unknown_part(client, keys.recs, since, recs_end)
+            if scan_to:
+                n += scan_user_entries(client, keys.recs, erase.user_id, scan_to)
+                scanned = True
+        if dlq_end:  # any worker may write a user's dead letters: always scanned
+            n += scan_user_entries(client, keys.dlq, erase.user_id, dlq_end)
+        log.info("erased a user (%s): %d stream entries removed in %.0f ms (%s)", erase.part, n,
+                 1e3 * (time.monotonic() - started),
+                 "recs stream scanned" if scanned else "recs entries deleted by id")
         if erase.receipt is not None and self.confirm(client, erase):
             log.info("erasure confirmed on %s", keys.erasures)
         client.hdel(keys.erasing, field)

@@ -25,6 +25,7 @@ from connectors.erasure_scan import (  # erase_user ... re-exported: they were d
     ERASURES_MAXLEN, RECEIPT_PENDING_TTL, ErasureScanner, confirm_erasure, erase_user,
     mark_erasure, note_field,
 )
+from connectors.recs_index import RECS_INDEX_SLACK, RecsIndex
 from connectors.redis_retry import OutageGuard, sink_client
 from models.attribution import Outcome
 from operators.messages import (
@@ -152,6 +153,8 @@ class _RedisPartition(StatelessSinkPartition):
         self.payload_limit = payload_limit
         self.conflate = conflate
         self.now = now
+        # recs_maxlen + slack: an entry older than the last that many tracked is trimmed.
+        self.index = RecsIndex(recs_maxlen + RECS_INDEX_SLACK)
         self.scanner = ErasureScanner(
             lambda: sink_client(url, timeout, retries), keys, url,
             confirm=lambda client, erase: confirm_erasure(client, keys, erase, now())
@@ -183,8 +186,10 @@ class _RedisPartition(StatelessSinkPartition):
     def _erase(self, erase: EraseUser) -> None:
         """The profile key goes at once; the other parts delete the user's keys and note
         the erasure at once, and the scanner thread removes their stream entries
-        (``connectors.erasure_scan``): a scan of a long stream would hold every other
-        user's lists for tens to hundreds of milliseconds."""
+        (``connectors.erasure_scan``): by id for the lists this partition wrote
+        (``connectors.recs_index``), by a scan of the streams for the rest; a scan of a
+        long stream would hold every other user's lists for tens to hundreds of
+        milliseconds."""
         if erase.part == "profile":
             self.guard.run(lambda: erase_user(self.client, self.keys, erase.user_id,
                                               part="profile"))
@@ -196,7 +201,10 @@ class _RedisPartition(StatelessSinkPartition):
         # The token is drawn before the call: a retry after a lost reply finds its note.
         field = note_field(erase, uuid.uuid4().hex)
         ends = self.guard.run(lambda: mark_erasure(self.client, self.keys, erase, field))
-        self.scanner.submit(erase, field, *ends)
+        # The user's lists are all written by this partition (the one of the worker that
+        # ranks them): the ones it knows go by id, no scan of the stream.
+        known = (self.index.take(erase.user_id), self.index.since)
+        self.scanner.submit(erase, field, *ends, known=known)
 
     def wait_erasures(self, timeout: float | None = None) -> bool:
         """Block until the erasures written so far are complete (stream entries gone,
@@ -212,8 +220,12 @@ class _RedisPartition(StatelessSinkPartition):
         written = _Written()
         emitted_at = self.now()
         rules: RulesWrite | None = None
+        rec_at: list[int] = []  # the recs XADDs' places in the pipeline, and their users
+        rec_users: list[str] = []
         for item in items:
             if isinstance(item, RecUpdate):
+                rec_at.append(len(pipe))
+                rec_users.append(item.user_id)
                 pipe.xadd(keys.recs, encode_rec(item, emitted_at), maxlen=self.recs_maxlen,
                           approximate=True)
                 written.lists += 1
@@ -259,7 +271,13 @@ class _RedisPartition(StatelessSinkPartition):
             if rules.records:
                 pipe.hset(keys.rules, mapping={r["rule_id"]: orjson.dumps(r) for r in rules.records})
         if len(pipe):
-            pipe.execute()
+            try:
+                replies = pipe.execute()
+            except BaseException:
+                self.index.lost()  # Redis may hold entries whose ids never came back
+                raise
+            if rec_at:
+                self.index.added(rec_users, [replies[i] for i in rec_at])
         return written
 
     def _record(self, n_items: int, written: _Written, started: float) -> None:

@@ -136,3 +136,99 @@ def test_a_scan_that_redis_refuses_is_retried_not_dropped(redis_server, redis_cl
         assert _users(redis_client, keys.recs) == [b"hana"] * 29
     finally:
         part.close()
+
+
+def _recs_scans(monkeypatch) -> list[str]:
+    """Record the streams the scanner scans (the scan itself still runs)."""
+    import connectors.erasure_scan as scan_module
+
+    scanned: list[str] = []
+    real = scan_module.scan_user_entries
+
+    def spy(client, stream, user_id, end="+", scan_chunk=2000):
+        scanned.append(stream)
+        return real(client, stream, user_id, end, scan_chunk)
+
+    monkeypatch.setattr(scan_module, "scan_user_entries", spy)
+    return scanned
+
+
+def test_the_lists_a_sink_wrote_are_erased_by_id_without_a_scan(
+    redis_server, redis_client, monkeypatch
+):
+    prefix = f"byid{uuid.uuid4().hex[:6]}"
+    keys = RedisKeys(prefix)
+    scanned = _recs_scans(monkeypatch)
+    part = RedisSink(redis_server.url, prefix).build("out", 0, 1)
+    try:
+        for batch in range(5):
+            part.write_batch([_rec(u, 10 * batch + s) for s in range(1, 11)
+                              for u in ("eve", "fay")])
+        part.write_batch([EraseUser("eve", "eve", "outputs"), _rec("eve", 1)])
+        assert part.wait_erasures(30.0)
+        assert _users(redis_client, keys.recs) == [b"fay"] * 50 + [b"eve"]
+        assert scanned == []  # every entry of eve's was known by id
+        # The new life's list is tracked too: a second erasure takes it, by id again.
+        part.write_batch([EraseUser("eve", "eve", "outputs")])
+        assert part.wait_erasures(30.0)
+        assert _users(redis_client, keys.recs) == [b"fay"] * 50 and scanned == []
+    finally:
+        part.close()
+
+
+def test_entries_written_before_the_sink_started_are_scanned_for(
+    redis_server, redis_client, monkeypatch
+):
+    prefix = f"byid{uuid.uuid4().hex[:6]}"
+    keys = RedisKeys(prefix)
+    scanned = _recs_scans(monkeypatch)
+    before = RedisSink(redis_server.url, prefix).build("out", 0, 1)  # a worker before a restart
+    before.write_batch([_rec(u, s) for s in range(1, 21) for u in ("gus", "hal")])
+    before.close()
+    part = RedisSink(redis_server.url, prefix).build("out", 0, 1)
+    try:
+        part.write_batch([_rec(u, s) for s in range(21, 31) for u in ("gus", "hal")])
+        part.write_batch([EraseUser("gus", "gus", "outputs"), _rec("gus", 1)])
+        assert part.wait_erasures(30.0)
+        assert _users(redis_client, keys.recs) == [b"hal"] * 30 + [b"gus"]
+        assert scanned == [keys.recs]  # the part before this sink's first write
+        # Once the stream holds nothing older than this sink's first write, no scan.
+        redis_client.xtrim(keys.recs, minid=redis_client.xrange(keys.recs, count=21)[-1][0],
+                           approximate=False)
+        part.write_batch([EraseUser("hal", "hal", "outputs")])
+        assert part.wait_erasures(30.0)
+        assert _users(redis_client, keys.recs) == [b"gus"] and scanned == [keys.recs]
+    finally:
+        part.close()
+
+
+def test_entries_of_a_write_whose_reply_was_lost_are_still_erased(
+    redis_server, redis_client, monkeypatch
+):
+    # Redis takes a pipeline and the connection drops before the reply: the sink retries
+    # it (the entries are then twice in the stream) and never learns the first ids.
+    prefix = f"byid{uuid.uuid4().hex[:6]}"
+    keys = RedisKeys(prefix)
+    part = RedisSink(redis_server.url, prefix).build("out", 0, 1)
+    try:
+        part.write_batch([_rec(u, s) for s in range(1, 6) for u in ("ida", "jon")])
+        real = redis.client.Pipeline.execute
+        lost = []
+
+        def execute_then_drop(self, raise_on_error=True):
+            replies = real(self, raise_on_error)
+            if not lost:
+                lost.append(True)
+                raise redis.exceptions.ConnectionError("reply lost (test)")
+            return replies
+
+        monkeypatch.setattr(redis.client.Pipeline, "execute", execute_then_drop)
+        part.write_batch([_rec(u, s) for s in range(6, 11) for u in ("ida", "jon")])
+        monkeypatch.setattr(redis.client.Pipeline, "execute", real)
+        assert lost and _users(redis_client, keys.recs).count(b"ida") == 15  # 5 written twice
+        part.write_batch([EraseUser("ida", "ida", "outputs")])
+        assert part.wait_erasures(30.0)
+        assert b"ida" not in _users(redis_client, keys.recs)
+        assert _users(redis_client, keys.recs).count(b"jon") == 15
+    finally:
+        part.close()
