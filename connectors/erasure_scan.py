@@ -105,7 +105,7 @@ def scan_user_entries(client: redis.Redis, stream: str, user_id: str, end: str =
         start = f"{ms}-{int(seq) + 1}"
 
 
-def delete_entries(client: redis.Redis, stream: str, ids: list[bytes]) -> int:
+def delete_entries(client: redis.Redis, stream: str, ids: list[str]) -> int:
     """``XDEL`` of ``ids`` (those already trimmed count for nothing); returns how many went."""
     removed = 0
     for at in range(0, len(ids), 500):
@@ -252,7 +252,7 @@ class ErasureScanner:
         return self
 
     def submit(self, erase: EraseUser, field: bytes, recs_end: str, dlq_end: str,
-               known: tuple[list[bytes], bytes | None] | None = None) -> None:
+               known: tuple[list[str], bytes | None] | None = None) -> None:
         """Queue the scan of a noted erasure (``field`` names its note).
 
         ``known``: the user's recs-stream entry ids the sink wrote, and the id from which
@@ -323,7 +323,7 @@ class ErasureScanner:
                     self.idle.notify_all()
 
     def _finish(self, erase: EraseUser, field: bytes, recs_end: str, dlq_end: str,
-                known: tuple[list[bytes], bytes | None] | None = None) -> None:
+                known: tuple[list[str], bytes | None] | None = None) -> None:
         client, keys = self.client, self.keys
         started = time.monotonic()
         n = 0
