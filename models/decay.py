@@ -113,27 +113,46 @@ class DecayedCounter:
     def add(self, key: str, weight: float, ts: float) -> None:
         scale = self._scale(ts)  # first: a landmark move replaces the dict
         weights = self.weights
-        new = weights[key] = weights.get(key, 0.0) + weight * scale
+        old = weights.get(key)
+        new = weights[key] = (0.0 if old is None else old) + weight * scale
         if self._top is not None:
-            self._written(key, new)
+            self._written(key, new, old is None)
         if len(weights) > self.capacity + (self.capacity >> 2) + 1:
             self._prune()
 
     def set(self, key: str, value: float, ts: float) -> None:
         """Store ``value`` as the key's weight as of ``ts``."""
-        new = self.weights[key] = value * self._scale(ts)
+        scale = self._scale(ts)  # first: a landmark move replaces the dict
+        fresh = key not in self.weights
+        new = self.weights[key] = value * scale
         if self._top is not None:
-            self._written(key, new)
+            self._written(key, new, fresh)
         if len(self.weights) > self.capacity + (self.capacity >> 2) + 1:
             self._prune()
 
-    def _written(self, key: str, new: float) -> None:
-        """Keep the cached head sorted after ``key``'s stored weight became ``new``.
+    def _written(self, key: str, new: float, fresh: bool = False) -> None:
+        """Keep the cached head sorted after ``key``'s stored weight became ``new``
+        (``fresh``: the key was not in the dict before).
 
         Equal weights are ordered by key insertion (as ``heapq.nlargest`` over the dict
-        leaves them), which a single move cannot know: a tie drops the cache instead.
+        leaves them), which a single move cannot know: a tie drops the cache instead,
+        except for a fresh key, which comes last among its equals.
         """
         n, best, members = self._top
+        if len(best) < n and key not in members:
+            # The head holds every key of positive weight (there were fewer than n): a
+            # small counter, as most categories' are. It stays whole.
+            if new <= 0.0:
+                return  # it stays out, as nlargest's filter leaves it
+            if not fresh:
+                self._top = None  # back from zero: its place among equals is unknown
+                return
+            i = len(best)
+            while i > 0 and best[i - 1][1] < new:
+                i -= 1
+            best.insert(i, (key, new))
+            members.add(key)
+            return
         if key in members:
             i = next(i for i, kv in enumerate(best) if kv[0] == key)
             if new < best[i][1] or new <= 0.0:
