@@ -113,16 +113,14 @@ def delete_entries(client: redis.Redis, stream: str, ids: list[str]) -> int:
     return removed
 
 
-def unknown_part(client: redis.Redis, stream: str, since: bytes, end: str) -> str | None:
-    """The last id of ``stream`` to scan when every entry from ``since`` on is known:
-    None when the stream holds nothing older than ``since``, else ``since`` or ``end``,
-    whichever is earlier (scanning ``since`` itself again is harmless)."""
+def unknown_part(client: redis.Redis, stream: str, bound: str, end: str) -> str | None:
+    """The last id of ``stream`` to scan when every entry from ``bound`` on is known:
+    None when the stream holds nothing older than ``bound``, else ``bound`` or ``end``,
+    whichever is earlier (scanning ``bound`` itself too is harmless)."""
     first = client.xrange(stream, count=1)
-    if not first or stream_id(first[0][0]) >= stream_id(since):
+    if not first or stream_id(first[0][0]) >= stream_id(bound):
         return None
-    if stream_id(end) < stream_id(since):
-        return end
-    return since.decode() if isinstance(since, bytes) else since
+    return end if stream_id(end) < stream_id(bound) else bound
 
 
 def note_field(erase: EraseUser, token: str) -> bytes:
@@ -252,12 +250,12 @@ class ErasureScanner:
         return self
 
     def submit(self, erase: EraseUser, field: bytes, recs_end: str, dlq_end: str,
-               known: tuple[list[str], bytes | None] | None = None) -> None:
+               known: tuple[list[str], str | None] | None = None) -> None:
         """Queue the scan of a noted erasure (``field`` names its note).
 
         ``known``: the user's recs-stream entry ids the sink wrote, and the id from which
-        on it knows them all (``connectors.recs_index``): those are deleted by id, and
-        only the part of the stream before that id is scanned, if it still holds any.
+        on it knows them all (``RecsIndex.bound``): those are deleted by id, and only the
+        part of the stream before that id is scanned, if it still holds any.
         None: the whole stream up to ``recs_end`` is scanned."""
         with self.idle:
             self.open += 1
@@ -323,7 +321,7 @@ class ErasureScanner:
                     self.idle.notify_all()
 
     def _finish(self, erase: EraseUser, field: bytes, recs_end: str, dlq_end: str,
-                known: tuple[list[str], bytes | None] | None = None) -> None:
+                known: tuple[list[str], str | None] | None = None) -> None:
         client, keys = self.client, self.keys
         started = time.monotonic()
         n = 0
@@ -331,18 +329,18 @@ class ErasureScanner:
         if recs_end:
             scan_to: str | None = recs_end
             if known is not None:
-                ids, since = known
+                ids, bound = known
                 n += delete_entries(client, keys.recs, ids)
-                if since is not None:
-                    scan_to = unknown_part(client, keys.recs, since, recs_end)
+                if bound is not None:
+                    scan_to = unknown_part(client, keys.recs, bound, recs_end)
             if scan_to:
                 n += scan_user_entries(client, keys.recs, erase.user_id, scan_to)
                 scanned = True
         if dlq_end:  # any worker may write a user's dead letters: always scanned
             n += scan_user_entries(client, keys.dlq, erase.user_id, dlq_end)
-        log.info("erased a user (%s): %d stream entries removed in %.0f ms (%s)", erase.part, n,
-                 1e3 * (time.monotonic() - started),
-                 "recs stream scanned" if scanned else "recs entries deleted by id")
+        log.info("erased a user (%s): %d stream entries removed in %.0f ms (recs stream %s)",
+                 erase.part, n, 1e3 * (time.monotonic() - started),
+                 "scanned" if scanned else "not scanned")
         if erase.receipt is not None and self.confirm(client, erase):
             log.info("erasure confirmed on %s", keys.erasures)
         client.hdel(keys.erasing, field)

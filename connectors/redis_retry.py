@@ -33,7 +33,7 @@ from streamrec.errors import ConfigError, RedisUnavailableError
 from streamrec.metrics import HEALTH, REDIS_ERRORS, REDIS_RETRIES, REDIS_UP
 from streamrec.settings import redact_url
 
-__all__ = ["CountingBackoff", "OutageGuard", "sink_client"]
+__all__ = ["CountingBackoff", "OutageGuard", "RetryTally", "sink_client"]
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +48,43 @@ ACL_COMMANDS = ("+xadd +set +get +del +hset +hget +hdel +hgetall +hincrby +expir
                 "+script|load +xrange +xrevrange +xdel +ping")
 
 
+class RetryTally:
+    """How many times a client's commands were retried, shared by all its connections
+    (redis-py gives each connection a deep copy of the client's ``Retry``: this object
+    stays one). A retried pipeline may have been applied twice, once without a reply:
+    the sink reads this around each write (``connectors.recs_index``)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __deepcopy__(self, memo) -> "RetryTally":
+        return self
+
+
 class CountingBackoff(ExponentialBackoff):
     """redis-py's exponential backoff that counts each retry it is asked to wait for."""
 
+    def __init__(self, cap: float, base: float, tally: RetryTally | None = None) -> None:
+        super().__init__(cap=cap, base=base)
+        self.tally = tally
+
     def compute(self, failures: int) -> float:
         REDIS_RETRIES.inc()
+        if self.tally is not None:
+            self.tally.count += 1
         return super().compute(failures)
 
 
-def sink_client(url: str, timeout: float, retries: int) -> redis.Redis:
+def sink_client(url: str, timeout: float, retries: int,
+                tally: RetryTally | None = None) -> redis.Redis:
     """The sink's client: timeouts (a hung Redis must surface as an error, not a hang)
-    and client-level retries with exponential backoff."""
+    and client-level retries with exponential backoff (counted in ``tally``)."""
     return redis.Redis.from_url(
         url, socket_keepalive=True, health_check_interval=30, socket_timeout=timeout,
         socket_connect_timeout=timeout,
-        retry=Retry(CountingBackoff(cap=1.0, base=0.05), retries),
+        retry=Retry(CountingBackoff(cap=1.0, base=0.05, tally=tally), retries),
     )
 
 

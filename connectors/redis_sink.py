@@ -26,7 +26,7 @@ from connectors.erasure_scan import (  # erase_user ... re-exported: they were d
     mark_erasure, note_field,
 )
 from connectors.recs_index import RECS_INDEX_SLACK, RecsIndex
-from connectors.redis_retry import OutageGuard, sink_client
+from connectors.redis_retry import OutageGuard, RetryTally, sink_client
 from models.attribution import Outcome
 from operators.messages import (
     DeadLetter, EraseUser, MetricsWrite, ProfileWrite, RecUpdate, RulesWrite,
@@ -144,7 +144,8 @@ class _RedisPartition(StatelessSinkPartition):
                  payload_limit: int, conflate: bool, now: Callable[[], float],
                  timeout: float, retries: int, retry_budget: float,
                  outcomes_maxlen: int = 1_000_000, resume_erasures: bool = True) -> None:
-        self.client = sink_client(url, timeout, retries)
+        self.retried = RetryTally()  # the client's own retries (see _write_pipeline)
+        self.client = sink_client(url, timeout, retries, self.retried)
         self.outcomes_maxlen = outcomes_maxlen
         self.guard = OutageGuard(url, retry_budget, client=self.client)
         self.keys = keys
@@ -203,7 +204,7 @@ class _RedisPartition(StatelessSinkPartition):
         ends = self.guard.run(lambda: mark_erasure(self.client, self.keys, erase, field))
         # The user's lists are all written by this partition (the one of the worker that
         # ranks them): the ones it knows go by id, no scan of the stream.
-        known = (self.index.take(erase.user_id), self.index.since)
+        known = (self.index.take(erase.user_id), self.index.bound())
         self.scanner.submit(erase, field, *ends, known=known)
 
     def wait_erasures(self, timeout: float | None = None) -> bool:
@@ -271,11 +272,16 @@ class _RedisPartition(StatelessSinkPartition):
             if rules.records:
                 pipe.hset(keys.rules, mapping={r["rule_id"]: orjson.dumps(r) for r in rules.records})
         if len(pipe):
+            retried = self.retried.count
             try:
                 replies = pipe.execute()
             except BaseException:
                 self.index.lost()  # Redis may hold entries whose ids never came back
                 raise
+            if self.retried.count != retried:
+                # redis-py sent the pipeline again after an error: the first attempt may
+                # have been applied too, its ids unknown.
+                self.index.lost()
             if rec_at:
                 self.index.added(rec_users, [replies[i] for i in rec_at])
         return written

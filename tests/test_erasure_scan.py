@@ -10,6 +10,7 @@ import time
 import uuid
 
 import orjson
+import pytest
 import redis
 
 from connectors.embedded import EmbeddedRedis
@@ -202,33 +203,60 @@ def test_entries_written_before_the_sink_started_are_scanned_for(
         part.close()
 
 
+@pytest.mark.parametrize("where", ["client", "guard"])
 def test_entries_of_a_write_whose_reply_was_lost_are_still_erased(
-    redis_server, redis_client, monkeypatch
+    redis_server, redis_client, monkeypatch, where
 ):
-    # Redis takes a pipeline and the connection drops before the reply: the sink retries
-    # it (the entries are then twice in the stream) and never learns the first ids.
+    # Redis takes a pipeline and the connection drops before the reply: the pipeline is
+    # sent again (the entries are then twice in the stream) and the first ids are never
+    # known. "client": redis-py's own retry sends it again, and the sink sees no error;
+    # "guard": the error reaches the sink, whose outage guard writes the batch again.
     prefix = f"byid{uuid.uuid4().hex[:6]}"
     keys = RedisKeys(prefix)
     part = RedisSink(redis_server.url, prefix).build("out", 0, 1)
     try:
         part.write_batch([_rec(u, s) for s in range(1, 6) for u in ("ida", "jon")])
-        real = redis.client.Pipeline.execute
+        name = "_execute_pipeline" if where == "client" else "execute"
+        real = getattr(redis.client.Pipeline, name)
         lost = []
 
-        def execute_then_drop(self, raise_on_error=True):
-            replies = real(self, raise_on_error)
+        def run_then_drop(self, *args, **kwargs):
+            replies = real(self, *args, **kwargs)
             if not lost:
                 lost.append(True)
                 raise redis.exceptions.ConnectionError("reply lost (test)")
             return replies
 
-        monkeypatch.setattr(redis.client.Pipeline, "execute", execute_then_drop)
+        monkeypatch.setattr(redis.client.Pipeline, name, run_then_drop)
         part.write_batch([_rec(u, s) for s in range(6, 11) for u in ("ida", "jon")])
-        monkeypatch.setattr(redis.client.Pipeline, "execute", real)
+        monkeypatch.setattr(redis.client.Pipeline, name, real)
         assert lost and _users(redis_client, keys.recs).count(b"ida") == 15  # 5 written twice
         part.write_batch([EraseUser("ida", "ida", "outputs")])
         assert part.wait_erasures(30.0)
         assert b"ida" not in _users(redis_client, keys.recs)
         assert _users(redis_client, keys.recs).count(b"jon") == 15
+    finally:
+        part.close()
+
+
+def test_entries_the_index_no_longer_holds_are_scanned_for_while_the_stream_has_them(
+    redis_server, redis_client, monkeypatch
+):
+    # The index keeps the last recs_maxlen (+ slack) ids; XADD MAXLEN ~ trims whole
+    # nodes and deleted entries do not count, so the stream may reach further back.
+    import connectors.redis_sink as sink_module
+
+    monkeypatch.setattr(sink_module, "RECS_INDEX_SLACK", 0)
+    prefix = f"byid{uuid.uuid4().hex[:6]}"
+    keys = RedisKeys(prefix)
+    part = RedisSink(redis_server.url, prefix, recs_maxlen=20).build("out", 0, 1)
+    try:
+        part.write_batch([_rec("kim", s) for s in range(1, 6)])
+        for batch in range(3):
+            part.write_batch([_rec("lee", 10 * batch + s) for s in range(1, 11)])
+        assert _users(redis_client, keys.recs).count(b"kim") == 5  # still in the stream
+        part.write_batch([EraseUser("kim", "kim", "outputs")])
+        assert part.wait_erasures(30.0)
+        assert _users(redis_client, keys.recs) == [b"lee"] * 30
     finally:
         part.close()
