@@ -41,14 +41,18 @@ __all__ = ["RedisSink", "RedisKeys", "encode_rec", "erase_user", "confirm_erasur
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] = key, ARGV[1] = seq, ARGV[2] = JSON with a top-level "seq".
+# KEYS[1] = key, ARGV[1] = seq, ARGV[2] = JSON with a top-level "seq". The sink writes
+# "seq" first, so the guard reads it off the value's start; a value written otherwise
+# (by an older release) is decoded whole.
 _GUARDED_SET = """
 local cur = redis.call('GET', KEYS[1])
 if cur then
-  local ok, obj = pcall(cjson.decode, cur)
-  if ok and type(obj) == 'table' and obj.seq and tonumber(obj.seq) > tonumber(ARGV[1]) then
-    return 0
+  local seq = tonumber(string.match(cur, '^{"seq":(%d+)[,}]'))
+  if not seq then
+    local ok, obj = pcall(cjson.decode, cur)
+    if ok and type(obj) == 'table' and obj.seq then seq = tonumber(obj.seq) end
   end
+  if seq and seq > tonumber(ARGV[1]) then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
@@ -87,15 +91,16 @@ class RedisKeys:
         return f"{self.prefix}:erasure:{user_id}:{receipt}"
 
 
-def encode_rec(rec: RecUpdate, emitted_at: float) -> dict[str, bytes | str]:
-    """Stream-entry fields of one recommendation update (the output contract)."""
-    items = list_items(rec)
+def encode_rec(rec: RecUpdate, emitted_at: float,
+               items: bytes | None = None) -> dict[str, bytes | str]:
+    """Stream-entry fields of one recommendation update (the output contract);
+    ``items``: the list's items as JSON, when already encoded."""
     return {
         "user_id": rec.user_id,
         "trigger_event_id": rec.trigger_event_id,
         "event_ts": repr(rec.event_ts),
         "emitted_at": repr(emitted_at),
-        "items": orjson.dumps(items),
+        "items": items if items is not None else orjson.dumps(list_items(rec)),
         "strategy": rec.strategy,
         "model_version": rec.model_version,
         "seq": str(rec.seq),
@@ -106,10 +111,12 @@ def encode_rec(rec: RecUpdate, emitted_at: float) -> dict[str, bytes | str]:
     }
 
 
-def latest_json(rec: RecUpdate, emitted_at: float) -> bytes:
-    """The latest-list value: the output-contract record plus ``seq`` for the replay guard."""
-    record = rec_record(rec, emitted_at)
-    record["seq"] = rec.seq
+def latest_json(rec: RecUpdate, emitted_at: float, items: bytes | None = None) -> bytes:
+    """The latest-list value: ``seq`` first (read by the replay guard, ``_GUARDED_SET``),
+    then the output-contract record; ``items`` as in :func:`encode_rec`."""
+    record = {"seq": rec.seq}
+    record.update(rec_record(rec, emitted_at, items=False))
+    record["items"] = orjson.Fragment(items) if items is not None else list_items(rec)
     return orjson.dumps(record)
 
 
@@ -223,12 +230,14 @@ class _RedisPartition(StatelessSinkPartition):
         rules: RulesWrite | None = None
         rec_at: list[int] = []  # the recs XADDs' places in the pipeline, and their users
         rec_users: list[str] = []
+        encoded: dict[int, bytes] = {}  # items JSON per list, shared with the latest value
         for item in items:
             if isinstance(item, RecUpdate):
                 rec_at.append(len(pipe))
                 rec_users.append(item.user_id)
-                pipe.xadd(keys.recs, encode_rec(item, emitted_at), maxlen=self.recs_maxlen,
-                          approximate=True)
+                listed = encoded[id(item)] = orjson.dumps(list_items(item))
+                pipe.xadd(keys.recs, encode_rec(item, emitted_at, listed),
+                          maxlen=self.recs_maxlen, approximate=True)
                 written.lists += 1
                 if item.ingested_at is not None:
                     written.ingested.append(item.ingested_at)
@@ -261,9 +270,10 @@ class _RedisPartition(StatelessSinkPartition):
         # the script by its hash; the text is 255 bytes.
         for rec in latest.values():
             pipe.eval(_GUARDED_SET, 1, keys.latest(rec.user_id), rec.seq,
-                      latest_json(rec, emitted_at))
+                      latest_json(rec, emitted_at, encoded[id(rec)]))
         for p in profiles.values():
-            body = dict(p.profile)
+            body = {"seq": p.seq}  # first: the guard reads it off the start
+            body.update(p.profile)
             body["seq"] = p.seq
             pipe.eval(_GUARDED_SET, 1, keys.profile(p.user_id), p.seq, orjson.dumps(body))
         written.profiles = len(profiles)

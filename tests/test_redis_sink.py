@@ -137,3 +137,38 @@ def test_guard_counts_reach_redis_once_per_process(redis_server, redis_client):
     got = {k.decode(): int(v) for k, v in redis_client.hgetall(f"{prefix}:guarded").items()}
     assert got.get("burst", 0) - base.get("burst", 0) == 3
     assert got.get("fresh_id_flood", 0) - base.get("fresh_id_flood", 0) == 2
+
+
+def test_latest_and_profile_never_move_back_whatever_wrote_the_old_value(
+    redis_server, redis_client
+):
+    # The guard reads "seq" off the start of the value the sink writes; a value with
+    # "seq" elsewhere (an older release wrote it last) is decoded whole.
+    from operators.messages import ProfileWrite
+
+    prefix = f"guard{uuid.uuid4().hex[:6]}"
+    keys = RedisKeys(prefix)
+    redis_client.set(keys.latest("amy"), orjson.dumps({"user_id": "amy", "items": [], "seq": 10}))
+    redis_client.set(keys.profile("amy"), orjson.dumps({"user_id": "amy", "seq": 10}))
+    part = RedisSink(redis_server.url, prefix).build("out", 0, 1)
+
+    def seqs() -> tuple[int, int]:
+        return (orjson.loads(redis_client.get(keys.latest("amy")))["seq"],
+                orjson.loads(redis_client.get(keys.profile("amy")))["seq"])
+
+    try:
+        part.write_batch([_rec("amy", 9), ProfileWrite("amy", "amy", 9, {"user_id": "amy"})])
+        assert seqs() == (10, 10)  # older than what is there: kept out
+        part.write_batch([_rec("amy", 12), ProfileWrite("amy", "amy", 12, {"user_id": "amy"})])
+        assert seqs() == (12, 12)
+        assert redis_client.get(keys.latest("amy")).startswith(b'{"seq":12,')
+        assert redis_client.get(keys.profile("amy")).startswith(b'{"seq":12,')
+        # A replay of older events (after a crash) cannot move either back, now that the
+        # guard reads "seq" off the start; nor can a seq that is a prefix of the stored one.
+        part.write_batch([_rec("amy", 11), ProfileWrite("amy", "amy", 1, {"user_id": "amy"})])
+        assert seqs() == (12, 12)
+        part.write_batch([_rec("amy", 120), ProfileWrite("amy", "amy", 120, {"user_id": "amy"})])
+        part.write_batch([_rec("amy", 13), ProfileWrite("amy", "amy", 13, {"user_id": "amy"})])
+        assert seqs() == (120, 120)
+    finally:
+        part.close()
