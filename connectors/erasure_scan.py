@@ -33,7 +33,7 @@ from redis.backoff import ExponentialBackoff
 
 from connectors.recs_index import stream_id
 from operators.messages import EraseUser
-from streamrec.metrics import ERASURES_PENDING
+from streamrec.metrics import ERASURE_SCANS, ERASURES_PENDING
 from streamrec.settings import redact_url
 
 __all__ = ["ErasureScanner", "mark_erasure", "note_field", "scan_user_entries", "erase_user",
@@ -336,6 +336,7 @@ class ErasureScanner:
             if scan_to:
                 n += scan_user_entries(client, keys.recs, erase.user_id, scan_to)
                 scanned = True
+                ERASURE_SCANS.inc()
         if dlq_end:  # any worker may write a user's dead letters: always scanned
             n += scan_user_entries(client, keys.dlq, erase.user_id, dlq_end)
         log.info("erased a user (%s): %d stream entries removed in %.0f ms (recs stream %s)",

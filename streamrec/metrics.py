@@ -199,6 +199,10 @@ RANK_CALL_REQUESTS = Histogram(
 ERASURES_PENDING = Gauge(
     "streamrec_erasures_pending",
     "Erasures whose stream entries are still being removed (connectors.erasure_scan).")
+ERASURE_SCANS = Counter(
+    "streamrec_erasure_scans",
+    "Erasures that had to scan the recs stream (entries the sink could not know by id: "
+    "written before this worker started or a write failed; connectors.recs_index).")
 REDIS_ERRORS = Counter("streamrec_redis_errors",
                        "Failed Redis writes, by error kind.", ["kind"])
 REDIS_RETRIES = Counter("streamrec_redis_retries",

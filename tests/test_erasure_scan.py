@@ -17,6 +17,7 @@ from connectors.embedded import EmbeddedRedis
 from connectors.erasure_scan import mark_erasure, note_field
 from connectors.redis_sink import RedisKeys, RedisSink
 from operators.messages import DeadLetter, EraseUser, RecUpdate
+from streamrec.metrics import ERASURE_SCANS
 
 
 def _rec(user: str, seq: int) -> RecUpdate:
@@ -161,6 +162,7 @@ def test_the_lists_a_sink_wrote_are_erased_by_id_without_a_scan(
     keys = RedisKeys(prefix)
     scanned = _recs_scans(monkeypatch)
     part = RedisSink(redis_server.url, prefix).build("out", 0, 1)
+    scans_before = ERASURE_SCANS._value.get()
     try:
         for batch in range(5):
             part.write_batch([_rec(u, 10 * batch + s) for s in range(1, 11)
@@ -169,6 +171,7 @@ def test_the_lists_a_sink_wrote_are_erased_by_id_without_a_scan(
         assert part.wait_erasures(30.0)
         assert _users(redis_client, keys.recs) == [b"fay"] * 50 + [b"eve"]
         assert scanned == []  # every entry of eve's was known by id
+        assert ERASURE_SCANS._value.get() == scans_before
         # The new life's list is tracked too: a second erasure takes it, by id again.
         part.write_batch([EraseUser("eve", "eve", "outputs")])
         assert part.wait_erasures(30.0)
@@ -187,12 +190,14 @@ def test_entries_written_before_the_sink_started_are_scanned_for(
     before.write_batch([_rec(u, s) for s in range(1, 21) for u in ("gus", "hal")])
     before.close()
     part = RedisSink(redis_server.url, prefix).build("out", 0, 1)
+    scans_before = ERASURE_SCANS._value.get()
     try:
         part.write_batch([_rec(u, s) for s in range(21, 31) for u in ("gus", "hal")])
         part.write_batch([EraseUser("gus", "gus", "outputs"), _rec("gus", 1)])
         assert part.wait_erasures(30.0)
         assert _users(redis_client, keys.recs) == [b"hal"] * 30 + [b"gus"]
         assert scanned == [keys.recs]  # the part before this sink's first write
+        assert ERASURE_SCANS._value.get() == scans_before + 1
         # Once the stream holds nothing older than this sink's first write, no scan.
         redis_client.xtrim(keys.recs, minid=redis_client.xrange(keys.recs, count=21)[-1][0],
                            approximate=False)
