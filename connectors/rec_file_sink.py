@@ -27,15 +27,15 @@ def list_items(rec: RecUpdate) -> list[dict]:
     return [{"item_id": i, "score": s} for i, s in rec.items]
 
 
-def rec_record(rec: RecUpdate, emitted_at: float, items: bool = True) -> dict:
-    """The output-contract record of a list (``items=False``: without its items, for a
-    caller that has them encoded already)."""
+def rec_record(rec: RecUpdate, emitted_at: float, items=None) -> dict:
+    """The output-contract record of a list; ``items``: its items when the caller has
+    them already (encoded, say), else :func:`list_items`."""
     return {
         "user_id": rec.user_id,
         "trigger_event_id": rec.trigger_event_id,
         "event_ts": rec.event_ts,
         "emitted_at": emitted_at,
-        "items": list_items(rec) if items else None,
+        "items": list_items(rec) if items is None else items,
         "strategy": rec.strategy,
         "model_version": rec.model_version,
         "rec_id": rec.rec_id,

@@ -114,10 +114,8 @@ def encode_rec(rec: RecUpdate, emitted_at: float,
 def latest_json(rec: RecUpdate, emitted_at: float, items: bytes | None = None) -> bytes:
     """The latest-list value: ``seq`` first (read by the replay guard, ``_GUARDED_SET``),
     then the output-contract record; ``items`` as in :func:`encode_rec`."""
-    record = {"seq": rec.seq}
-    record.update(rec_record(rec, emitted_at, items=False))
-    record["items"] = orjson.Fragment(items) if items is not None else list_items(rec)
-    return orjson.dumps(record)
+    listed = orjson.Fragment(items) if items is not None else None
+    return orjson.dumps({"seq": rec.seq, **rec_record(rec, emitted_at, listed)})
 
 
 @dataclass
@@ -223,27 +221,26 @@ class _RedisPartition(StatelessSinkPartition):
         """One pipeline: stream entries, then the guarded latest lists and profiles."""
         keys = self.keys
         pipe = self.client.pipeline(transaction=False)
-        latest: dict[str, RecUpdate] = {}
+        latest: dict[str, tuple[RecUpdate, bytes]] = {}  # a user's last list, its items JSON
         profiles: dict[str, ProfileWrite] = {}
         written = _Written()
         emitted_at = self.now()
         rules: RulesWrite | None = None
         rec_at: list[int] = []  # the recs XADDs' places in the pipeline, and their users
         rec_users: list[str] = []
-        encoded: dict[int, bytes] = {}  # items JSON per list, shared with the latest value
         for item in items:
             if isinstance(item, RecUpdate):
                 rec_at.append(len(pipe))
                 rec_users.append(item.user_id)
-                listed = encoded[id(item)] = orjson.dumps(list_items(item))
+                listed = orjson.dumps(list_items(item))  # shared with the latest value
                 pipe.xadd(keys.recs, encode_rec(item, emitted_at, listed),
                           maxlen=self.recs_maxlen, approximate=True)
                 written.lists += 1
                 if item.ingested_at is not None:
                     written.ingested.append(item.ingested_at)
                 prev = latest.get(item.user_id)
-                if prev is None or prev.seq <= item.seq:
-                    latest[item.user_id] = item
+                if prev is None or prev[0].seq <= item.seq:
+                    latest[item.user_id] = (item, listed)
             elif isinstance(item, ProfileWrite):
                 profiles[item.user_id] = item
             elif isinstance(item, DeadLetter):
@@ -268,9 +265,9 @@ class _RedisPartition(StatelessSinkPartition):
         # pipeline's registered scripts exist (SCRIPT EXISTS) before each execute, one
         # more round trip per batch (3% of the worker at 1,000 events/s). Redis caches
         # the script by its hash; the text is 255 bytes.
-        for rec in latest.values():
+        for rec, listed in latest.values():
             pipe.eval(_GUARDED_SET, 1, keys.latest(rec.user_id), rec.seq,
-                      latest_json(rec, emitted_at, encoded[id(rec)]))
+                      latest_json(rec, emitted_at, listed))
         for p in profiles.values():
             body = {"seq": p.seq}  # first: the guard reads it off the start
             body.update(p.profile)

@@ -132,7 +132,7 @@ def scatter(profile: UserProfile, event: Event, prev_session: list[str], cfg: Us
         q.category = event.category
     out: list
     if ask:
-        request = _ask(queries, profile, event, cfg, ingested_at, shard, session_key)
+        request = _ask(queries, profile, event, cfg, ingested_at, shard, session_key, weight)
         out = list(queries.values())
         out.append(request)
         segment = request.segment
@@ -150,19 +150,22 @@ def with_request(msgs: list, profile: UserProfile, event: Event, cfg: UserStepCo
     the profile must not have learned from anything since ``event``."""
     queries = {m.route: m for m in msgs if type(m) is ItemQuery}
     rest = [m for m in msgs if type(m) is not ItemQuery]
+    weight = (engagement(event.type, event.value, cfg.profile.event_weights)
+              if event.item_id else 0.0)
     request = _ask(queries, profile, event, cfg, ingested_at,
-                   rank_shard(profile.user_id, cfg.rank_shards), _session_key(profile, cfg))
+                   rank_shard(profile.user_id, cfg.rank_shards), _session_key(profile, cfg),
+                   weight)
     return [*queries.values(), request, *rest]
 
 
 def _ask(queries: dict[str, ItemQuery], profile: UserProfile, event: Event,
          cfg: UserStepConfig, ingested_at: float | None, shard: str,
-         session_key: int) -> RankRequest:
+         session_key: int, weight: float) -> RankRequest:
     """Ask the followers of the most recent items (the newest weighted most, into
-    ``queries``) and build the rank request that waits for their answers."""
+    ``queries``) and build the rank request that waits for their answers (``weight``:
+    the event's engagement)."""
     item = event.item_id
     ts = event.ts
-    weight = engagement(event.type, event.value, cfg.profile.event_weights) if item else 0.0
     session = profile.session_items  # a new list, built from the profile's compact form
     anchors = list(reversed(session[-cfg.query_items :]))
     weights = [cfg.anchor_decay**i for i in range(len(anchors))]
