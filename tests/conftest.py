@@ -50,3 +50,13 @@ def rabbitmq(tmp_path_factory: pytest.TempPathFactory):
 
     with EmbeddedRabbitMQ(log_dir=tmp_path_factory.mktemp("rabbitmq")) as node:
         yield node
+
+
+@pytest.fixture(params=["run_main", "cluster_main-2"])
+def entry_point(request):
+    """Runs a flow one way or the other: in one worker, or in two of one process."""
+    from bytewax.testing import cluster_main, run_main
+
+    if request.param == "run_main":
+        return lambda flow, **kw: run_main(flow, **kw)
+    return lambda flow, **kw: cluster_main(flow, [], 0, worker_count_per_proc=2, **kw)

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
-from bytewax.testing import TestingSource, cluster_main, run_main
+from bytewax.testing import TestingSource, run_main
 
 from workloads.traffic import TrafficConfig, generate_catalog, generate_events
 from operators.messages import EraseUser, ProfileWrite, RecUpdate
@@ -14,13 +14,6 @@ from streamrec.settings import Settings
 from tests.flowkit import build_test_flow
 
 T0 = 1_732_680_000.0
-
-
-@pytest.fixture(params=["run_main", "cluster_main-2"])
-def entry_point(request):
-    if request.param == "run_main":
-        return lambda flow, **kw: run_main(flow, **kw)
-    return lambda flow, **kw: cluster_main(flow, [], 0, worker_count_per_proc=2, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -310,117 +303,3 @@ def test_conflated_flow_keeps_every_update_and_answers_the_last_event(entry_poin
     # Every user's newest list reflects their last event (consent withdrawals aside).
     assert len(listed) >= 0.9 * len(final)
     assert len(recs) < len(events)  # and batches were conflated
-
-
-def test_catalog_features_reach_every_rank_shard_in_one_bundle_per_shard_and_batch(entry_point):
-    """Each catalog change is applied by every rank shard (with two workers too), and
-    travels in one message per shard and batch, not one per item and shard."""
-    import bytewax.operators as op
-    from bytewax.dataflow import Dataflow
-    from bytewax.testing import TestingSink
-
-    from dataflows.recommend import wire
-    from operators.messages import Envelope, FeaturesBundle, ItemFeatures
-
-    catalog = [{"item_id": f"c{i}", "category": f"k{i % 3}", "price": 1.0 + i} for i in range(120)]
-    got: list = []  # (shard logic id, message) for every catalog message the rank step takes
-
-    def observe(step, logic):
-        if step != "rank":
-            return logic
-        inner_batch = logic.on_batch
-
-        def on_batch(values):
-            got.extend((id(logic), m) for bundle in values for m in bundle
-                       if isinstance(m, (FeaturesBundle, ItemFeatures)))
-            return inner_batch(values)
-        logic.on_batch = on_batch
-        return logic
-
-    settings = Settings(rank_shards=8)
-    flow = Dataflow("bundles")
-    events = op.input("in", flow, TestingSource([Envelope({"user_id": "u1", "item_id": "c1", "type": "view",
-                                                            "ts": 1_732_680_000.0, "event_id": "e1"})]))
-    items = op.input("items", flow, TestingSource([Envelope(c, None, "items") for c in catalog], batch_size=40))
-    outputs, _ = wire(flow, events, items, settings, snapshots=False, observe=observe)
-    op.output("out", outputs, TestingSink([]))
-    entry_point(flow)
-
-    assert got and all(isinstance(m, FeaturesBundle) for _, m in got)
-    per_shard: dict[int, list[str]] = {}
-    for shard, m in got:
-        per_shard.setdefault(shard, []).extend(f.item_id for f in m.features)
-    assert len(per_shard) == 8
-    for items_seen in per_shard.values():
-        assert sorted(items_seen) == sorted(c["item_id"] for c in catalog)
-    # 3 source batches of 40 records: at most one bundle per shard for each batch a worker's
-    # item step emitted (one per worker and batch), never one per item.
-    assert len(got) <= 8 * 3 * 2 < len(catalog) * 8
-
-
-def test_rank_and_trend_steps_get_one_message_per_destination_and_batch(entry_point):
-    """60 users' events in source batches of 30 reach 8 rank shards and the trending
-    aggregators as bundles: at most one per destination key for each batch a worker's
-    upstream step emitted, each in the order sent, never one per event."""
-    from dataflows.recommend import wire
-    import bytewax.operators as op
-    from bytewax.dataflow import Dataflow
-    from bytewax.testing import TestingSink
-
-    from operators.messages import Envelope, RankRequest
-
-    events = [{"event_id": f"e{i}", "ts": T0 + i, "user_id": f"user-{i % 60}", "type": "view",
-               "item_id": f"p{i % 13}", "category": f"c{i % 3}"} for i in range(120)]
-    got: dict[str, list] = {"rank": [], "trend": []}
-
-    def observe(step, logic):
-        if step not in got:
-            return logic
-        inner_batch = logic.on_batch
-
-        def on_batch(values):
-            got[step].extend(values)
-            return inner_batch(values)
-        logic.on_batch = on_batch
-        return logic
-
-    flow = Dataflow("bundled")
-    src = op.input("in", flow, TestingSource([Envelope(e) for e in events], batch_size=30))
-    outputs, _ = wire(flow, src, None, Settings(rank_shards=8), snapshots=False, observe=observe)
-    recs: list = []
-    op.output("out", outputs, TestingSink(recs))
-    entry_point(flow)
-
-    assert all(isinstance(b, list) and b for bundles in got.values() for b in bundles)
-    for bundles in got.values():  # one route per bundle
-        assert all(len({m.route for m in b}) == 1 for b in bundles)
-    requests = [m for b in got["rank"] for m in b if isinstance(m, RankRequest)]
-    assert len(requests) == len(events)  # every event's request arrived, once
-    # 4 source batches; the user and item steps each emit once per batch and worker.
-    assert len(got["rank"]) <= 8 * 4 * 2 * 2 < len(events) * 2
-    # 4 aggregators; reports from the item step, segment hits from the user step.
-    reports = sum(len(b) for b in got["trend"])
-    assert len(got["trend"]) <= 4 * 4 * 2 * 2 and reports > len(got["trend"])
-    # Within a shard, a user's requests arrive in the order of their events.
-    for user in {m.user_id for m in requests}:
-        seqs = [m.seq for m in requests if m.user_id == user]
-        assert seqs == sorted(seqs)
-    assert {r.user_id for r in recs if isinstance(r, RecUpdate)} == {e["user_id"] for e in events}
-
-
-def test_a_worker_ranks_the_requests_of_all_its_rank_shards_in_one_call():
-    """40 users' first events in one batch, 8 rank shards, one worker: one ranking call
-    for all 40 lists (one per shard would be 8 calls of 5)."""
-    from bench.steps import _rank_totals
-
-    events = [{"event_id": f"e{u}", "ts": T0 + u, "user_id": f"user-{u}", "type": "view",
-               "item_id": f"p{u % 7}", "category": "cat"} for u in range(40)]
-    flow, out, dead = build_test_flow(events, Settings(rank_shards=8), snapshots=False)
-    calls, requests, _ = _rank_totals()
-    run_main(flow)
-    calls2, requests2, _ = _rank_totals()
-    recs = _by_type(out, RecUpdate)
-    assert sorted(r.user_id for r in recs) == sorted(e["user_id"] for e in events)
-    assert not dead
-    assert requests2 - requests == 40
-    assert calls2 - calls == 1
