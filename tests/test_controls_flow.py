@@ -6,13 +6,12 @@ import datetime
 import pickle
 import random
 
-import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
-from bytewax.testing import TestingSource, cluster_main, run_main
+from bytewax.testing import TestingSource, run_main
 
 from models.rules import parse_rule
 from operators.messages import (
-    DeadLetter, ItemFeatures, RecUpdate, RulesUpdate, RulesWrite, TrendDelta,
+    ItemFeatures, RecUpdate, RulesUpdate, RulesWrite, TrendDelta,
 )
 from operators.rank_state import RankStepConfig
 from operators.rank_step import RankLogic
@@ -22,13 +21,6 @@ from tests.flowkit import build_test_flow
 
 T0 = 1_732_680_000.0
 CATS = ("shoes", "hats", "bags")
-
-
-@pytest.fixture(params=["run_main", "cluster_main-2"])
-def entry_point(request):
-    if request.param == "run_main":
-        return lambda flow, **kw: run_main(flow, **kw)
-    return lambda flow, **kw: cluster_main(flow, [], 0, worker_count_per_proc=2, **kw)
 
 
 def _catalog() -> list[dict]:
