@@ -34,7 +34,8 @@ from models.ranking import (
 )
 from models.reasons import explain
 from models.rule_columns import ItemFacts
-from models.rules import RuleSet, apply_item_rules, boost
+from models.rule_apply import apply_item_rules, boost
+from models.rules import RuleSet
 from models.trending import Trending
 
 __all__ = ["ItemCodes", "RankModels", "rank_batch"]
