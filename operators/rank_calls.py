@@ -162,7 +162,8 @@ def rank_round(cfg: RankStepConfig, round_: list[list], shared: WorkerModels) ->
         if cfg.ranking.learn_blend and result.candidates:
             shown = st.shown
             shown.pop(request.user_id, None)
-            shown[request.user_id] = (result.candidates, result.features, context)
+            # A copy: the batch's rows are one matrix, and a kept slice would keep all of it.
+            shown[request.user_id] = (result.candidates, result.features.copy(), context)
             if len(shown) > cfg.max_feedback_users:
                 del shown[next(iter(shown))]
         last = st.last_seq

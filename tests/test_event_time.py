@@ -331,3 +331,16 @@ def test_requests_waiting_at_a_snapshot_are_ranked_after_a_restore():
     out, _ = restored.on_notify()
     assert [(rec.user_id, rec.seq) for rec in out] == [("u-snap", 1)]
     assert restored.notify_at() is None and restored.snapshot() is not None
+
+
+def test_feedback_rows_kept_per_user_do_not_hold_the_batch_matrix():
+    # The blend learns from what a user was shown; each user's rows must be their own
+    # array: a slice of the ranking call's matrix would keep every user's rows alive.
+    logic = RankLogic(RankStepConfig(conflate=False), None)
+    news = TrendDelta("rank-0", [(f"i{n}", None, 1.0 + n, 10.0, None) for n in range(40)], [])
+    out, _ = _step(logic, [news] + [_request(f"u{n}", 1, 100.0 + n) for n in range(5)])
+    assert len(out) == 5
+    shown = logic.state.shown
+    assert sorted(shown) == [f"u{n}" for n in range(5)]
+    for candidates, rows, _context in shown.values():
+        assert rows.base is None and rows.shape[0] == len(candidates) > 0
