@@ -93,10 +93,11 @@ def source_config(fetch_wait_ms: int, extra: Mapping[str, str]) -> dict[str, str
     # more (it answers empty when listing its objects outlasts the wait; see
     # docs/reliability.md).
     #
-    # librdkafka prefetches up to 64 MiB or 100,000 messages by default; CPython and the
-    # allocator keep most of that memory once it has been used, which on a preloaded
-    # topic doubled the worker's RSS. 2 MiB (about 10,000 events) is still several
-    # batches ahead of a worker that ranks a few thousand events a second.
+    # librdkafka prefetches up to 64 MiB or 100,000 messages per partition by default
+    # (Bytewax runs a consumer per partition); CPython and the allocator keep most of
+    # that memory once it has been used, which on a preloaded topic doubled the worker's
+    # RSS. 2 MiB (about 10,000 events; librdkafka may overshoot by one fetch) is still
+    # several batches ahead of a worker that ranks a few thousand events a second.
     # KAFKA_QUEUED_MAX_MESSAGES_KBYTES overrides it.
     cfg = {"fetch.wait.max.ms": str(fetch_wait_ms), "fetch.min.bytes": "1",
            "queued.max.messages.kbytes": str(PREFETCH_KIB)}
