@@ -41,11 +41,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from workloads.shop_catalog import TOP_N, ShopCatalog
+from workloads.shoppers import Shoppers
 from streamrec.errors import ConfigError
 
 __all__ = ["TrafficConfig", "generate_catalog", "generate_events"]
 
-_DEVICES = ("mobile", "desktop", "tablet")
 _SHOWN, _MAX_VISITS, _SESSIONS_PER_CHUNK = 8, 50, 2048
 
 # Visit modes: how a user reached an item page.
@@ -114,34 +114,6 @@ class TrafficConfig:
 def generate_catalog(cfg: TrafficConfig) -> list[dict]:
     """The catalog of ``cfg``, one dict per item in the catalog contract, ordered by item id."""
     return ShopCatalog(cfg).records()
-
-
-class _Users:
-    """Per-user traits (activity, tastes, device) and the item each user saw last."""
-
-    def __init__(self, cfg: TrafficConfig, catalog: ShopCatalog, rng: np.random.Generator) -> None:
-        n, nc = cfg.n_users, cfg.n_categories
-        activity = rng.lognormal(0.0, cfg.user_activity_skew, n)
-        self.cdf = np.cumsum(activity) / activity.sum()
-        self.cdf[-1] = 1.0
-        width = min(4, nc)
-        k = np.minimum(1 + rng.poisson(cfg.taste_categories_mean - 1.0, n), width)
-        gumbel = np.log(catalog.cat_weight) + rng.gumbel(size=(n, nc))
-        self.taste_cats = np.argsort(-gumbel, axis=1)[:, :width]
-        share = rng.gamma(1.0, size=(n, width)) * (np.arange(width)[None, :] < k[:, None])
-        self.taste_cdf = np.cumsum(share, axis=1) / share.sum(axis=1, keepdims=True)
-        self.taste_cdf[np.arange(width)[None, :] >= k[:, None] - 1] = 1.0
-        self.device = [_DEVICES[d] for d in rng.choice(3, n, p=[0.6, 0.33, 0.07]).tolist()]
-        self.ids = [f"u{i}" for i in range(n)]
-        self.last_item = np.full(n, -1, np.int64)
-
-    def pick(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        """Users for ``size`` new sessions, skewed by activity."""
-        return np.minimum(np.searchsorted(self.cdf, rng.random(size), side="right"), len(self.cdf) - 1)
-
-    def taste(self, rng: np.random.Generator, users: np.ndarray) -> np.ndarray:
-        slot = (rng.random(len(users))[:, None] > self.taste_cdf[users]).sum(axis=1)
-        return self.taste_cats[users, slot]
 
 
 def _later_mode_shares(cfg: TrafficConfig) -> tuple[float, float, float, float]:
@@ -227,7 +199,7 @@ class _Generator:
         self.cfg = cfg
         self.catalog = ShopCatalog(cfg)
         self.rng = np.random.default_rng([cfg.seed, 2])
-        self.users = _Users(cfg, self.catalog, self.rng)
+        self.users = Shoppers(cfg, self.catalog, self.rng)
         self.start = time.time() if cfg.start_ts is None else float(cfg.start_ts)
         self.run = f"{zlib.crc32(f'{cfg.seed}:{self.start!r}'.encode()):08x}"
         self.mean_visits = _mean_visits(cfg)
