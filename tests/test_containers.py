@@ -98,6 +98,7 @@ def test_compose_environment_is_what_the_software_reads(compose):
     services = compose["services"]
     known = set(re.findall(r'"((?:STREAMREC|KAFKA|REDIS)_[A-Z_]+)"',
                            (ROOT / "streamrec" / "settings.py").read_text()
+                           + (ROOT / "streamrec" / "settings_env.py").read_text()
                            + (ROOT / "gateway" / "config.py").read_text()))
     kafka_port = services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"].rsplit(":", 1)[1]
     for name in STREAMREC_SERVICES:
