@@ -48,7 +48,10 @@ class Tally(Collector):
 
     Each thread adds into a dict of its own (one writer per dict, so nothing is lost);
     a scrape sums the dicts. ``dict.copy`` runs in C under the GIL, so a scrape never
-    sees a dict change size under it.
+    sees a dict change size under it. The dicts are found by thread id, not through
+    ``threading.local``: Bytewax calls Python from its worker threads with a Python
+    thread state that lasts one call, so a thread-local dict was a new one (and one more
+    to keep and sum) every batch.
     """
 
     def __init__(self, name: str, documentation: str, label: str,
@@ -56,30 +59,25 @@ class Tally(Collector):
         self.name = name
         self.documentation = documentation
         self.label = label
-        self._local = threading.local()
-        self._shards: list[dict[str, int]] = []
+        self._shards: dict[int, dict[str, int]] = {}  # thread id -> its counts
         self._lock = threading.Lock()
         if registry is not None:
             registry.register(self)
 
-    def _shard(self) -> dict[str, int]:
-        shard: dict[str, int] = {}
+    def _shard(self, thread: int) -> dict[str, int]:
         with self._lock:
-            self._shards.append(shard)
-        self._local.counts = shard
-        return shard
+            return self._shards.setdefault(thread, {})
 
     def add(self, key: str, n: int = 1) -> None:
-        try:
-            counts = self._local.counts
-        except AttributeError:
-            counts = self._shard()
+        counts = self._shards.get(threading.get_ident())
+        if counts is None:
+            counts = self._shard(threading.get_ident())
         counts[key] = counts.get(key, 0) + n
 
     def totals(self) -> dict[str, int]:
         out: dict[str, int] = {}
         with self._lock:
-            shards = list(self._shards)
+            shards = list(self._shards.values())
         for shard in shards:
             for key, n in dict.copy(shard).items():
                 out[key] = out.get(key, 0) + n

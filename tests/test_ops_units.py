@@ -81,3 +81,24 @@ def test_every_metric_is_documented_and_the_dashboard_uses_only_real_ones():
             used |= set(re.findall(r"streamrec_[a-z_]+", target["expr"]))
     known = names | {f"{n}_{s}" for n in names for s in ("bucket", "sum", "count")}
     assert used and used <= known, used - known
+
+
+def test_tally_keeps_one_dict_per_worker_thread_across_bytewax_batches():
+    # Bytewax calls Python from its worker threads with a thread state that lasts one
+    # call: a thread-local dict was a new one every batch (kept and summed for ever).
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSink, TestingSource, cluster_main
+
+    tally = Tally("t_batches_total", "test", "kind", registry=None)
+
+    def count(batch):
+        tally.add("event", len(batch))
+        return batch
+
+    flow = Dataflow("tally")
+    stream = op.input("in", flow, TestingSource(list(range(1_000)), batch_size=10))
+    op.output("out", op.flat_map_batch("count", stream, count), TestingSink([]))
+    cluster_main(flow, [], 0, worker_count_per_proc=2)
+    assert tally.totals() == {"event": 1_000}
+    assert 1 <= len(tally._shards) <= 2  # one per worker thread, not one per batch
