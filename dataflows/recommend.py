@@ -43,14 +43,14 @@ from connectors.catalog_file import catalog_file_envelopes
 from connectors.kafka_io import kafka_dead_letters, kafka_envelopes, source_config
 from connectors.redis_sink import RedisSink
 from connectors.topics import ensure_topics
-from dataflows.routing import bundled, not_of_types, of_types, routed, unkeyed
+from dataflows.routing import bundled, features_to, not_of_types, of_types, routed, unkeyed
 from operators.control_step import ControlLogic, ControlStepConfig
 from operators.item_step import ItemLogic, ItemStepConfig
 from operators.metrics_step import metrics_windows
 from models.attribution import Outcome
 from models.experiments import parse_experiment
 from operators.messages import (
-    DeadLetter, FeaturesBundle, ForgetUser, ItemFeatures, ItemQuery, PopularityReport, RankRequest,
+    DeadLetter, ForgetUser, ItemFeatures, ItemQuery, PopularityReport, RankRequest,
     RulesUpdate, RulesWrite, SegmentHit, Feedback,
 )
 from operators.parse import EventParser, parse_catalog, parse_control
@@ -177,8 +177,7 @@ def wire(
     features = of_types("catalog_features", answers, ItemFeatures)
     answers = not_of_types("answers", answers, ItemFeatures)
     shards = [f"rank-{s}" for s in range(settings.rank_shards)]
-    bundles = op.flat_map_batch("features_to_shards", features,
-                                lambda batch: [FeaturesBundle(r, batch) for r in shards])
+    bundles = op.flat_map_batch("features_to_shards", features, features_to(shards))
 
     hits = of_types("segment_hits", user_msgs, SegmentHit)
     trend_in = bundled("route_trend", op.merge("trend_merge", item_split.trues, hits))

@@ -6,10 +6,16 @@ function); these call it once per batch.
 
 from __future__ import annotations
 
+import itertools
+import secrets
+import threading
+
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
-__all__ = ["of_types", "not_of_types", "routed", "bundled", "unkeyed"]
+from operators.messages import FeaturesBundle
+
+__all__ = ["of_types", "not_of_types", "routed", "bundled", "unkeyed", "features_to"]
 
 
 def of_types(step_id: str, up: Stream, types) -> Stream:
@@ -48,3 +54,32 @@ def bundled(step_id: str, up: Stream) -> Stream:
 def unkeyed(step_id: str, up: Stream) -> Stream:
     """A stateful step's output without its keys."""
     return op.flat_map_batch(step_id, up, lambda batch: [m for _, m in batch])
+
+
+def features_to(shards: list[str]):
+    """A batch's catalog feature changes as one :class:`FeaturesBundle` per rank shard,
+    numbered per sending worker (a random name per process and thread, a counter), so
+    that a worker applies one copy to its shards' shared models instead of one per shard.
+
+    >>> send = features_to(["rank-0", "rank-1"])
+    >>> a, b = send(["f1"]); c, _ = send(["f2"])
+    >>> (a.route, b.route, a.origin == b.origin == c.origin, a.seq, b.seq, c.seq)
+    ('rank-0', 'rank-1', True, 1, 1, 2)
+    """
+    process = secrets.token_hex(6)
+    # Each sending worker numbers its own bundles: copies of one origin reach a worker in
+    # the order sent, which holds per sending worker only. Workers are told apart by
+    # thread id (Bytewax calls in from its own threads, whose Python thread state, and
+    # with it any threading.local, does not outlive a call).
+    counters: dict[int, tuple[str, itertools.count]] = {}
+
+    def to_shards(batch: list) -> list:
+        thread = threading.get_ident()
+        mine = counters.get(thread)
+        if mine is None:
+            mine = counters.setdefault(thread, (f"features:{process}:{thread}",
+                                                itertools.count(1)))
+        origin, counter = mine
+        seq = next(counter)
+        return [FeaturesBundle(r, batch, origin, seq) for r in shards]
+    return to_shards

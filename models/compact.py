@@ -7,7 +7,6 @@ hundred bytes less per user profile.
 
 from __future__ import annotations
 
-import heapq
 import math
 import sys
 from array import array

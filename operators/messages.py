@@ -198,10 +198,14 @@ class ItemFeatures:
 class FeaturesBundle:
     """A batch's catalog feature changes, to one rank shard (one message per shard and
     batch instead of one per item and shard: a catalog of 80,000 items would otherwise
-    send 640,000 messages to 8 shards)."""
+    send 640,000 messages to 8 shards). Every shard gets a copy; a worker applies the
+    first copy it gets to the models its shards share and skips the others, recognised by
+    ``origin`` and ``seq`` (as trend broadcasts)."""
 
     route: str  # rank shard
     features: list  # ItemFeatures, in the order the item step sent them
+    origin: str = ""  # the sending worker's bundles ("": unnumbered, always applied)
+    seq: int = 0  # increasing per origin
 
 
 @_compact

@@ -126,9 +126,10 @@ class RankLogic(StatefulBatchLogic):
                 models.set_available(msg.item_id, msg.available)
                 continue
             elif isinstance(msg, FeaturesBundle):
-                for f in msg.features:
-                    models.set_features(f.item_id, f.category, f.vector, f.price, f.attributes,
-                                        f.new)
+                if models.take_copy(msg.origin, msg.seq):
+                    for f in msg.features:
+                        models.set_features(f.item_id, f.category, f.vector, f.price,
+                                            f.attributes, f.new)
                 continue
             elif isinstance(msg, ItemFeatures):
                 models.set_features(msg.item_id, msg.category, msg.vector, msg.price,

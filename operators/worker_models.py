@@ -91,16 +91,25 @@ class WorkerModels:
             self._pickled = (self.version, pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
         return self._pickled[1]
 
+    def take_copy(self, origin: str, seq: int) -> bool:
+        """Is this copy of broadcast ``seq`` of ``origin`` the first to reach this worker?
+        (``seq`` 0: unnumbered, always.) Copies of one origin reach a worker in the order
+        sent, so a seq at or below the highest taken is a copy already applied."""
+        if not seq:
+            return True
+        if self.last_news.get(origin, 0) >= seq:
+            return False
+        self.last_news[origin] = seq
+        return True
+
     def take_broadcast(self, origin: str, seq: int, release: float, items: list,
                        segments: list) -> bool:
         """Queue a trend broadcast's entries unless a copy of it was taken already (``seq``
         0: unnumbered, always taken). Items are ``(item, category, popularity, ts,
         vector)``, segments ``(segment, item, value, ts)``; each waits for requests later
         than both its own time and ``release``. Returns whether it was new."""
-        if seq:
-            if self.last_news.get(origin, 0) >= seq:
-                return False
-            self.last_news[origin] = seq
+        if not self.take_copy(origin, seq):
+            return False
         deferred, push, order = self.deferred, heapq.heappush, _ORDER
         latest = self.news_ts
         for entry in items:

@@ -17,15 +17,18 @@ def _by_type(out, cls):
     return [m for m in out if isinstance(m, cls)]
 
 
-def test_catalog_features_reach_every_rank_shard_in_one_bundle_per_shard_and_batch(entry_point):
-    """Each catalog change is applied by every rank shard (with two workers too), and
-    travels in one message per shard and batch, not one per item and shard."""
+def test_catalog_features_reach_every_rank_shard_in_one_bundle_per_shard_and_batch(
+        entry_point, monkeypatch):
+    """Each catalog change reaches every rank shard (with two workers too), travels in
+    one message per shard and batch, not one per item and shard, and is applied once per
+    worker to the models its shards share, not once per shard."""
     import bytewax.operators as op
     from bytewax.dataflow import Dataflow
     from bytewax.testing import TestingSink
 
     from dataflows.recommend import wire
     from operators.messages import Envelope, FeaturesBundle, ItemFeatures
+    from operators.worker_models import WorkerModels
 
     catalog = [{"item_id": f"c{i}", "category": f"k{i % 3}", "price": 1.0 + i} for i in range(120)]
     got: list = []  # (shard logic id, message) for every catalog message the rank step takes
@@ -41,6 +44,14 @@ def test_catalog_features_reach_every_rank_shard_in_one_bundle_per_shard_and_bat
             return inner_batch(values)
         logic.on_batch = on_batch
         return logic
+
+    applied: dict[int, list[str]] = {}  # worker models -> items set, in order
+    set_features = WorkerModels.set_features
+
+    def counted(self, item, *args, **kw):
+        applied.setdefault(id(self), []).append(item)
+        return set_features(self, item, *args, **kw)
+    monkeypatch.setattr(WorkerModels, "set_features", counted)
 
     settings = Settings(rank_shards=8)
     flow = Dataflow("bundles")
@@ -61,6 +72,9 @@ def test_catalog_features_reach_every_rank_shard_in_one_bundle_per_shard_and_bat
     # 3 source batches of 40 records: at most one bundle per shard for each batch a worker's
     # item step emitted (one per worker and batch), never one per item.
     assert len(got) <= 8 * 3 * 2 < len(catalog) * 8
+    # One worker's shards share their models: each change is applied once per worker.
+    assert applied and all(sorted(items) == sorted(c["item_id"] for c in catalog)
+                           for items in applied.values())
 
 
 def test_rank_and_trend_steps_get_one_message_per_destination_and_batch(entry_point):
