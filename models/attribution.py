@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Attribution", "Outcome", "KINDS"]
+__all__ = ["Attribution", "Outcome", "KINDS", "expire"]
 
 KINDS = ("impression", "click", "cart", "purchase")
 
@@ -68,14 +68,34 @@ class _Shown:
                        self.propensity, rec_id)
 
 
+def expire(table: dict, before: float, ts_of) -> None:
+    """Drop the entries of ``table`` (oldest first, in insertion order) whose
+    ``ts_of(value)`` is older than ``before``, up to the first one that is not."""
+    while table:
+        key = next(iter(table))
+        if ts_of(table[key]) >= before:
+            return
+        del table[key]
+
+
+def _listed_at(shown: _Shown) -> float:
+    return shown.ts
+
+
+def _last_seen_at(mine: list) -> float:
+    return mine[-1][1].ts if mine else float("-inf")
+
+
 class Attribution:
     """Recently written lists by ``rec_id``, and the lists each user saw; see the module
     docstring.
 
-    Written lists wait for their impression in a bounded first-in-first-out table
-    (``max_lists``: at 1,000 lists a second over 8 shards, about a minute); a list that
-    was seen moves to its user's seen lists, where it stays for ``window`` seconds of
-    event time (at most ``per_user`` per user, ``max_users`` users, oldest out).
+    A list earns for ``window`` seconds of event time. Written lists wait for their
+    impression in a first-in-first-out table (at most ``max_lists``: at 1,000 lists a
+    second over 8 shards, about a minute); a list that was seen moves to its user's seen
+    lists (at most ``per_user`` per user, ``max_users`` users, oldest out). Both leave
+    once they are two windows older than the newest list written, so they hold what the
+    last two hours wrote (by default), not every user's last lists.
     """
 
     __slots__ = ("window", "max_lists", "max_users", "per_user", "lists", "seen")
@@ -94,6 +114,10 @@ class Attribution:
         lists[rec_id] = _Shown(user, ts, items, variant, propensity, strategy, segment)
         if len(lists) > self.max_lists:
             del lists[next(iter(lists))]
+        # Twice the window: an event a little behind the newest list (read late, or
+        # ranked in another call) still finds the lists it may earn for.
+        expire(lists, ts - 2 * self.window, _listed_at)
+        expire(self.seen, ts - 2 * self.window, _last_seen_at)
 
     def _mine(self, user: str, rec_id) -> _Shown | None:
         if not isinstance(rec_id, str):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from models.attribution import expire
 from models.batch_ranking import ItemCodes, RankModels, rank_batch
 from models.content import user_vector
 from models.ranking import RankInput
@@ -163,9 +164,15 @@ def rank_round(cfg: RankStepConfig, round_: list[list], shared: WorkerModels) ->
             shown = st.shown
             shown.pop(request.user_id, None)
             # A copy: the batch's rows are one matrix, and a kept slice would keep all of it.
-            shown[request.user_id] = (result.candidates, result.features.copy(), context)
+            shown[request.user_id] = (result.candidates, result.features.copy(), context,
+                                      request.ts)
             if len(shown) > cfg.max_feedback_users:
                 del shown[next(iter(shown))]
+            # A list earns the blend's learning as it earns clicks: for the attribution
+            # window (RankLogic._learn). Rows of users who have not come back for two
+            # windows go (two: a choice ranked a little behind this list still finds its
+            # rows, so which rows are kept never changes what is learnt).
+            expire(shown, request.ts - 2 * cfg.attribution_window, _shown_at)
         last = st.last_seq
         seen = last.pop(request.user_id, 0)
         last[request.user_id] = max(seen, request.seq)
@@ -181,3 +188,9 @@ def rank_round(cfg: RankStepConfig, round_: list[list], shared: WorkerModels) ->
                       reasons, rid, names[variant], propensity)
         )
     return out
+
+
+def _shown_at(rows: tuple) -> float:
+    """Event time of the list a user's feedback rows are from (rows kept by a release
+    that did not record it count as expired)."""
+    return rows[3] if len(rows) > 3 else float("-inf")

@@ -78,9 +78,10 @@ class RankShardState:
         # Erased users: answers to their requests up to this seq are dropped on arrival.
         self.forgotten: dict[str, int] = {}
         self.blend = ContextBlend(prior_weights(cfg.ranking), cfg.ranking.learning_rate)
-        # user -> (candidates best first, their feature rows): what the blend learns from
-        # when the user's next item event shows which one they chose.
-        self.shown: dict[str, tuple[list[str], np.ndarray, int]] = {}
+        # user -> (candidates best first, their feature rows, blend context, the list's
+        # event time): what the blend learns from when the user's next item event shows
+        # which one they chose (oldest first; see operators.rank_calls).
+        self.shown: dict[str, tuple[list[str], np.ndarray, int, float]] = {}
         self.mf = ImplicitMF(max_users=cfg.max_users // 4, max_items=cfg.max_item_vectors)
         # Complete requests waiting for an earlier one of the same user (exact order).
         self.ready: dict[tuple[str, int], list] = {}

@@ -35,7 +35,7 @@ from operators.messages import (
 from streamrec.metrics import ATTRIBUTED, ATTRIBUTED_REVENUE, RANK_USERS
 # RankShardState is re-exported: snapshots taken before it moved name it here.
 from operators.rank_state import RankShardState, RankStepConfig, of_erased_life
-from operators.rank_calls import DUE_NOW, await_ranking, rank_round, take_due
+from operators.rank_calls import DUE_NOW, _shown_at, await_ranking, rank_round, take_due
 from operators.rank_order import answer_order, event_time_order, rounds
 from operators.worker_models import WorkerModels, adopt, worker_models
 
@@ -279,7 +279,7 @@ class RankLogic(StatefulBatchLogic):
             if cfg.ranking.learn_blend:
                 for request, _, logic in round_:
                     if request.item_id is not None:
-                        logic._learn(request.user_id, request.item_id)
+                        logic._learn(request.user_id, request.item_id, request.ts)
             out.extend(rank_round(cfg, round_, models))
         return out
 
@@ -328,12 +328,14 @@ class RankLogic(StatefulBatchLogic):
             picked += [i for i in known if i not in skip and i not in taken][: k - len(picked)]
         return [(item, round(0.5 ** n, 6)) for n, item in enumerate(picked)]
 
-    def _learn(self, user_id: str, chosen: str) -> None:
-        """The user chose ``chosen``: teach the blend to rank it above what outranked it."""
+    def _learn(self, user_id: str, chosen: str, ts: float) -> None:
+        """The user chose ``chosen`` at ``ts``: teach the blend to rank it above what
+        outranked it in their last list, if that list is at most the attribution window
+        older (a later choice is not an answer to it)."""
         previous = self.state.shown.pop(user_id, None)
-        if previous is None:
+        if previous is None or ts - _shown_at(previous) > self.cfg.attribution_window:
             return
-        candidates, features, context = previous
+        candidates, features, context = previous[:3]
         try:
             idx = candidates.index(chosen)
         except ValueError:

@@ -6,8 +6,8 @@ were batched or spread over workers: no look into the future.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
-
 import time
 
 import pytest
@@ -342,5 +342,39 @@ def test_feedback_rows_kept_per_user_do_not_hold_the_batch_matrix():
     assert len(out) == 5
     shown = logic.state.shown
     assert sorted(shown) == [f"u{n}" for n in range(5)]
-    for candidates, rows, _context in shown.values():
+    for candidates, rows, _context, ts in shown.values():
         assert rows.base is None and rows.shape[0] == len(candidates) > 0
+        assert 100.0 <= ts < 105.0
+
+
+def _chose(user: str, seq: int, ts: float, item: str) -> RankRequest:
+    return dataclasses.replace(_request(user, seq, ts), item_id=item, interaction=1.0)
+
+
+def test_a_choice_teaches_the_blend_only_within_the_window_of_the_list():
+    # The blend learns from the user's last list when their next item event shows what
+    # they chose; a choice more than the attribution window later is not an answer to it.
+    cfg = RankStepConfig(conflate=False, attribution_window=600.0)
+    for gap, learns in [(599.0, True), (601.0, False)]:
+        logic = RankLogic(cfg, None)
+        news = TrendDelta("rank-0", [(f"i{n}", None, 1.0 + n, 10.0, None) for n in range(40)], [])
+        (first,), _ = _step(logic, [news, _request("u", 1, 100.0)])
+        chosen = _items(first)[3]
+        _step(logic, [_chose("u", 2, 100.0 + gap, chosen)])
+        assert (logic.state.blend.updates == 1) is learns, gap
+
+
+def test_feedback_rows_and_attributed_lists_leave_two_windows_after_their_list():
+    # Rows and lists of users who did not come back go once a list two windows newer is
+    # written in the shard: memory follows the users of the last two windows, not all.
+    cfg = RankStepConfig(conflate=False, attribution_window=600.0)
+    logic = RankLogic(cfg, None)
+    news = TrendDelta("rank-0", [(f"i{n}", None, 1.0 + n, 10.0, None) for n in range(40)], [])
+    _step(logic, [news] + [_request(f"old{n}", 1, 100.0 + n) for n in range(3)])
+    _step(logic, [_request("mid", 1, 800.0)])
+    st = logic.state
+    assert sorted(st.shown) == ["mid", "old0", "old1", "old2"]  # 700 s: within two windows
+    assert len(st.attribution.lists) == 4
+    _step(logic, [_request("new", 1, 1301.5)])  # old0 and old1 are now > 1,200 s older
+    assert sorted(st.shown) == ["mid", "new", "old2"]
+    assert sorted(s.user for s in st.attribution.lists.values()) == ["mid", "new", "old2"]
