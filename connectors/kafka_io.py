@@ -12,6 +12,7 @@ from bytewax.connectors.kafka import operators as kop
 from bytewax.connectors.kafka.operators import KafkaOpOut, _kafka_error_split
 from bytewax.dataflow import Dataflow, Stream, operator
 
+from connectors.kafka_props import for_producer
 from operators.messages import DeadLetter, Envelope
 
 __all__ = ["kafka_envelopes", "kafka_dead_letters", "source_config", "ingested_at",
@@ -31,22 +32,14 @@ def read_positions() -> dict[tuple[str, int], int]:
     return dict.copy(_POSITIONS)
 
 
-# Consumer-only librdkafka properties: Bytewax also hands the source's options to the
-# admin client it lists partitions with, a producer-type handle that warns (CONFWARN)
-# about each of them at every start.
-_CONSUMER_ONLY = frozenset({"fetch.wait.max.ms", "fetch.min.bytes", "fetch.max.bytes",
-                            "fetch.error.backoff.ms", "fetch.queue.backoff.ms",
-                            "queued.min.messages", "queued.max.messages.kbytes",
-                            "max.partition.fetch.bytes", "auto.offset.reset",
-                            "enable.partition.eof", "check.crcs", "isolation.level"})
-
-
 class _QuietSource(KafkaSource):
-    """Bytewax's KafkaSource, listing partitions without the consumer-only options."""
+    """Bytewax's KafkaSource, listing partitions without the consumer-only options (it
+    hands the source's options to the admin client it lists partitions with, which
+    warns about each of them at every start)."""
 
     def list_parts(self) -> List[str]:
         full = self._add_config
-        self._add_config = {k: v for k, v in full.items() if k not in _CONSUMER_ONLY}
+        self._add_config = for_producer(full)
         try:
             return super().list_parts()
         finally:
@@ -145,4 +138,4 @@ def kafka_dead_letters(step_id: str, dead: Stream, *, brokers: list[str], topic:
         )
 
     kop.output(step_id, op.map(f"{step_id}_message", dead, to_message), brokers=brokers,
-               topic=topic, add_config=dict(config))
+               topic=topic, add_config=for_producer(config))

@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError, Producer
 
+from connectors.kafka_props import for_producer
+
 __all__ = ["produce_events", "produce_catalog", "produce_raw", "PRODUCED_AT_HEADER"]
 
 PRODUCED_AT_HEADER = "produced_at"
@@ -60,7 +62,7 @@ def _producer(bootstrap: str, linger_ms: int, config: dict | None, delivery: _De
         "delivery.report.only.error": True,
         "on_delivery": delivery,
     }
-    settings.update(config or {})
+    settings.update(for_producer(config))
     return Producer(settings)
 
 

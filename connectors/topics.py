@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
+from connectors.kafka_props import for_producer
 from streamrec.errors import ConfigError
 
 __all__ = ["ensure_topics"]
@@ -44,7 +45,7 @@ def ensure_topics(
             raise ConfigError(msg)
     if not topics:
         return
-    admin = AdminClient({**(config or {}), "bootstrap.servers": bootstrap})
+    admin = AdminClient({**for_producer(config), "bootstrap.servers": bootstrap})
     deadline = time.monotonic() + timeout
     existing = _partition_counts(admin, bootstrap, deadline)
 

@@ -17,6 +17,8 @@ from typing import Mapping
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from connectors.kafka_props import for_producer
+
 __all__ = ["EventProducer", "PRODUCED_AT_HEADER"]
 
 log = logging.getLogger("gateway.producer")
@@ -34,7 +36,7 @@ class EventProducer:
         self.bootstrap = bootstrap
         self.topic = topic
         self.queue_max = queue_max
-        self.extra_config = dict(extra_config or {})
+        self.extra_config = for_producer(extra_config)
         self.probe_every = probe_every
         self.probe_timeout = probe_timeout
         self.message_timeout_ms = message_timeout_ms

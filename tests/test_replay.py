@@ -146,3 +146,17 @@ def test_delivery_failures_are_counted_and_reported(caplog: pytest.LogCaptureFix
 def test_bad_rate_is_rejected() -> None:
     with pytest.raises(ValueError, match="rate"):
         produce_events("127.0.0.1:1", "events", [], rate=0)
+
+
+def test_producers_get_the_kafka_settings_without_consumer_only_properties(capfd):
+    # KAFKA_* settings reach every client; a producer warns (CONFWARN) about each
+    # consumer-only property it is given, at every start.
+    from connectors.replay import _Delivery, _producer
+
+    settings = {"fetch.wait.max.ms": "5", "queued.max.messages.kbytes": "2048",
+                "client.id": "streamrec-test"}
+    producer = _producer("127.0.0.1:1", 5, settings, _Delivery())
+    producer.flush(0.2)
+    del producer
+    err = capfd.readouterr().err
+    assert "CONFWARN" not in err
