@@ -205,6 +205,13 @@ class VectorIndex:
         return np.fromiter(map(self.slot_of.get, items, repeat(-1)), dtype=np.intp,
                            count=len(items))
 
+    def window_slots(self, items) -> np.ndarray:
+        """Slots of ``items`` in the search window, the columns :meth:`top_many` names
+        its picks by (-1: not in the window)."""
+        space = self.recent if self.recent is not None else self
+        return np.fromiter(map(space.slot_of.get, items, repeat(-1)), dtype=np.intp,
+                           count=len(items))
+
     def cosine(self, user: np.ndarray, items: list[str]) -> np.ndarray:
         """Cosine of ``user`` with each of ``items`` (0 for items without a vector)."""
         slots = self.slots(items)

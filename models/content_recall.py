@@ -105,10 +105,11 @@ def _nearest(users: np.ndarray, n: int, shared: VectorIndex | None,
     l_rows, l_vals, l_names = _local_picks(users, n, locals_)
     if len(s_rows) and len(l_rows):
         # A local pick the same user's shared picks hold already goes; items are
-        # compared by their shared index slot (every window item is indexed there).
-        width = len(shared.matrix) + 1
-        mine = s_rows * width + shared.slots(s_names)
-        theirs = shared.slots(l_names)
+        # compared by their slot in the shared search window (the shared picks' columns;
+        # a local item outside the window cannot be among them).
+        width = max(len(s_items), 1) + 1
+        mine = s_rows * width + s_cols
+        theirs = shared.window_slots(l_names)
         fresh = (theirs < 0) | ~member(l_rows * width + theirs, mine)
         if not fresh.all():
             l_rows, l_vals = l_rows[fresh], l_vals[fresh]
