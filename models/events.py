@@ -135,7 +135,7 @@ def erasure_receipt(event: Event) -> str | None:
     return None
 
 
-def _text(raw: Mapping, name: str, required: bool) -> str | None:
+def _text(raw: Mapping, name: str, required: bool, shared: bool = True) -> str | None:
     value = raw.get(name)
     if value is None:
         if required:
@@ -145,7 +145,7 @@ def _text(raw: Mapping, name: str, required: bool) -> str | None:
         raise InvalidEvent(f"{name}:not_string", type(value).__name__)
     if not value or len(value) > MAX_ID_CHARS:
         raise InvalidEvent(f"{name}:bad_length", str(len(value)))
-    return _intern(value)
+    return _intern(value) if shared else value
 
 
 def _timestamp(value: Any) -> float:
@@ -205,7 +205,7 @@ def validate_event(raw: Any, now: float | None = None, max_skew: float | None = 
     """
     if not isinstance(raw, dict):
         raise InvalidEvent("event:not_object", type(raw).__name__)
-    event_id = _text(raw, "event_id", True)
+    event_id = _text(raw, "event_id", True, shared=False)  # unique: nothing to share
     user_id = _text(raw, "user_id", True)
     etype = raw.get("type")
     if etype is None:
