@@ -22,7 +22,11 @@ CONSUMER_ONLY = frozenset({"fetch.wait.max.ms", "fetch.min.bytes", "fetch.max.by
                            "enable.partition.eof", "check.crcs", "isolation.level",
                            "group.id", "enable.auto.commit", "auto.commit.interval.ms",
                            "session.timeout.ms", "max.poll.interval.ms",
-                           "partition.assignment.strategy"})
+                           "partition.assignment.strategy", "heartbeat.interval.ms",
+                           "fetch.message.max.bytes", "enable.auto.offset.store",
+                           "group.instance.id", "coordinator.query.interval.ms",
+                           "group.protocol", "group.remote.assignor",
+                           "consume.callback.max.messages"})
 
 
 def for_producer(config: Mapping[str, str] | None) -> dict[str, str]:

@@ -83,7 +83,7 @@ def _listed_at(shown: _Shown) -> float:
 
 
 def _last_seen_at(mine: list) -> float:
-    return mine[-1][1].ts if mine else float("-inf")
+    return max((s.ts for _, s in mine), default=float("-inf"))
 
 
 class Attribution:
@@ -93,9 +93,9 @@ class Attribution:
     A list earns for ``window`` seconds of event time. Written lists wait for their
     impression in a first-in-first-out table (at most ``max_lists``: at 1,000 lists a
     second over 8 shards, about a minute); a list that was seen moves to its user's seen
-    lists (at most ``per_user`` per user, ``max_users`` users, oldest out). Both leave
-    once they are two windows older than the newest list written, so they hold what the
-    last two hours wrote (by default), not every user's last lists.
+    lists (at most ``per_user`` per user, ``max_users`` users, oldest out). The owner
+    calls :meth:`expire` with a time two windows before its newest list, so the tables
+    hold about what the last two windows wrote, not every user's last lists.
     """
 
     __slots__ = ("window", "max_lists", "max_users", "per_user", "lists", "seen")
@@ -114,10 +114,13 @@ class Attribution:
         lists[rec_id] = _Shown(user, ts, items, variant, propensity, strategy, segment)
         if len(lists) > self.max_lists:
             del lists[next(iter(lists))]
-        # Twice the window: an event a little behind the newest list (read late, or
-        # ranked in another call) still finds the lists it may earn for.
-        expire(lists, ts - 2 * self.window, _listed_at)
-        expire(self.seen, ts - 2 * self.window, _last_seen_at)
+
+    def expire(self, before: float) -> None:
+        """Forget the lists written before ``before`` (event time) and the users whose
+        seen lists are all older, as they reach the front of their tables (the owner
+        calls this with two windows before its newest list: see the class docstring)."""
+        expire(self.lists, before, _listed_at)
+        expire(self.seen, before, _last_seen_at)
 
     def _mine(self, user: str, rec_id) -> _Shown | None:
         if not isinstance(rec_id, str):

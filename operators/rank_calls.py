@@ -168,11 +168,6 @@ def rank_round(cfg: RankStepConfig, round_: list[list], shared: WorkerModels) ->
                                       request.ts)
             if len(shown) > cfg.max_feedback_users:
                 del shown[next(iter(shown))]
-            # A list earns the blend's learning as it earns clicks: for the attribution
-            # window (RankLogic._learn). Rows of users who have not come back for two
-            # windows go (two: a choice ranked a little behind this list still finds its
-            # rows, so which rows are kept never changes what is learnt).
-            expire(shown, request.ts - 2 * cfg.attribution_window, _shown_at)
         last = st.last_seq
         seen = last.pop(request.user_id, 0)
         last[request.user_id] = max(seen, request.seq)
@@ -187,7 +182,22 @@ def rank_round(cfg: RankStepConfig, round_: list[list], shared: WorkerModels) ->
                       request.ts, request.ingested_at, items, strategy, cfg.model_version,
                       reasons, rid, names[variant], propensity)
         )
+    _expire_old_lists(cfg, shards, max(e[0].ts for e in round_))
     return out
+
+
+def _expire_old_lists(cfg: RankStepConfig, shards: list, ts: float) -> None:
+    """A list earns clicks, sales and the blend's learning for the attribution window
+    (RankLogic._learn); the feedback rows and attributed lists of users who have not
+    come back for two windows go (two: an event a little behind the newest list still
+    finds its own). Once per round and shard, as of the round's newest event, but never
+    later than the wall clock: an event stamped hours ahead (a client's clock) must not
+    take every other user's lists with it."""
+    cutoff = min(ts, time.time()) - 2 * cfg.attribution_window
+    for logic in shards:
+        st = logic.state
+        expire(st.shown, cutoff, _shown_at)
+        st.attribution.expire(cutoff)
 
 
 def _shown_at(rows: tuple) -> float:

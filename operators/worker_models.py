@@ -80,6 +80,10 @@ class WorkerModels:
     def __setstate__(self, state):
         for s, v in zip(self.__slots__, state):
             setattr(self, s, v)
+        # Feature bundles are numbered per process start (dataflows.routing.features_to):
+        # the origins of the process that wrote the snapshot never send again.
+        self.last_news = {k: v for k, v in self.last_news.items()
+                          if not k.startswith("features:")}
         self.deferred = keyed_news(self.deferred)
         self._fill_defaults()
         self._pickled = None

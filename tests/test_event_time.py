@@ -378,3 +378,17 @@ def test_feedback_rows_and_attributed_lists_leave_two_windows_after_their_list()
     _step(logic, [_request("new", 1, 1301.5)])  # old0 and old1 are now > 1,200 s older
     assert sorted(st.shown) == ["mid", "new", "old2"]
     assert sorted(s.user for s in st.attribution.lists.values()) == ["mid", "new", "old2"]
+
+
+def test_an_event_stamped_hours_ahead_does_not_expire_everyone_elses_lists():
+    # Lists expire two windows behind the newest event, but never later than the wall
+    # clock allows: one client with a clock a day ahead must not take every list along.
+    now = time.time()
+    cfg = RankStepConfig(conflate=False, attribution_window=600.0)
+    logic = RankLogic(cfg, None)
+    news = TrendDelta("rank-0", [(f"i{n}", None, 1.0 + n, now - 60.0, None) for n in range(40)], [])
+    _step(logic, [news] + [_request(f"u{n}", 1, now - 10.0 + n) for n in range(5)])
+    _step(logic, [_request("ahead", 1, now + 22 * 3600.0)])
+    st = logic.state
+    assert sorted(st.shown) == ["ahead", "u0", "u1", "u2", "u3", "u4"]
+    assert len(st.attribution.lists) == 6

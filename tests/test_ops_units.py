@@ -97,7 +97,8 @@ def test_tally_keeps_one_dict_per_worker_thread_across_bytewax_batches():
         return batch
 
     flow = Dataflow("tally")
-    stream = op.input("in", flow, TestingSource(list(range(1_000)), batch_size=10))
+    stream = op.redistribute("spread", op.input("in", flow, TestingSource(list(range(1_000)),
+                                                                           batch_size=10)))
     op.output("out", op.flat_map_batch("count", stream, count), TestingSink([]))
     cluster_main(flow, [], 0, worker_count_per_proc=2)
     assert tally.totals() == {"event": 1_000}

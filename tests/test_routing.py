@@ -147,3 +147,18 @@ def test_a_worker_ranks_the_requests_of_all_its_rank_shards_in_one_call():
     assert not dead
     assert requests2 - requests == 40
     assert calls2 - calls == 1
+
+
+def test_restored_worker_models_forget_the_feature_origins_of_the_old_process():
+    # Bundles are numbered per process start: the old process's origins never send
+    # again, so a snapshot does not carry them on; trend origins stay (they are keys).
+    import pickle
+
+    from operators.worker_models import WorkerModels
+
+    models = WorkerModels(3600.0, 100, 10, 100)
+    assert models.take_copy("features:abc:1", 3) and not models.take_copy("features:abc:1", 2)
+    assert models.take_broadcast("trend-0", 7, 0.0, [], [])
+    restored = pickle.loads(pickle.dumps(models))
+    assert restored.last_news == {"trend-0": 7}
+    assert not restored.take_broadcast("trend-0", 7, 0.0, [], [])  # a copy already taken
