@@ -233,6 +233,9 @@ class ErasureScanner:
         self.tasks: queue.Queue = queue.Queue()
         self.idle = threading.Condition()
         self.open = 0  # tasks queued and not finished
+        # Notes queued and not finished: the notes read at start skip these (the sink may
+        # note an erasure of its first batch before the thread has read what was left).
+        self.queued: set[bytes] = set()
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self.client: redis.Redis | None = None
@@ -258,6 +261,9 @@ class ErasureScanner:
         part of the stream before that id is scanned, if it still holds any.
         None: the whole stream up to ``recs_end`` is scanned."""
         with self.idle:
+            if field in self.queued:
+                return  # noted by this sink and read back at start: queued once
+            self.queued.add(field)
             self.open += 1
         ERASURES_PENDING.inc()
         self.tasks.put((erase, field, recs_end, dlq_end, known))
@@ -317,6 +323,7 @@ class ErasureScanner:
             finally:
                 ERASURES_PENDING.dec()
                 with self.idle:
+                    self.queued.discard(task[1])
                     self.open -= 1
                     self.idle.notify_all()
 
