@@ -202,15 +202,12 @@ class VectorIndex:
 
     def slots(self, items) -> np.ndarray:
         """Index rows of ``items`` (-1: not indexed)."""
-        return np.fromiter(map(self.slot_of.get, items, repeat(-1)), dtype=np.intp,
-                           count=len(items))
+        return _slots(self.slot_of, items)
 
     def window_slots(self, items) -> np.ndarray:
         """Slots of ``items`` in the search window, the columns :meth:`top_many` names
         its picks by (-1: not in the window)."""
-        space = self.recent if self.recent is not None else self
-        return np.fromiter(map(space.slot_of.get, items, repeat(-1)), dtype=np.intp,
-                           count=len(items))
+        return _slots((self.recent if self.recent is not None else self).slot_of, items)
 
     def cosine(self, user: np.ndarray, items: list[str]) -> np.ndarray:
         """Cosine of ``user`` with each of ``items`` (0 for items without a vector)."""
@@ -264,6 +261,10 @@ NO_ROWS = np.zeros(0, dtype=np.intp)
 NO_VALUES = np.zeros(0, dtype=np.float32)
 NO_ROWS.setflags(write=False)
 NO_VALUES.setflags(write=False)
+
+
+def _slots(slot_of: dict, items) -> np.ndarray:
+    return np.fromiter(map(slot_of.get, items, repeat(-1)), dtype=np.intp, count=len(items))
 
 
 def first_per_row(rows: np.ndarray, n_rows: int, n: int) -> np.ndarray:

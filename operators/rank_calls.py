@@ -29,7 +29,7 @@ from streamrec.metrics import RANK_CALL_REQUESTS, RANK_CALL_SECONDS
 if TYPE_CHECKING:
     from operators.rank_step import RankLogic
 
-__all__ = ["DUE_NOW", "await_ranking", "rank_round", "take_due"]
+__all__ = ["DUE_NOW", "await_ranking", "rank_round", "shown_at", "take_due"]
 
 
 _CODES: dict[int, ItemCodes] = {}  # per worker thread (see operators.worker_models)
@@ -196,11 +196,11 @@ def _expire_old_lists(cfg: RankStepConfig, shards: list, ts: float) -> None:
     cutoff = min(ts, time.time()) - 2 * cfg.attribution_window
     for logic in shards:
         st = logic.state
-        expire(st.shown, cutoff, _shown_at)
+        expire(st.shown, cutoff, shown_at)
         st.attribution.expire(cutoff)
 
 
-def _shown_at(rows: tuple) -> float:
+def shown_at(rows: tuple) -> float:
     """Event time of the list a user's feedback rows are from (rows kept by a release
     that did not record it count as expired)."""
     return rows[3] if len(rows) > 3 else float("-inf")

@@ -35,7 +35,7 @@ from operators.messages import (
 from streamrec.metrics import ATTRIBUTED, ATTRIBUTED_REVENUE, RANK_USERS
 # RankShardState is re-exported: snapshots taken before it moved name it here.
 from operators.rank_state import RankShardState, RankStepConfig, of_erased_life
-from operators.rank_calls import DUE_NOW, _shown_at, await_ranking, rank_round, take_due
+from operators.rank_calls import DUE_NOW, shown_at, await_ranking, rank_round, take_due
 from operators.rank_order import answer_order, event_time_order, rounds
 from operators.worker_models import WorkerModels, adopt, worker_models
 
@@ -333,7 +333,7 @@ class RankLogic(StatefulBatchLogic):
         outranked it in their last list, if that list is at most the attribution window
         older (a later choice is not an answer to it)."""
         previous = self.state.shown.pop(user_id, None)
-        if previous is None or ts - _shown_at(previous) > self.cfg.attribution_window:
+        if previous is None or ts - shown_at(previous) > self.cfg.attribution_window:
             return
         candidates, features, context = previous[:3]
         try:
